@@ -1,0 +1,34 @@
+# aegis-tortoise: `make demo` and `make test` are all a newcomer needs.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help:  ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## Create .venv and install the package with its dev tools
+
+demo: $(STAMP)  ## Run the seed's walkthrough on in-memory sqlite
+	$(PY) -m aegis_tortoise demo
+
+test: $(STAMP)  ## Run the whole suite on sqlite and PostgreSQL
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)  ## ruff and mypy --strict
+	$(VENV)/bin/ruff check aegis_tortoise compat tests
+	$(VENV)/bin/mypy
+
+clean:  ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: help install demo test lint clean

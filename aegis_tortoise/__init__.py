@@ -1,0 +1,67 @@
+"""aegis-tortoise: the Aegis shared database API on Tortoise ORM and asyncpg."""
+
+from aegis_tortoise.config import DatabaseSettings, DatabaseURL, Settings, parse_database_url
+from aegis_tortoise.errors import (
+    AegisBaseException,
+    ConfigurationError,
+    DatabaseConnectionError,
+    DatabaseError,
+    DuplicateEntityError,
+    EntityNotFoundError,
+    ErrorCode,
+    InvalidFilterError,
+    MultipleResultsFoundError,
+    NoResultFoundError,
+    PoolTimeoutError,
+    ServiceException,
+    TransactionConflictError,
+    TransactionError,
+    TransactionOutcomeUnknownError,
+    ValidationError,
+    translate_errors,
+)
+from aegis_tortoise.manager import DatabaseManager
+from aegis_tortoise.models import BaseEntity, PaginatedResponse, SoftDeleteMixin, TimestampMixin
+from aegis_tortoise.retry import db_retry, is_transient, with_db_retry
+from aegis_tortoise.session import Result, Row, Session
+from aegis_tortoise.transactions import TransactionManager, transactional
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AegisBaseException",
+    "BaseEntity",
+    "ConfigurationError",
+    "DatabaseConnectionError",
+    "DatabaseError",
+    "DatabaseManager",
+    "DatabaseSettings",
+    "DatabaseURL",
+    "DuplicateEntityError",
+    "EntityNotFoundError",
+    "ErrorCode",
+    "InvalidFilterError",
+    "MultipleResultsFoundError",
+    "NoResultFoundError",
+    "PaginatedResponse",
+    "PoolTimeoutError",
+    "Result",
+    "Row",
+    "ServiceException",
+    "Session",
+    "Settings",
+    "SoftDeleteMixin",
+    "TimestampMixin",
+    "TransactionConflictError",
+    "TransactionError",
+    "TransactionManager",
+    "TransactionOutcomeUnknownError",
+    "ValidationError",
+    "__version__",
+    "db_retry",
+    "is_transient",
+    "parse_database_url",
+    "transactional",
+    "translate_errors",
+    "with_db_retry",
+]

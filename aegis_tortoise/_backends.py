@@ -1,0 +1,211 @@
+"""Per-dialect connection handling for sessions: acquire with a timeout, release, raw SQL.
+
+Tortoise 1.1.9 acquires pooled connections without a timeout and creates its transaction
+clients itself; a session needs both under its own control, so the two backends below reuse
+Tortoise's transaction clients (so model calls work unchanged) around connections they
+acquire themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from tortoise.backends.asyncpg.client import AsyncpgDBClient
+from tortoise.backends.asyncpg.client import TransactionWrapper as AsyncpgTransactionWrapper
+from tortoise.backends.base.client import ConnectionWrapper, TransactionContext
+from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionWrapper
+
+from aegis_tortoise.errors import DatabaseConnectionError, PoolTimeoutError, translate_exception
+from aegis_tortoise.session import Result, Session, _BeginningConnectionWrapper, _NestedContext, is_dml
+
+if TYPE_CHECKING:
+    from aegis_tortoise.manager import DatabaseManager
+
+logger = logging.getLogger("aegis_tortoise.pool")
+
+
+class _PgSessionClient(AsyncpgTransactionWrapper):
+    """Tortoise's asyncpg transaction client on a connection the session acquired."""
+
+    def __init__(self, parent: AsyncpgDBClient, conn: Any, session: Session, log: Any) -> None:
+        super().__init__(parent)
+        self._connection = conn
+        self._aegis_session = session
+        self.log = log
+
+    def acquire_connection(self) -> ConnectionWrapper[Any]:
+        return _BeginningConnectionWrapper(self._lock, self)
+
+    def _in_transaction(self) -> TransactionContext:
+        return _NestedContext(AsyncpgTransactionWrapper(self), self._aegis_session)
+
+
+class _SqliteSessionClient(SqliteTransactionWrapper):
+    """Tortoise's sqlite transaction client, bound to a session."""
+
+    def __init__(self, parent: SqliteClient, session: Session, log: Any) -> None:
+        super().__init__(parent)
+        self._aegis_session = session
+        self.log = log
+
+    def acquire_connection(self) -> ConnectionWrapper[Any]:
+        return _BeginningConnectionWrapper(self._lock, self)
+
+    def _in_transaction(self) -> TransactionContext:
+        return _NestedContext(SqliteTransactionWrapper(self), self._aegis_session)
+
+
+class PostgresBackend:
+    """asyncpg pool: bounded acquire, idle recycling, connect timeout."""
+
+    dialect = "postgres"
+
+    def __init__(self, manager: DatabaseManager) -> None:
+        self.manager = manager
+        self._pool_lock = asyncio.Lock()
+
+    def pool_options(self) -> dict[str, Any]:
+        """Tortoise credentials that size and tune the asyncpg pool."""
+        m = self.manager
+        return {
+            # No connection before first use; at most pool_size + max_overflow.
+            "minsize": 0,
+            "maxsize": m.pool_size + m.max_overflow,
+            # asyncpg has no maximum age: pool_recycle closes connections idle that long.
+            "max_inactive_connection_lifetime": float(m.pool_recycle),
+            # asyncpg's connect timeout (60 s by default) is bounded by pool_timeout.
+            "timeout": m.pool_timeout,
+        }
+
+    async def _pool(self, client: AsyncpgDBClient) -> Any:
+        if client._pool is None:
+            async with self._pool_lock:
+                if client._pool is None:
+                    await client.create_connection(with_db=True)
+        return client._pool
+
+    async def acquire(self, session: Session, client: Any) -> None:
+        pool = await self._pool(client)
+        timeout = self.manager.pool_timeout
+        # asyncpg 0.32: a holder in the queue means a slot is free, so a timeout is spent
+        # connecting (server unreachable), not waiting for another session to finish.
+        slot_free = not pool._queue.empty()
+        try:
+            conn = await pool.acquire(timeout=timeout)
+        except TimeoutError as exc:
+            if slot_free:
+                raise DatabaseConnectionError(
+                    f"Could not connect to {self.manager.url.masked()} within "
+                    f"pool_timeout={timeout} s", details={"timeout": timeout},
+                ) from exc
+            raise PoolTimeoutError(
+                f"No database connection became free within pool_timeout={timeout} s "
+                f"(pool_size={self.manager.pool_size}, "
+                f"max_overflow={self.manager.max_overflow}); raise the pool size or shorten "
+                "the sessions that hold connections",
+                details={"timeout": timeout, "max_connections":
+                         self.manager.pool_size + self.manager.max_overflow},
+            ) from exc
+        session._conn = conn
+        session._client = _PgSessionClient(client, conn, session, self.manager._sql_log)
+
+    async def release(self, session: Session, client: Any) -> None:
+        conn = session._conn
+        if conn is None:
+            return
+        session._conn = None
+        pool = client._pool
+        try:
+            if pool is None:
+                conn.terminate()
+            else:
+                await pool.release(conn)
+        except BaseException:
+            # A connection that cannot be reset must not go back to the pool.
+            conn.terminate()
+            if pool is not None:
+                try:
+                    await pool.release(conn)
+                except Exception:  # noqa: BLE001 - best effort, the connection is gone
+                    logger.debug("release of a terminated connection failed", exc_info=True)
+            raise
+
+    def is_broken(self, session: Session) -> bool:
+        conn = session._conn
+        return conn is None or conn.is_closed()
+
+    async def run_raw(self, conn: Any, sql: str, values: list[Any]) -> Result:
+        # asyncpg 0.32's public API returns either rows (fetch) or the status (execute);
+        # Connection._execute(return_status=True) gives both in one round trip.
+        rows, status, _ = await conn._execute(sql, values, 0, None, return_status=True)
+        keys = list(rows[0].keys()) if rows else []
+        return Result(keys, rows, _pg_rowcount(status, len(rows)))
+
+
+def _pg_rowcount(status: bytes | str | None, nrows: int) -> int:
+    if not status:
+        return nrows
+    text = status.decode() if isinstance(status, bytes) else status
+    last = text.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else nrows
+
+
+class SqliteBackend:
+    """One aiosqlite connection per manager; sessions take turns, bounded by pool_timeout."""
+
+    dialect = "sqlite"
+
+    def __init__(self, manager: DatabaseManager) -> None:
+        self.manager = manager
+
+    def pool_options(self) -> dict[str, Any]:
+        return {}
+
+    async def acquire(self, session: Session, client: Any) -> None:
+        timeout = self.manager.pool_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await client._lock.acquire()
+        except TimeoutError as exc:
+            raise PoolTimeoutError(
+                f"The sqlite connection did not become free within pool_timeout={timeout} s; "
+                "sqlite has one connection, so sessions run one at a time",
+                details={"timeout": timeout},
+            ) from exc
+        try:
+            if client._connection is None:
+                await client.create_connection(with_db=True)
+        except Exception as exc:
+            client._lock.release()
+            translated = translate_exception(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+        session._conn = client._connection
+        session._client = _SqliteSessionClient(client, session, self.manager._sql_log)
+
+    async def release(self, session: Session, client: Any) -> None:
+        if session._conn is None:
+            return
+        session._conn = None
+        client._lock.release()
+
+    def is_broken(self, session: Session) -> bool:
+        return session._conn is None
+
+    async def run_raw(self, conn: Any, sql: str, values: list[Any]) -> Result:
+        start = conn.total_changes
+        cursor = await conn.execute(sql, values)
+        try:
+            rows = await cursor.fetchall()
+            description = cursor.description
+        finally:
+            await cursor.close()
+        keys = [col[0] for col in description] if description else []
+        rowcount = conn.total_changes - start if is_dml(sql) else len(rows)
+        return Result(keys, [tuple(row) for row in rows], rowcount)
+
+
+Backend = PostgresBackend | SqliteBackend

@@ -1,0 +1,331 @@
+"""Settings (pydantic-settings) and the translation of database URLs into Tortoise config.
+
+SQLAlchemy-style URLs (``postgresql+asyncpg://``, ``sqlite+aiosqlite:///x.db``) and
+Tortoise-style URLs (``asyncpg://``, ``sqlite://:memory:``) are both accepted, so the
+``DATABASE_URL`` of a service migrating from the original library keeps working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Annotated, Any, Literal
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
+
+import pydantic
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from aegis_tortoise.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "DatabaseSettings",
+    "DatabaseURL",
+    "Settings",
+    "parse_database_url",
+]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///:memory:"
+
+_POSTGRES_SCHEMES = frozenset({
+    "postgresql+asyncpg", "postgresql", "postgres", "asyncpg", "postgres+asyncpg",
+})
+_SQLITE_SCHEMES = frozenset({"sqlite+aiosqlite", "sqlite", "aiosqlite"})
+_SUPPORTED = sorted(_POSTGRES_SCHEMES | _SQLITE_SCHEMES)
+
+# Query parameters of a PostgreSQL URL that we pass on to asyncpg, with their types.
+_PG_QUERY_PARAMS: dict[str, Any] = {
+    "ssl": str,
+    "sslmode": str,
+    "application_name": str,
+    "schema": str,
+    "statement_cache_size": int,
+    "command_timeout": float,
+    "connect_timeout": float,
+}
+_SQLITE_QUERY_PARAMS: dict[str, Any] = {
+    "journal_mode": str,
+    "journal_size_limit": int,
+    "synchronous": str,
+    "foreign_keys": str,
+    "busy_timeout": int,
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DatabaseURL:
+    """A parsed database URL. ``repr``/``str`` mask the password.
+
+    Attributes:
+        dialect: ``"postgres"`` or ``"sqlite"``.
+        scheme: The scheme as written in the URL (``postgresql+asyncpg``).
+    """
+
+    dialect: Literal["postgres", "sqlite"]
+    scheme: str
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    database: str | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def is_memory(self) -> bool:
+        """Whether this is an in-memory sqlite database."""
+        return self.dialect == "sqlite" and self.database in (":memory:", "")
+
+    def masked(self) -> str:
+        """The URL with the password replaced by ``***`` (safe for logs and messages)."""
+        if self.dialect == "sqlite":
+            return f"{self.scheme}:///{self.database}"
+        auth = ""
+        if self.user:
+            auth = self.user + (":***" if self.password else "") + "@"
+        elif self.password:
+            auth = ":***@"
+        host = self.host or ""
+        port = f":{self.port}" if self.port else ""
+        return f"{self.scheme}://{auth}{host}{port}/{self.database or ''}"
+
+    def __str__(self) -> str:
+        return self.masked()
+
+    def __repr__(self) -> str:
+        return f"DatabaseURL({self.masked()!r})"
+
+    def tortoise_connection(self, **driver_options: Any) -> dict[str, Any]:
+        """The Tortoise connection dict (``{"engine": ..., "credentials": ...}``)."""
+        if self.dialect == "sqlite":
+            credentials: dict[str, Any] = {"file_path": self.database or ":memory:"}
+            credentials.update(self.options)
+            credentials.update(driver_options)
+            return {"engine": "tortoise.backends.sqlite", "credentials": credentials}
+        credentials = {
+            "host": self.host or "localhost",
+            "port": self.port or 5432,
+            "user": self.user,
+            "password": self.password,
+            "database": self.database,
+        }
+        options = dict(self.options)
+        sslmode = options.pop("sslmode", None)
+        if sslmode is not None and "ssl" not in options:
+            options["ssl"] = sslmode
+        connect_timeout = options.pop("connect_timeout", None)
+        if connect_timeout is not None:
+            options["timeout"] = connect_timeout
+        credentials.update(options)
+        credentials.update(driver_options)
+        return {"engine": "tortoise.backends.asyncpg", "credentials": credentials}
+
+
+def _scheme_of(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _query_options(query: str, allowed: dict[str, Any], scheme: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in allowed:
+            raise ConfigurationError(
+                f"Unsupported query parameter {key!r} in a {scheme}:// database URL; "
+                f"supported: {', '.join(sorted(allowed))}",
+                details={"scheme": scheme, "parameter": key},
+            )
+        try:
+            options[key] = allowed[key](value)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"Query parameter {key!r} of the database URL has an invalid value {value!r}",
+                details={"scheme": scheme, "parameter": key},
+            ) from exc
+    return options
+
+
+def parse_database_url(url: str) -> DatabaseURL:
+    """Parse a SQLAlchemy- or Tortoise-style database URL.
+
+    ``sqlite:///x.db`` is relative and ``sqlite:////abs/x.db`` absolute, as in SQLAlchemy;
+    ``sqlite://x.db`` (Tortoise style) is relative too. ``sqlite://``,
+    ``sqlite:///:memory:`` and ``sqlite://:memory:`` are in-memory databases.
+
+    Raises:
+        ConfigurationError: for an unknown scheme or a malformed URL. The message names the
+            scheme and never contains the password.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError("The database URL is empty; set DATABASE_URL, e.g. "
+                                 "postgresql+asyncpg://user:password@localhost/dbname")
+    url = url.strip()
+    scheme = _scheme_of(url)
+    if not scheme:
+        raise ConfigurationError(
+            "The database URL has no scheme (expected scheme://...); supported schemes: "
+            + ", ".join(_SUPPORTED),
+            details={"scheme": None},
+        )
+    if scheme in _SQLITE_SCHEMES:
+        rest = url.split("://", 1)[1]
+        rest, _, query = rest.partition("?")
+        # SQLAlchemy: sqlite:///rel.db and sqlite:////abs.db; Tortoise: sqlite://rel.db
+        path = rest[1:] if rest.startswith("/") else rest
+        if path in ("", ":memory:"):
+            path = ":memory:"
+        return DatabaseURL(dialect="sqlite", scheme=scheme, database=path,
+                           options=_query_options(query, _SQLITE_QUERY_PARAMS, scheme))
+    if scheme in _POSTGRES_SCHEMES:
+        return _parse_postgres(url, scheme)
+    raise ConfigurationError(
+        f"Unsupported database URL scheme {scheme!r}; supported schemes: "
+        + ", ".join(_SUPPORTED),
+        details={"scheme": scheme},
+    )
+
+
+def _parse_postgres(url: str, scheme: str) -> DatabaseURL:
+    try:
+        parts: SplitResult = urlsplit(url)
+        port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2]
+        port_text = port_text.rpartition(":")[2] if ":" in port_text else ""
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigurationError(
+                f"The port {port_text!r} in the {scheme}:// database URL is not a number "
+                "between 0 and 65535",
+                details={"scheme": scheme, "port": port_text},
+            ) from None
+        host = parts.hostname
+    except ConfigurationError:
+        raise
+    except ValueError:
+        raise ConfigurationError(
+            f"The {scheme}:// database URL is malformed (check brackets and '@' in it; "
+            "percent-encode special characters in the password)",
+            details={"scheme": scheme},
+        ) from None
+    database = unquote(parts.path[1:]) if parts.path else None
+    return DatabaseURL(
+        dialect="postgres",
+        scheme=scheme,
+        host=unquote(host) if host else None,
+        port=port,
+        user=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        database=database or None,
+        options=_query_options(parts.query, _PG_QUERY_PARAMS, scheme),
+    )
+
+
+def _split_models(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class DatabaseSettings(BaseSettings):
+    """Database settings, read from the environment and ``.env``.
+
+    Field names are the seed library's (``settings.database_url``); each is read from the
+    upper-case environment variable of the same name (``DATABASE_URL``). A wrong value raises
+    :class:`ConfigurationError` naming the variable.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
+        validate_default=True,
+    )
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="DATABASE_URL: SQLAlchemy- or Tortoise-style URL; default in-memory sqlite.",
+    )
+    database_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="DATABASE_MODELS: comma-separated Tortoise model modules.",
+    )
+    database_pool_size: int = Field(
+        default=20, ge=1,
+        description="DATABASE_POOL_SIZE: connections kept for reuse (PostgreSQL).",
+    )
+    database_max_overflow: int = Field(
+        default=10, ge=0,
+        description="DATABASE_MAX_OVERFLOW: extra connections above pool_size under load.",
+    )
+    database_pool_timeout: float = Field(
+        default=30.0, gt=0,
+        description="DATABASE_POOL_TIMEOUT: seconds to wait for a free connection.",
+    )
+    database_pool_recycle: float = Field(
+        default=3600.0, ge=0,
+        description="DATABASE_POOL_RECYCLE: seconds a connection may stay idle before it is "
+                    "closed and replaced; 0 disables.",
+    )
+    database_retry_attempts: int = Field(
+        default=3, ge=1,
+        description="DATABASE_RETRY_ATTEMPTS: with_db_retry's default max_attempts.",
+    )
+    database_retry_backoff: float = Field(
+        default=2.0, ge=0,
+        description="DATABASE_RETRY_BACKOFF: with_db_retry's default backoff_factor (s).",
+    )
+    database_echo: bool = Field(
+        default=False,
+        description="DATABASE_ECHO: log every SQL statement at INFO level.",
+    )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except pydantic.ValidationError as exc:
+            raise _settings_error(exc) from None
+
+    @field_validator("database_models", mode="before")
+    @classmethod
+    def _models_from_csv(cls, value: Any) -> Any:
+        return _split_models(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        parse_database_url(value)
+        return value
+
+    @property
+    def parsed_url(self) -> DatabaseURL:
+        """``database_url`` parsed (the password masked in its ``repr``)."""
+        return parse_database_url(self.database_url)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            if name == "database_url":
+                yield name, parse_database_url(str(value)).masked()
+            else:
+                yield name, value
+
+
+def _settings_error(exc: pydantic.ValidationError) -> ConfigurationError:
+    problems = []
+    variables = []
+    for error in exc.errors(include_url=False, include_input=False):
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        variable = field.upper()
+        variables.append(variable)
+        ctx_error = (error.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, ConfigurationError):
+            message = ctx_error.message
+        else:
+            message = error["msg"]
+            raw = os.environ.get(variable)
+            if raw is not None and variable != "DATABASE_URL":
+                message += f" (got {raw!r})"
+        problems.append(f"{variable}: {message}")
+    return ConfigurationError(
+        "Invalid database settings: " + "; ".join(problems),
+        details={"variables": variables},
+    )
+
+
+Settings = DatabaseSettings

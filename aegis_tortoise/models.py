@@ -1,0 +1,75 @@
+"""BaseEntity (an abstract Tortoise model with timestamps and soft delete) and
+PaginatedResponse."""
+
+from __future__ import annotations
+
+import math
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from tortoise import fields
+from tortoise.models import Model
+
+__all__ = ["BaseEntity", "PaginatedResponse", "SoftDeleteMixin", "TimestampMixin"]
+
+T = TypeVar("T")
+
+
+class TimestampMixin:
+    """``created_at`` and ``updated_at``, set automatically (UTC)."""
+
+    created_at = fields.DatetimeField(auto_now_add=True, description="Creation time (UTC)")
+    updated_at = fields.DatetimeField(auto_now=True, description="Last update time (UTC)")
+
+
+class SoftDeleteMixin:
+    """``deleted_at``: set by ``BaseRepository.soft_delete``, cleared by ``restore``."""
+
+    deleted_at = fields.DatetimeField(null=True, default=None, index=True,
+                                      description="Soft-delete time (UTC), or NULL")
+
+
+class BaseEntity(TimestampMixin, SoftDeleteMixin, Model):
+    """Abstract base model: ``id`` (int pk), ``created_at``, ``updated_at``, ``deleted_at``."""
+
+    id = fields.IntField(primary_key=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_deleted(self) -> bool:
+        """Whether the row is soft-deleted."""
+        return self.deleted_at is not None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.pk}>"
+
+
+class PaginatedResponse(BaseModel, Generic[T]):
+    """One page of results with totals (``repo.paginate()``)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    items: list[T]
+    total: int = Field(ge=0)
+    page: int = Field(ge=1)
+    page_size: int = Field(ge=1)
+    total_pages: int = Field(ge=0)
+
+    @classmethod
+    def create(cls, items: list[T], total: int, page: int, page_size: int
+               ) -> PaginatedResponse[T]:
+        """Build a page, computing ``total_pages``."""
+        return cls(items=items, total=total, page=page, page_size=page_size,
+                   total_pages=math.ceil(total / page_size) if total else 0)
+
+    @property
+    def has_next(self) -> bool:
+        """Whether a later page exists."""
+        return self.page < self.total_pages
+
+    @property
+    def has_previous(self) -> bool:
+        """Whether an earlier page exists."""
+        return self.page > 1

@@ -1,0 +1,189 @@
+"""with_db_retry / db_retry: retry transient database failures, built on tenacity.
+
+:func:`is_transient` is the single predicate that decides what is retried; call it directly
+in tests or in your own retry loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import socket
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar, overload
+
+import asyncpg
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
+
+from aegis_tortoise.errors import (
+    ConfigurationError,
+    DatabaseConnectionError,
+    PoolTimeoutError,
+    ServiceException,
+    TransactionConflictError,
+    TransactionOutcomeUnknownError,
+    driver_error,
+)
+
+__all__ = ["MAX_BACKOFF", "db_retry", "is_transient", "with_db_retry"]
+
+logger = logging.getLogger("aegis_tortoise.retry")
+
+#: The longest wait between two attempts, in seconds.
+MAX_BACKOFF = 30.0
+
+_TRANSIENT_STATES = frozenset({"57P01", "57P02", "57P03", "40001", "40P01"})
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the unit of work that raised ``exc`` can succeed.
+
+    True for lost or refused connections, server shutdown/restart (SQLSTATE class 08,
+    57P01-57P03), serialization failures (40001), deadlocks (40P01) and any
+    :class:`DatabaseConnectionError`. False for :class:`PoolTimeoutError`,
+    :class:`TransactionOutcomeUnknownError`, cancellation, integrity, validation,
+    configuration and programming errors.
+    """
+    if not isinstance(exc, Exception):
+        return False  # CancelledError, KeyboardInterrupt, SystemExit
+    if isinstance(exc, (PoolTimeoutError, TransactionOutcomeUnknownError, ConfigurationError)):
+        return False
+    if isinstance(exc, (DatabaseConnectionError, TransactionConflictError)):
+        return True
+    if isinstance(exc, ServiceException):
+        cause = exc.cause or exc.__cause__
+        return cause is not None and cause is not exc and _driver_transient(cause)
+    return _driver_transient(exc)
+
+
+def _driver_transient(exc: BaseException) -> bool:
+    root = driver_error(exc)
+    if isinstance(root, asyncpg.PostgresError):
+        state = str(getattr(root, "sqlstate", "") or "")
+        return state.startswith("08") or state in _TRANSIENT_STATES
+    if isinstance(root, sqlite3.Error):
+        name = str(getattr(root, "sqlite_errorname", "") or "")
+        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    if isinstance(root, asyncpg.InternalClientError):
+        return True
+    if isinstance(root, asyncpg.InterfaceError):
+        return isinstance(root, asyncpg.exceptions.ConnectionDoesNotExistError)
+    return isinstance(root, (ConnectionError, socket.gaierror, TimeoutError,
+                             asyncio.TimeoutError))
+
+
+def _defaults() -> tuple[int, float]:
+    from aegis_tortoise.config import DatabaseSettings
+
+    settings = DatabaseSettings()
+    return settings.database_retry_attempts, settings.database_retry_backoff
+
+
+def _log_retry(func_name: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        logger.warning("%s: attempt %d failed with %s: %s; retrying in %.2f s", func_name,
+                       state.attempt_number, type(exc).__name__, exc,
+                       state.next_action.sleep if state.next_action else 0.0)
+    return before_sleep
+
+
+@overload
+def with_db_retry(func: Callable[P, Awaitable[R]], /) -> Callable[P, Awaitable[R]]: ...
+@overload
+def with_db_retry(
+    func: None = None, /, *, max_attempts: int | None = None,
+    backoff_factor: float | None = None, max_retries: int | None = None,
+    max_backoff: float = MAX_BACKOFF, jitter: float = 0.0,
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
+def with_db_retry(
+    func: Callable[P, Awaitable[R]] | None = None, /, *, max_attempts: int | None = None,
+    backoff_factor: float | None = None, max_retries: int | None = None,
+    max_backoff: float = MAX_BACKOFF, jitter: float = 0.0,
+) -> Any:
+    """Retry an async function on transient database failures.
+
+    Args:
+        max_attempts: Calls in all, the first included (default ``DATABASE_RETRY_ATTEMPTS``).
+        backoff_factor: The wait before the k-th retry is ``backoff_factor * 2**(k-1)``
+            seconds, capped at ``max_backoff`` (default ``DATABASE_RETRY_BACKOFF``).
+        max_retries: An exact alias of ``max_attempts`` (the original library's name).
+        max_backoff: The cap on one wait, 30 s by default.
+        jitter: Up to this many random seconds added to each wait.
+
+    Raises:
+        DatabaseConnectionError: after the last attempt failed transiently, chained to the
+            last failure. Any other error is raised at once, unchanged.
+
+    Example:
+        >>> @with_db_retry(max_attempts=3, backoff_factor=2)
+        ... async def create_user(data): ...
+    """
+    if max_attempts is not None and max_retries is not None and max_attempts != max_retries:
+        raise ConfigurationError("with_db_retry: give max_attempts or max_retries, not both")
+    attempts_arg = max_attempts if max_attempts is not None else max_retries
+
+    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        if not inspect.iscoroutinefunction(fn):
+            raise ConfigurationError(
+                f"with_db_retry decorates async functions; {fn.__qualname__} is not one")
+        attempts, backoff = attempts_arg, backoff_factor
+        if attempts is None or backoff is None:
+            default_attempts, default_backoff = _defaults()
+            attempts = default_attempts if attempts is None else attempts
+            backoff = default_backoff if backoff is None else backoff
+        if attempts < 1:
+            raise ConfigurationError(f"with_db_retry: max_attempts must be >= 1, got {attempts}")
+        if backoff < 0:
+            raise ConfigurationError(
+                f"with_db_retry: backoff_factor must be >= 0, got {backoff}")
+        wait = wait_exponential(multiplier=backoff, exp_base=2, min=0, max=max_backoff)
+        if jitter:
+            wait = wait + wait_random(0, jitter)  # type: ignore[assignment]
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait,
+            retry=retry_if_exception(is_transient),
+            before_sleep=_log_retry(fn.__qualname__),
+            reraise=False,
+        )
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                async for attempt in retrying.copy():
+                    with attempt:
+                        return await fn(*args, **kwargs)
+            except RetryError as exc:
+                last = exc.last_attempt.exception()
+                raise DatabaseConnectionError(
+                    f"{fn.__qualname__} failed after {attempts} attempts: "
+                    f"{type(last).__name__}: {last}",
+                    details={"attempts": attempts}, cause=last,
+                ) from last
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        wrapper.retry_attempts = attempts  # type: ignore[attr-defined]
+        wrapper.retry_backoff = backoff  # type: ignore[attr-defined]
+        return wrapper
+
+    if func is not None:
+        return decorate(func)
+    return decorate
+
+
+db_retry = with_db_retry

@@ -1,0 +1,89 @@
+"""TransactionManager and @transactional: all-or-nothing blocks inside or around a session."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from aegis_tortoise.errors import ConfigurationError, translate_exception
+from aegis_tortoise.session import Session
+
+if TYPE_CHECKING:
+    from aegis_tortoise.manager import DatabaseManager
+
+__all__ = ["TransactionManager", "transactional"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TransactionManager:
+    """All-or-nothing blocks.
+
+    ``TransactionManager(session).transaction()`` is a savepoint inside the session: a failure
+    inside it undoes only its own work, re-raises, and the session stays usable (on
+    PostgreSQL too, where an error would otherwise abort the whole transaction).
+    ``TransactionManager(db).transaction()`` opens a new session and yields it.
+    """
+
+    def __init__(self, target: Session | DatabaseManager) -> None:
+        from aegis_tortoise.manager import DatabaseManager
+
+        if not isinstance(target, (Session, DatabaseManager)):
+            raise ConfigurationError(
+                "TransactionManager takes a Session or a DatabaseManager, not "
+                f"{type(target).__name__}")
+        self.target = target
+
+    def __repr__(self) -> str:
+        return f"TransactionManager({self.target!r})"
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Session]:
+        """Run the block all or nothing; yields the session it runs in."""
+        if isinstance(self.target, Session):
+            session = self.target
+            try:
+                async with session.savepoint():
+                    yield session
+            except Exception as exc:
+                translated = translate_exception(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
+        else:
+            async with self.target.session() as session:
+                yield session
+
+
+def transactional(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Run a method of an object with ``.db_manager`` in a new session.
+
+    The session is passed as the keyword argument ``session`` when the method accepts it
+    and none was given; plain Tortoise calls inside the method join its transaction either
+    way. When called inside an open session of the same manager (keyword ``session``
+    given), it runs in a savepoint of that session instead.
+    """
+    import inspect
+
+    accepts_session = "session" in inspect.signature(func).parameters
+
+    @functools.wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if not args or not hasattr(args[0], "db_manager"):
+            raise ConfigurationError(
+                f"@transactional on {func.__qualname__} needs a method of an object with a "
+                "'db_manager' attribute (a DatabaseManager)")
+        given = kwargs.get("session")
+        if isinstance(given, Session):
+            async with TransactionManager(given).transaction():
+                return await func(*args, **kwargs)
+        manager: Any = args[0].db_manager
+        async with manager.session() as session:
+            if accepts_session:
+                kwargs["session"] = session
+            return await func(*args, **kwargs)
+
+    return wrapper

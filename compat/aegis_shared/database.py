@@ -1,0 +1,37 @@
+"""``aegis_shared.database``: the seed's database API."""
+
+from aegis_tortoise.errors import (
+    DatabaseConnectionError,
+    DatabaseError,
+    DuplicateEntityError,
+    EntityNotFoundError,
+    InvalidFilterError,
+    PoolTimeoutError,
+    TransactionError,
+    TransactionOutcomeUnknownError,
+    ValidationError,
+)
+from aegis_tortoise.manager import DatabaseManager
+from aegis_tortoise.retry import db_retry, is_transient, with_db_retry
+from aegis_tortoise.session import Result, Session
+from aegis_tortoise.transactions import TransactionManager, transactional
+
+__all__ = [
+    "DatabaseConnectionError",
+    "DatabaseError",
+    "DatabaseManager",
+    "DuplicateEntityError",
+    "EntityNotFoundError",
+    "InvalidFilterError",
+    "PoolTimeoutError",
+    "Result",
+    "Session",
+    "TransactionError",
+    "TransactionManager",
+    "TransactionOutcomeUnknownError",
+    "ValidationError",
+    "db_retry",
+    "is_transient",
+    "transactional",
+    "with_db_retry",
+]

@@ -1,0 +1,167 @@
+"""Test fixtures: one suite, parametrized over sqlite and PostgreSQL.
+
+PostgreSQL comes from ``--pg-url`` or ``AEGIS_TEST_PG_URL`` (an admin URL; default
+``postgresql://postgres@127.0.0.1:5432/postgres``). The suite creates its own databases and
+drops them at the end. When the server cannot be reached, PostgreSQL tests are skipped with
+the reason, except with ``CI=true``, where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from aegis_tortoise import DatabaseManager
+
+EXAMPLE_MODELS = ["aegis_tortoise.examples.models"]
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+BACKENDS = ["sqlite", "postgres"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--pg-url", default=os.environ.get("AEGIS_TEST_PG_URL", DEFAULT_PG_URL),
+                     help="admin URL of a PostgreSQL server for the integration tests")
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+class PgServer:
+    """The test PostgreSQL server: reachable or not, and a factory of throw-away databases."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.error: str | None = None
+        self.version: str | None = None
+        self.created: list[str] = []
+        self.prefix = f"aegis_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+    def _admin_dsn(self) -> str:
+        return self.admin_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    def url_for(self, database: str) -> str:
+        base = self.admin_url.rsplit("/", 1)[0]
+        return f"{base}/{database}"
+
+    async def _run(self, *statements: str) -> Any:
+        conn = await asyncpg.connect(self._admin_dsn(), timeout=5)
+        try:
+            result = None
+            for statement in statements:
+                result = await conn.fetchval(statement)
+            return result
+        finally:
+            await conn.close()
+
+    def probe(self) -> None:
+        try:
+            self.version = asyncio.run(self._run("SHOW server_version"))
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def create_database(self, suffix: str) -> str:
+        name = f"{self.prefix}_{suffix}"
+        asyncio.run(self._run(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return name
+
+    def drop_all(self) -> None:
+        for name in self.created:
+            asyncio.run(self._run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.created.clear()
+
+
+_server: PgServer | None = None
+
+
+def _pg(config: pytest.Config) -> PgServer:
+    global _server
+    if _server is None:
+        _server = PgServer(str(config.getoption("--pg-url")))
+        _server.probe()
+    return _server
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    server = _pg(config)
+    if server.version:
+        return [f"postgresql: {server.version} at {server.admin_url.split('@')[-1]}"]
+    return [f"postgresql: UNREACHABLE ({server.error}); postgres tests will "
+            + ("FAIL (CI=true)" if _in_ci() else "be skipped")]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _server is not None:
+        _server.drop_all()
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> PgServer:
+    """The PostgreSQL server; skips (fails in CI) when it cannot be reached."""
+    server = _pg(request.config)
+    if server.error:
+        message = f"PostgreSQL at {server.admin_url.split('@')[-1]} unreachable: {server.error}"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return server
+
+
+@pytest.fixture(scope="session")
+def pg_database(pg_server: PgServer) -> str:
+    """URL of a database created for this test run (schemas are reset per test)."""
+    return pg_server.url_for(pg_server.create_database("main"))
+
+
+@pytest.fixture(scope="session")
+def pg_database_b(pg_server: PgServer) -> str:
+    """URL of a second database, for multi-manager tests."""
+    return pg_server.url_for(pg_server.create_database("b"))
+
+
+async def reset_pg_schema(url: str) -> None:
+    """Drop and recreate the ``public`` schema of the database at ``url``."""
+    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """``"sqlite"`` or ``"postgres"``: every test that uses it runs on both."""
+    name: str = request.param
+    if name == "postgres":
+        request.getfixturevalue("pg_server")
+    return name
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """A URL of an empty database of ``backend``."""
+    if backend == "sqlite":
+        return "sqlite:///:memory:"
+    url: str = request.getfixturevalue("pg_database")
+    return url
+
+
+@pytest.fixture
+async def db(db_url: str, backend: str) -> AsyncIterator[DatabaseManager]:
+    """A manager on an empty database of ``backend`` with the example models' tables."""
+    if backend == "postgres":
+        await reset_pg_schema(db_url)
+    manager = DatabaseManager(db_url, models=EXAMPLE_MODELS, pool_size=5, max_overflow=5,
+                              pool_timeout=10)
+    await manager.generate_schemas()
+    try:
+        yield manager
+    finally:
+        await manager.close()
