@@ -18,7 +18,13 @@ from tortoise.backends.base.client import ConnectionWrapper, TransactionContext
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionWrapper
 
 from aegis_tortoise.errors import DatabaseConnectionError, PoolTimeoutError, translate_exception
-from aegis_tortoise.session import Result, Session, _BeginningConnectionWrapper, _NestedContext, is_dml
+from aegis_tortoise.session import (
+    Result,
+    Session,
+    _BeginningConnectionWrapper,
+    _NestedContext,
+    is_dml,
+)
 
 if TYPE_CHECKING:
     from aegis_tortoise.manager import DatabaseManager
@@ -128,7 +134,7 @@ class PostgresBackend:
             if pool is not None:
                 try:
                     await pool.release(conn)
-                except Exception:  # noqa: BLE001 - best effort, the connection is gone
+                except Exception:
                     logger.debug("release of a terminated connection failed", exc_info=True)
             raise
 

@@ -371,10 +371,7 @@ def translate_exception(exc: BaseException, entity: str | None = None) -> BaseEx
             result = DatabaseError(f"Database driver error: {root}")
         else:
             result = DatabaseConnectionError(f"Database connection lost: {root}")
-    elif isinstance(root, (ConnectionError, socket.gaierror, TimeoutError,
-                           asyncio.TimeoutError)):
-        result = DatabaseConnectionError(f"Cannot reach the database: {root!r}")
-    elif isinstance(root, OSError):
+    elif isinstance(root, (OSError, socket.gaierror, TimeoutError, asyncio.TimeoutError)):
         result = DatabaseConnectionError(f"Cannot reach the database: {root!r}")
     elif isinstance(root, tortoise_exc.DBConnectionError):
         result = DatabaseConnectionError(f"Cannot connect to the database: {root}")
@@ -384,9 +381,8 @@ def translate_exception(exc: BaseException, entity: str | None = None) -> BaseEx
         result = MultipleResultsFoundError(f"Multiple {entity or 'rows'} found: {root}")
     elif isinstance(root, tortoise_exc.IntegrityError):
         result = ValidationError(f"Integrity error: {root}")
-    elif isinstance(root, tortoise_exc.ValidationError):
-        result = ValidationError(str(root))
-    elif isinstance(root, (tortoise_exc.FieldError, tortoise_exc.ParamsError)):
+    elif isinstance(root, (tortoise_exc.ValidationError, tortoise_exc.FieldError,
+                           tortoise_exc.ParamsError)):
         result = ValidationError(str(root))
     elif isinstance(root, tortoise_exc.TransactionManagementError):
         result = TransactionError(f"Transaction error: {root}")

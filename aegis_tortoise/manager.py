@@ -91,8 +91,8 @@ def _activate(manager: DatabaseManager) -> None:
             meta = model._meta
             meta.default_connection = manager.alias
             basequery = query_class.from_(meta.basetable)
-            meta.basequery = basequery  # type: ignore[assignment]
-            meta.basequery_all_fields = basequery.select(*meta.db_fields)  # type: ignore[assignment]
+            meta.basequery = basequery
+            meta.basequery_all_fields = basequery.select(*meta.db_fields)
             _prepared_dialect[model] = manager.dialect
         _generation += 1
     manager._generation_seen = _generation
@@ -198,7 +198,8 @@ class DatabaseManager:
         return self._ctx is not None
 
     def _client(self) -> Any:
-        assert self._ctx is not None
+        if self._ctx is None:
+            raise TransactionError("The manager is not initialised; open a session first")
         return self._ctx.connections.get(self.alias)
 
     async def _ensure_initialized(self) -> TortoiseContext:
@@ -207,12 +208,12 @@ class DatabaseManager:
         if self._init_lock is None:
             self._init_lock = asyncio.Lock()
         async with self._init_lock:
-            if self._ctx is None:
-                await self._initialize()
-        assert self._ctx is not None
-        return self._ctx
+            ctx = self._ctx
+            if ctx is None:
+                ctx = await self._initialize()
+            return ctx
 
-    async def _initialize(self) -> None:
+    async def _initialize(self) -> TortoiseContext:
         global _generation
         other = _conflicting_manager(self, None, self._module_names)
         if other is not None:
@@ -256,6 +257,7 @@ class DatabaseManager:
         self._generation_seen = _generation
         self._ctx = ctx
         logger.info("initialised %r with %d models", self, len(models))
+        return ctx
 
     async def generate_schemas(self, safe: bool = True) -> None:
         """Create the models' tables (for tests and demos; use aerich migrations in production).
@@ -346,7 +348,7 @@ class DatabaseManager:
             self._active_sessions -= 1
             try:
                 await self._backend.release(session, client)
-            except Exception:  # noqa: BLE001 - the connection was terminated instead
+            except Exception:
                 logger.warning("could not return a connection to the pool", exc_info=True)
         if error is not None:
             raise error
@@ -431,4 +433,4 @@ def _seconds(name: str, value: float | None, settings: DatabaseSettings | None, 
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigurationError(f"{name} must be a number of seconds {bound}, got {value!r}",
                                  details={"field": name})
-    return float(value)  # type: ignore[arg-type]
+    return float(value)

@@ -1,4 +1,33 @@
 """``aegis_shared.errors``: the seed's error classes."""
 
-from aegis_shared.errors.exceptions import *  # noqa: F403
-from aegis_shared.errors.exceptions import __all__
+from aegis_shared.errors.exceptions import (
+    AegisBaseException,
+    ConfigurationError,
+    DatabaseConnectionError,
+    DatabaseError,
+    DuplicateEntityError,
+    EntityNotFoundError,
+    ErrorCode,
+    InvalidFilterError,
+    PoolTimeoutError,
+    ServiceException,
+    TransactionError,
+    TransactionOutcomeUnknownError,
+    ValidationError,
+)
+
+__all__ = [
+    "AegisBaseException",
+    "ConfigurationError",
+    "DatabaseConnectionError",
+    "DatabaseError",
+    "DuplicateEntityError",
+    "EntityNotFoundError",
+    "ErrorCode",
+    "InvalidFilterError",
+    "PoolTimeoutError",
+    "ServiceException",
+    "TransactionError",
+    "TransactionOutcomeUnknownError",
+    "ValidationError",
+]
