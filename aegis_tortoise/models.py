@@ -25,7 +25,7 @@ class TimestampMixin:
 class SoftDeleteMixin:
     """``deleted_at``: set by ``BaseRepository.soft_delete``, cleared by ``restore``."""
 
-    deleted_at = fields.DatetimeField(null=True, default=None, index=True,
+    deleted_at = fields.DatetimeField(null=True, default=None, db_index=True,
                                       description="Soft-delete time (UTC), or NULL")
 
 

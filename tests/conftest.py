@@ -9,6 +9,7 @@ the reason, except with ``CI=true``, where they fail.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -60,21 +61,26 @@ class PgServer:
         finally:
             await conn.close()
 
+    def _sync(self, *statements: str) -> Any:
+        # In a worker thread: fixtures may be first requested from inside a running loop.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, self._run(*statements)).result()
+
     def probe(self) -> None:
         try:
-            self.version = asyncio.run(self._run("SHOW server_version"))
+            self.version = self._sync("SHOW server_version")
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
 
     def create_database(self, suffix: str) -> str:
         name = f"{self.prefix}_{suffix}"
-        asyncio.run(self._run(f'CREATE DATABASE "{name}"'))
+        self._sync(f'CREATE DATABASE "{name}"')
         self.created.append(name)
         return name
 
     def drop_all(self) -> None:
         for name in self.created:
-            asyncio.run(self._run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            self._sync(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         self.created.clear()
 
 
