@@ -185,6 +185,18 @@ def parse_database_url(url: str) -> DatabaseURL:
 
 
 def _parse_postgres(url: str, scheme: str) -> DatabaseURL:
+    # An unencoded '/', '?' or '#' in the password ends the authority part early: the rest
+    # of the password then reads as a port, path or query, and an error quoting those would
+    # leak it. The sign is an '@' after the authority while there is none inside it.
+    authority_and_rest = url.split("://", 1)[1]
+    cut = min((i for i in (authority_and_rest.find(c) for c in "/?#") if i >= 0),
+              default=len(authority_and_rest))
+    if "@" not in authority_and_rest[:cut] and "@" in authority_and_rest[cut:]:
+        raise ConfigurationError(
+            f"The {scheme}:// database URL is malformed: its user or password contains '/', "
+            "'?' or '#'; percent-encode them (urllib.parse.quote(password, safe=''))",
+            details={"scheme": scheme},
+        )
     try:
         parts: SplitResult = urlsplit(url)
         port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2]

@@ -9,9 +9,7 @@ read only to name the offending field in a message.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 import asyncpg
+from asyncpg.exceptions._base import DataError as _AsyncpgArgumentError
 from tortoise import exceptions as tortoise_exc
 
 __all__ = [
@@ -340,21 +339,25 @@ def _translate_sqlite(exc: sqlite3.Error, entity: str | None) -> ServiceExceptio
         # "Cannot operate on a closed database": sqlite3 gives no error name for it.
         return DatabaseConnectionError(f"The sqlite connection is closed: {exc}",
                                        details=details, cause=exc)
-    if isinstance(exc, OverflowError):  # pragma: no cover - sqlite3 raises OverflowError
-        return ValidationError(f"Invalid value: {exc}", details=details, cause=exc)
     return DatabaseError(f"Database error: {exc}", details=details, cause=exc)
 
 
-def translate_exception(exc: BaseException, entity: str | None = None) -> BaseException:
+def translate_exception(
+    exc: BaseException, entity: str | None = None, *, connecting: bool = False
+) -> BaseException:
     """Map a driver, Tortoise or OS exception onto the error tree.
 
     Returns ``exc`` itself when it is already a :class:`ServiceException` or must not be
-    translated (``asyncio.CancelledError``, ``KeyboardInterrupt``, programming errors in the
-    caller's own code). The result is chained to ``exc``.
+    translated (``asyncio.CancelledError``, ``KeyboardInterrupt``, errors of the caller's
+    own code). The result is chained to ``exc``.
 
     Args:
         exc: The exception that was raised.
         entity: The model name, used in messages ("User already exists").
+        connecting: ``exc`` was raised while opening a connection. Only then do plain OS
+            errors (refused, unreachable, timed out) mean "cannot reach the database"; raised
+            inside a session they come from the caller's own code (a file, an HTTP call, an
+            ``asyncio.timeout``) and pass through unchanged.
     """
     if isinstance(exc, ServiceException) or not isinstance(exc, Exception):
         return exc
@@ -366,17 +369,24 @@ def translate_exception(exc: BaseException, entity: str | None = None) -> BaseEx
         result = _translate_sqlite(root, entity)
     elif isinstance(root, asyncpg.ClientConfigurationError):
         result = ConfigurationError(f"Invalid connection settings: {root}")
+    elif isinstance(root, _AsyncpgArgumentError):
+        # asyncpg 0.32 raises DataError (an InterfaceError) for a query argument it cannot
+        # encode, e.g. an int out of int4 range, before anything is sent.
+        result = ValidationError(f"Invalid value: {root}")
     elif isinstance(root, (asyncpg.InternalClientError, asyncpg.InterfaceError)):
         if isinstance(root, asyncpg.InterfaceError) and not _connection_gone(root):
             result = DatabaseError(f"Database driver error: {root}")
         else:
             result = DatabaseConnectionError(f"Database connection lost: {root}")
-    elif isinstance(root, (OSError, socket.gaierror, TimeoutError, asyncio.TimeoutError)):
-        result = DatabaseConnectionError(f"Cannot reach the database: {root!r}")
     elif isinstance(root, tortoise_exc.DBConnectionError):
         result = DatabaseConnectionError(f"Cannot connect to the database: {root}")
+    elif connecting and isinstance(root, (OSError, TimeoutError)):
+        result = DatabaseConnectionError(f"Cannot reach the database: {root!r}")
+    elif isinstance(root, tortoise_exc.ObjectDoesNotExistError):
+        result = EntityNotFoundError(root.model.__name__, root.pk_val)
     elif isinstance(root, tortoise_exc.DoesNotExist):
-        result = EntityNotFoundError(entity or "Entity", details={"reason": str(root)})
+        name = root.model.__name__ if root.model is not None else entity
+        result = EntityNotFoundError(name or "Entity", details={"reason": str(root)})
     elif isinstance(root, tortoise_exc.MultipleObjectsReturned):
         result = MultipleResultsFoundError(f"Multiple {entity or 'rows'} found: {root}")
     elif isinstance(root, tortoise_exc.IntegrityError):
@@ -390,13 +400,11 @@ def translate_exception(exc: BaseException, entity: str | None = None) -> BaseEx
         result = ConfigurationError(f"Tortoise configuration error: {root}")
     elif isinstance(root, tortoise_exc.OperationalError):
         result = DatabaseError(f"Database error: {root}")
-    elif isinstance(root, (OverflowError,)):
-        result = ValidationError(f"Invalid value: {root}")
     if result is None:
         return exc
-    if result.__cause__ is None:
-        result.__cause__ = exc
-        result.cause = exc
+    # Chained to what was raised (as ``raise ... from exc`` would), which leads to the root.
+    result.__cause__ = exc
+    result.cause = exc
     return result
 
 

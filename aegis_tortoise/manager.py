@@ -220,15 +220,19 @@ class DatabaseManager:
             raise _dialect_error(self, other)
         connection = self.url.tortoise_connection(**self._backend.pool_options(),
                                                   **self.driver_options)
-        config = {
-            "connections": {self.alias: connection},
-            "apps": {APP_LABEL: {"models": list(self.models), "default_connection": self.alias}}
-            if self.models else {},
-        }
         ctx = TortoiseContext()
         token = _current_context.set(ctx)
         try:
-            await ctx.init(config=config)
+            if self.models:
+                await ctx.init(config={
+                    "connections": {self.alias: connection},
+                    "apps": {APP_LABEL: {"models": list(self.models),
+                                         "default_connection": self.alias}},
+                })
+            else:
+                # Tortoise 1.1.9 rejects a config without models; a manager used only for
+                # raw SQL (session.execute) needs just the connection.
+                await ctx.connections._init({self.alias: connection}, False)
         except Exception as exc:
             await ctx.close_connections()
             translated = translate_exception(exc)

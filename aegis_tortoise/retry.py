@@ -6,16 +6,13 @@ in tests or in your own retry loops.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
 import socket
-import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
-import asyncpg
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -29,11 +26,12 @@ from tenacity import (
 from aegis_tortoise.errors import (
     ConfigurationError,
     DatabaseConnectionError,
+    DatabaseError,
     PoolTimeoutError,
     ServiceException,
     TransactionConflictError,
     TransactionOutcomeUnknownError,
-    driver_error,
+    translate_exception,
 )
 
 __all__ = ["MAX_BACKOFF", "db_retry", "is_transient", "with_db_retry"]
@@ -43,8 +41,6 @@ logger = logging.getLogger("aegis_tortoise.retry")
 #: The longest wait between two attempts, in seconds.
 MAX_BACKOFF = 30.0
 
-_TRANSIENT_STATES = frozenset({"57P01", "57P02", "57P03", "40001", "40P01"})
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -53,37 +49,38 @@ def is_transient(exc: BaseException) -> bool:
     """Whether retrying the unit of work that raised ``exc`` can succeed.
 
     True for lost or refused connections, server shutdown/restart (SQLSTATE class 08,
-    57P01-57P03), serialization failures (40001), deadlocks (40P01) and any
+    57P01-57P03), serialization failures (40001), deadlocks (40P01), sqlite's
+    ``SQLITE_BUSY``/``SQLITE_LOCKED`` (its lock conflicts) and any
     :class:`DatabaseConnectionError`. False for :class:`PoolTimeoutError`,
-    :class:`TransactionOutcomeUnknownError`, cancellation, integrity, validation,
-    configuration and programming errors.
+    :class:`TransactionOutcomeUnknownError`, cancellation, and every other error:
+    integrity, validation, configuration and programming errors, timeouts of the caller's own.
+
+    Raw driver and Tortoise exceptions are judged by what :func:`translate_exception` makes of
+    them, so the predicate and the error classes can never disagree.
     """
     if not isinstance(exc, Exception):
         return False  # CancelledError, KeyboardInterrupt, SystemExit
-    if isinstance(exc, (PoolTimeoutError, TransactionOutcomeUnknownError, ConfigurationError)):
-        return False
-    if isinstance(exc, (DatabaseConnectionError, TransactionConflictError)):
-        return True
     if isinstance(exc, ServiceException):
-        cause = exc.cause or exc.__cause__
-        return cause is not None and cause is not exc and _driver_transient(cause)
-    return _driver_transient(exc)
+        if _transient_class(exc):
+            return True
+        # A generic error raised "from" a driver error is judged by that error.
+        cause = exc.__cause__
+        return (type(exc) is DatabaseError and cause is not None
+                and not isinstance(cause, ServiceException) and _transient_raw(cause))
+    return _transient_raw(exc)
 
 
-def _driver_transient(exc: BaseException) -> bool:
-    root = driver_error(exc)
-    if isinstance(root, asyncpg.PostgresError):
-        state = str(getattr(root, "sqlstate", "") or "")
-        return state.startswith("08") or state in _TRANSIENT_STATES
-    if isinstance(root, sqlite3.Error):
-        name = str(getattr(root, "sqlite_errorname", "") or "")
-        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
-    if isinstance(root, asyncpg.InternalClientError):
-        return True
-    if isinstance(root, asyncpg.InterfaceError):
-        return isinstance(root, asyncpg.exceptions.ConnectionDoesNotExistError)
-    return isinstance(root, (ConnectionError, socket.gaierror, TimeoutError,
-                             asyncio.TimeoutError))
+def _transient_class(exc: ServiceException) -> bool:
+    if isinstance(exc, (PoolTimeoutError, TransactionOutcomeUnknownError)):
+        return False
+    return isinstance(exc, (DatabaseConnectionError, TransactionConflictError))
+
+
+def _transient_raw(exc: BaseException) -> bool:
+    if isinstance(exc, (ConnectionError, socket.gaierror)):
+        return True  # refused, reset or unresolvable: raised by a connect in the caller's code
+    translated = translate_exception(exc)
+    return isinstance(translated, ServiceException) and _transient_class(translated)
 
 
 def _defaults() -> tuple[int, float]:
@@ -179,6 +176,7 @@ def with_db_retry(
 
         wrapper.retry_attempts = attempts  # type: ignore[attr-defined]
         wrapper.retry_backoff = backoff  # type: ignore[attr-defined]
+        wrapper.retry_wait = wait  # type: ignore[attr-defined]
         return wrapper
 
     if func is not None:

@@ -46,7 +46,7 @@ _TOKEN_RE = re.compile(
     | "(?:[^"]|"")*"                                   # quoted identifier
     | --[^\n]*                                         # line comment
     | /\*.*?\*/                                        # block comment
-    | \$(?P<tag>[A-Za-z_]\w*)?\$.*?\$(?P=tag)\$        # dollar-quoted string
+    | \$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?\$(?P=tag)\$    # dollar-quoted string ($$ or $tag$)
     | ::                                               # PostgreSQL cast
     | :(?P<name>[A-Za-z_]\w*)                          # a :name parameter
     """,

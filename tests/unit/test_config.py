@@ -1,0 +1,122 @@
+"""URL parsing and translation into Tortoise connection settings (no database)."""
+
+from __future__ import annotations
+
+import pytest
+
+from aegis_tortoise import ConfigurationError, DatabaseURL, parse_database_url
+
+SECRET = "S3cr3t-pw"
+
+
+@pytest.mark.parametrize(
+    ("url", "dialect", "database"),
+    [
+        ("postgresql+asyncpg://u:pw@db.example:5433/app", "postgres", "app"),
+        ("postgresql://u:pw@db.example/app", "postgres", "app"),
+        ("postgres://u:pw@db.example/app", "postgres", "app"),
+        ("asyncpg://u:pw@db.example/app", "postgres", "app"),
+        ("sqlite+aiosqlite:///data/app.db", "sqlite", "data/app.db"),
+        ("sqlite+aiosqlite:///:memory:", "sqlite", ":memory:"),
+        ("sqlite:///x.db", "sqlite", "x.db"),
+        ("sqlite:////abs/x.db", "sqlite", "/abs/x.db"),
+        ("sqlite://:memory:", "sqlite", ":memory:"),
+        ("sqlite://", "sqlite", ":memory:"),
+    ],
+)
+def test_every_url_form_parses(url: str, dialect: str, database: str) -> None:
+    parsed = parse_database_url(url)
+    assert parsed.dialect == dialect
+    assert parsed.database == database
+
+
+def test_postgres_url_parts_and_tortoise_credentials() -> None:
+    parsed = parse_database_url(
+        f"postgresql+asyncpg://alice:{SECRET}@db.example:5433/app"
+        "?application_name=svc&connect_timeout=3&sslmode=disable"
+    )
+    assert (parsed.host, parsed.port, parsed.user, parsed.password) == (
+        "db.example", 5433, "alice", SECRET)
+    conn = parsed.tortoise_connection(minsize=0)
+    assert conn["engine"] == "tortoise.backends.asyncpg"
+    creds = conn["credentials"]
+    assert creds["host"] == "db.example"
+    assert creds["port"] == 5433
+    assert creds["database"] == "app"
+    assert creds["application_name"] == "svc"
+    assert creds["timeout"] == 3.0
+    assert creds["ssl"] == "disable"
+    assert creds["minsize"] == 0
+
+
+def test_percent_encoded_password_is_decoded() -> None:
+    parsed = parse_database_url("postgresql://u:p%40ss%2Fw@h/db")
+    assert parsed.password == "p@ss/w"
+
+
+def test_sqlite_tortoise_credentials_use_the_path() -> None:
+    conn = parse_database_url("sqlite:////abs/x.db?busy_timeout=500").tortoise_connection()
+    assert conn["engine"] == "tortoise.backends.sqlite"
+    assert conn["credentials"] == {"file_path": "/abs/x.db", "busy_timeout": 500}
+
+
+@pytest.mark.parametrize("url", [
+    f"mysql://root:{SECRET}@localhost/app",
+    f"oracle+cx://root:{SECRET}@localhost/app",
+])
+def test_unknown_scheme_is_named_and_password_hidden(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_database_url(url)
+    scheme = url.split("://", maxsplit=1)[0]
+    assert scheme in str(info.value)
+    assert SECRET not in str(info.value)
+    assert SECRET not in repr(info.value)
+    assert SECRET not in str(info.value.to_dict())
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://u:AAAA@host:notaport/db",
+    # An unencoded '#', '?' or '/' in a password ends the authority part of a URL: the rest
+    # of the password then reads as a port, query or path, and must not be echoed.
+    "postgresql://u:AAAA#BBBB@host/db",
+    "postgresql://u:AAAA?BBBB=CCCC@host/db",
+    "postgresql://u:AAAA/BBBB@host/db",
+    "postgresql://u:AAAA@[::1/db",
+])
+def test_malformed_postgres_url_never_shows_password(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_database_url(url)
+    for text in (str(info.value), repr(info.value), str(info.value.to_dict())):
+        for piece in ("AAAA", "BBBB", "CCCC"):
+            assert piece not in text
+
+
+def test_at_sign_in_query_after_credentials_is_fine() -> None:
+    parsed = parse_database_url("postgresql://u:pw@host/db?application_name=svc@host")
+    assert parsed.options == {"application_name": "svc@host"}
+
+
+def test_missing_scheme_and_empty_url() -> None:
+    with pytest.raises(ConfigurationError, match="no scheme"):
+        parse_database_url("localhost/db")
+    with pytest.raises(ConfigurationError, match="empty"):
+        parse_database_url("  ")
+
+
+def test_unknown_query_parameter_is_rejected() -> None:
+    with pytest.raises(ConfigurationError, match="pool_size"):
+        parse_database_url("postgresql://u@h/db?pool_size=3")
+
+
+def test_database_url_repr_and_str_mask_the_password() -> None:
+    parsed = parse_database_url(f"postgresql://alice:{SECRET}@h:5432/app")
+    assert isinstance(parsed, DatabaseURL)
+    for text in (repr(parsed), str(parsed), parsed.masked()):
+        assert SECRET not in text
+        assert "alice:***@h:5432/app" in text
+
+
+def test_sqlite_masked_url_round_trips() -> None:
+    for url in ("sqlite:////abs/x.db", "sqlite:///rel.db", "sqlite:///:memory:"):
+        parsed = parse_database_url(url)
+        assert parse_database_url(parsed.masked()).database == parsed.database
