@@ -9,9 +9,11 @@ acquire themselves.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 from tortoise.backends.asyncpg.client import AsyncpgDBClient
 from tortoise.backends.asyncpg.client import TransactionWrapper as AsyncpgTransactionWrapper
 from tortoise.backends.base.client import ConnectionWrapper, TransactionContext
@@ -63,6 +65,30 @@ class _SqliteSessionClient(SqliteTransactionWrapper):
         return _NestedContext(SqliteTransactionWrapper(self), self._aegis_session)
 
 
+class _AcquireAttempt:
+    """One session's wait for a pooled connection: did it have to open one?"""
+
+    __slots__ = ("connecting",)
+
+    def __init__(self) -> None:
+        self.connecting = False
+
+
+_acquire_attempt: contextvars.ContextVar[_AcquireAttempt | None] = contextvars.ContextVar(
+    "aegis_acquire_attempt", default=None)
+
+
+async def _connect(*args: Any, **kwargs: Any) -> Any:
+    """asyncpg's ``connect``, noting on the session's acquire attempt that it connects.
+
+    The pool calls it inside ``acquire()``, in a task that inherits the caller's context.
+    """
+    attempt = _acquire_attempt.get()
+    if attempt is not None:
+        attempt.connecting = True
+    return await asyncpg.connect(*args, **kwargs)
+
+
 class PostgresBackend:
     """asyncpg pool: bounded acquire, idle recycling, connect timeout."""
 
@@ -83,6 +109,7 @@ class PostgresBackend:
             "max_inactive_connection_lifetime": float(m.pool_recycle),
             # asyncpg's connect timeout (60 s by default) is bounded by pool_timeout.
             "timeout": m.pool_timeout,
+            "connect": _connect,
         }
 
     async def _pool(self, client: AsyncpgDBClient) -> Any:
@@ -95,13 +122,16 @@ class PostgresBackend:
     async def acquire(self, session: Session, client: Any) -> None:
         pool = await self._pool(client)
         timeout = self.manager.pool_timeout
-        # asyncpg 0.32: a holder in the queue means a slot is free, so a timeout is spent
-        # connecting (server unreachable), not waiting for another session to finish.
-        slot_free = not pool._queue.empty()
+        # asyncpg 0.32's acquire(timeout) bounds waiting for a free slot and connecting
+        # together, and both end in the same TimeoutError. _connect marks the attempt when a
+        # connection is being opened, so a timeout then means "server unreachable" (a
+        # retryable connection error), and otherwise "every connection busy" (never retried).
+        attempt = _AcquireAttempt()
+        token = _acquire_attempt.set(attempt)
         try:
             conn = await pool.acquire(timeout=timeout)
         except TimeoutError as exc:
-            if slot_free:
+            if attempt.connecting:
                 raise DatabaseConnectionError(
                     f"Could not connect to {self.manager.url.masked()} within "
                     f"pool_timeout={timeout} s", details={"timeout": timeout},
@@ -114,6 +144,8 @@ class PostgresBackend:
                 details={"timeout": timeout, "max_connections":
                          self.manager.pool_size + self.manager.max_overflow},
             ) from exc
+        finally:
+            _acquire_attempt.reset(token)
         session._conn = conn
         session._client = _PgSessionClient(client, conn, session, self.manager._sql_log)
 
@@ -185,7 +217,7 @@ class SqliteBackend:
                 await client.create_connection(with_db=True)
         except Exception as exc:
             client._lock.release()
-            translated = translate_exception(exc)
+            translated = translate_exception(exc, connecting=True)
             if translated is exc:
                 raise
             raise translated from exc

@@ -168,6 +168,7 @@ class DatabaseManager:
         )
         self._sql_log: Any = _EchoLog() if self.echo else db_client_logger
         self._ctx: TortoiseContext | None = None
+        self._root_client: Any = None
         self._init_lock: asyncio.Lock | None = None
         self._models: tuple[type[Model], ...] = ()
         self._module_names = tuple(m if isinstance(m, str) else m.__name__ for m in self.models)
@@ -198,9 +199,10 @@ class DatabaseManager:
         return self._ctx is not None
 
     def _client(self) -> Any:
-        if self._ctx is None:
+        """The manager's own Tortoise client (it owns the pool), never a session's."""
+        if self._root_client is None:
             raise TransactionError("The manager is not initialised; open a session first")
-        return self._ctx.connections.get(self.alias)
+        return self._root_client
 
     async def _ensure_initialized(self) -> TortoiseContext:
         if self._ctx is not None:
@@ -226,7 +228,8 @@ class DatabaseManager:
             if self.models:
                 await ctx.init(config={
                     "connections": {self.alias: connection},
-                    "apps": {APP_LABEL: {"models": list(self.models),
+                    # Tortoise 1.1.9's config takes module paths only, not module objects.
+                    "apps": {APP_LABEL: {"models": list(self._module_names),
                                          "default_connection": self.alias}},
                 })
             else:
@@ -235,7 +238,7 @@ class DatabaseManager:
                 await ctx.connections._init({self.alias: connection}, False)
         except Exception as exc:
             await ctx.close_connections()
-            translated = translate_exception(exc)
+            translated = translate_exception(exc, connecting=True)
             if translated is exc:
                 raise
             raise translated from exc
@@ -259,6 +262,9 @@ class DatabaseManager:
         _generation += 1
         self._models = models
         self._generation_seen = _generation
+        # Read once, outside any session: inside one, connections.get(alias) answers with
+        # the session's transaction client, which the contextvar binds to the alias.
+        self._root_client = ctx.connections.get(self.alias)
         self._ctx = ctx
         logger.info("initialised %r with %d models", self, len(models))
         return ctx
@@ -275,6 +281,7 @@ class DatabaseManager:
     async def close(self) -> None:
         """Close every connection. A later :meth:`session` initialises the manager again."""
         ctx, self._ctx = self._ctx, None
+        self._root_client = None
         self._generation_seen = -1
         if ctx is not None:
             await ctx.close_connections()
@@ -316,12 +323,13 @@ class DatabaseManager:
         except BaseException as exc:
             self._active_sessions -= 1
             if isinstance(exc, Exception):
-                translated = translate_exception(exc)
+                translated = translate_exception(exc, connecting=True)
                 if translated is not exc:
                     raise translated from exc
             raise
         session._lease = client
         session._lock = session._client._lock
+        session._ctx = ctx
         session._ctx_token = _current_context.set(ctx)
         session._storage_token = ctx.connections.set(self.alias, session._client)
         session._task_token = self._current.set(session)
@@ -331,8 +339,6 @@ class DatabaseManager:
 
         if session._state is not _SessionState.OPEN:
             return
-        ctx = self._ctx
-        client = session._lease
         error: BaseException | None = None
         try:
             if session._began:
@@ -340,18 +346,15 @@ class DatabaseManager:
                     await self._commit(session, reopen=False)
                 else:
                     await self._rollback_quietly(session)
-        except BaseException as commit_exc:  # noqa: BLE001 - re-raised below
-            error = commit_exc
+        except BaseException as end_exc:  # noqa: BLE001 - re-raised below
+            error = end_exc
         finally:
             session._state = _SessionState.CLOSED
             session._began = False
-            self._current.reset(session._task_token)
-            if ctx is not None:
-                ctx.connections.reset(session._storage_token)
-            _current_context.reset(session._ctx_token)
             self._active_sessions -= 1
+            self._unbind(session)
             try:
-                await self._backend.release(session, client)
+                await self._backend.release(session, session._lease)
             except Exception:
                 logger.warning("could not return a connection to the pool", exc_info=True)
         if error is not None:
@@ -360,6 +363,27 @@ class DatabaseManager:
             translated = translate_exception(exc)
             if translated is not exc:
                 raise translated from exc
+
+    def _unbind(self, session: Session) -> None:
+        """Undo what _open_session bound to the context, newest first.
+
+        A context variable can only be reset in the context that set it. A session closed
+        elsewhere (its ``__aexit__`` called from another task) must still give its
+        connection back, so a failed reset is logged, not raised.
+        """
+        ctx = session._ctx
+        resets = [
+            lambda: self._current.reset(session._task_token),
+            lambda: ctx.connections.reset(session._storage_token) if ctx else None,
+            lambda: _current_context.reset(session._ctx_token),
+        ]
+        for reset in resets:
+            try:
+                reset()
+            except (ValueError, RuntimeError):
+                logger.warning("%r was closed in another task than the one that opened it; "
+                               "open and close a session in the same task", session)
+                break
 
     async def _commit(self, session: Session, *, reopen: bool = True) -> None:
         client = session._client

@@ -353,7 +353,7 @@ class Session:
     """
 
     __slots__ = (
-        "_began", "_client", "_conn", "_ctx_token", "_lease", "_lock", "_manager",
+        "_began", "_client", "_conn", "_ctx", "_ctx_token", "_lease", "_lock", "_manager",
         "_state", "_storage_token", "_task_token",
     )
 
@@ -364,6 +364,7 @@ class Session:
         self._client: Any = None
         self._conn: Any = None
         self._lease: Any = None
+        self._ctx: Any = None
         self._ctx_token: Any = None
         self._storage_token: Any = None
         self._task_token: Any = None

@@ -159,15 +159,57 @@ def db_url(backend: str, request: pytest.FixtureRequest) -> str:
     return url
 
 
-@pytest.fixture
-async def db(db_url: str, backend: str) -> AsyncIterator[DatabaseManager]:
-    """A manager on an empty database of ``backend`` with the example models' tables."""
+async def _example_manager(url: str, backend: str) -> AsyncIterator[DatabaseManager]:
     if backend == "postgres":
-        await reset_pg_schema(db_url)
-    manager = DatabaseManager(db_url, models=EXAMPLE_MODELS, pool_size=5, max_overflow=5,
+        await reset_pg_schema(url)
+    manager = DatabaseManager(url, models=EXAMPLE_MODELS, pool_size=5, max_overflow=5,
                               pool_timeout=10)
     await manager.generate_schemas()
     try:
         yield manager
     finally:
         await manager.close()
+
+
+@pytest.fixture
+async def db(db_url: str, backend: str) -> AsyncIterator[DatabaseManager]:
+    """A manager on an empty database of ``backend`` with the example models' tables."""
+    async for manager in _example_manager(db_url, backend):
+        yield manager
+
+
+@pytest.fixture
+async def pg_db(pg_database: str) -> AsyncIterator[DatabaseManager]:
+    """``db`` on PostgreSQL only, for behaviour sqlite does not have."""
+    async for manager in _example_manager(pg_database, "postgres"):
+        yield manager
+
+
+@pytest.fixture
+async def sqlite_db() -> AsyncIterator[DatabaseManager]:
+    """``db`` on in-memory sqlite only."""
+    async for manager in _example_manager("sqlite:///:memory:", "sqlite"):
+        yield manager
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The URL in the form asyncpg.connect() takes."""
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+@pytest.fixture
+async def pg_admin(pg_server: PgServer) -> AsyncIterator[asyncpg.Connection]:
+    """A separate asyncpg connection to the server's admin database, outside any manager."""
+    conn = await asyncpg.connect(asyncpg_dsn(pg_server.admin_url), timeout=5)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def count_rows(manager: DatabaseManager, table: str = "users") -> int:
+    """Rows in ``table``, read in a new session of ``manager`` (what is committed)."""
+    async with manager.session() as session:
+        result = await session.execute(f'SELECT count(*) FROM "{table}"')
+        count: int = result.scalar_one()
+        return count
