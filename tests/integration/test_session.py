@@ -55,25 +55,31 @@ async def test_commits_on_success(db: DatabaseManager, backend: str) -> None:
 
 
 async def test_rolls_back_on_exception(db: DatabaseManager, backend: str) -> None:
-    class Boom(Exception):
+    class BoomError(Exception):
         pass
 
-    with pytest.raises(Boom):
+    async def unit_of_work() -> None:
         async with db.session() as session:
             await session.execute(INSERT, {"email": "a@x", "name": "A"})
             await User.create(email="b@x", name="B")
-            raise Boom
+            raise BoomError
+
+    with pytest.raises(BoomError):
+        await unit_of_work()
     assert await _emails(db) == []
     await _session_free(db, backend)
 
 
 async def test_user_errors_leave_the_session_unchanged(db: DatabaseManager) -> None:
     # An OSError or TimeoutError of the caller's own code is not a database error.
+    async def unit_of_work(error: Exception) -> None:
+        async with db.session() as session:
+            await session.execute(INSERT, {"email": "a@x", "name": "A"})
+            raise error
+
     for error in (FileNotFoundError(2, "no such file"), TimeoutError(), ValueError("v")):
         with pytest.raises(type(error)) as info:
-            async with db.session() as session:
-                await session.execute(INSERT, {"email": "a@x", "name": "A"})
-                raise error
+            await unit_of_work(error)
         assert info.value is error
     assert await count_rows(db) == 0
 
@@ -134,7 +140,7 @@ async def test_cancelled_mid_query_writes_nothing_and_frees_the_server(
 
 
 async def test_plain_tortoise_calls_join_the_session(db: DatabaseManager, backend: str) -> None:
-    with pytest.raises(RuntimeError):
+    async def unit_of_work() -> None:
         async with db.session() as session:
             user = await User.create(email="a@x", name="A")
             await Policy.create(user=user, title="P")
@@ -145,6 +151,9 @@ async def test_plain_tortoise_calls_join_the_session(db: DatabaseManager, backen
                 async with db.session() as other:  # another connection sees nothing yet
                     assert (await other.execute("SELECT count(*) FROM users")).scalar() == 0
             raise RuntimeError("undo")
+
+    with pytest.raises(RuntimeError):
+        await unit_of_work()
     assert await count_rows(db) == 0
     assert await count_rows(db, "policies") == 0
 
@@ -156,7 +165,7 @@ async def test_session_connection_is_the_bound_client(db: DatabaseManager) -> No
 
 
 async def test_commit_inside_block_starts_a_new_transaction(db: DatabaseManager) -> None:
-    with pytest.raises(RuntimeError):
+    async def unit_of_work() -> None:
         async with db.session() as session:
             await User.create(email="kept@x", name="K")
             await session.commit()
@@ -164,6 +173,9 @@ async def test_commit_inside_block_starts_a_new_transaction(db: DatabaseManager)
             await User.create(email="lost@x", name="L")
             assert session.in_transaction
             raise RuntimeError("undo the second transaction only")
+
+    with pytest.raises(RuntimeError):
+        await unit_of_work()
     assert await _emails(db) == ["kept@x"]
 
 
@@ -184,7 +196,7 @@ async def test_commit_and_rollback_without_statements_are_noops(db: DatabaseMana
 
 async def test_nested_session_postgres_is_independent(pg_db: DatabaseManager) -> None:
     db = pg_db
-    with pytest.raises(RuntimeError):
+    async def unit_of_work() -> None:
         async with db.session() as outer:
             await User.create(email="outer@x", name="O")
             async with db.session() as inner:
@@ -197,6 +209,9 @@ async def test_nested_session_postgres_is_independent(pg_db: DatabaseManager) ->
             # back in the outer session: plain calls use its transaction again
             assert await User.filter(email="outer@x").count() == 1
             raise RuntimeError("undo the outer session only")
+
+    with pytest.raises(RuntimeError):
+        await unit_of_work()
     assert await _emails(db) == ["inner@x"]
     assert _pool_is_idle(db)
 
@@ -285,10 +300,9 @@ async def test_named_parameters_and_every_result_method(db: DatabaseManager) -> 
         assert (await session.execute(query, {"skip": "x"})).all()[2].name == "Cid"
         assert (await session.execute(query, {"skip": "x"})).scalar() == "ann@x"
         assert (await session.execute("SELECT count(*) FROM users")).scalar_one() == 3
-        assert (await session.execute(
-            "SELECT name FROM users WHERE email = :e", {"e": "nobody"})).scalar_one_or_none() is None
-        assert (await session.execute(
-            "SELECT name FROM users WHERE email = :e", {"e": "bob@x"})).scalar_one_or_none() == "Bob"
+        by_email = "SELECT name FROM users WHERE email = :e"
+        assert (await session.execute(by_email, {"e": "nobody"})).scalar_one_or_none() is None
+        assert (await session.execute(by_email, {"e": "bob@x"})).scalar_one_or_none() == "Bob"
         assert (await session.execute(query, {"skip": ""})).scalars().all() == [
             "ann@x", "bob@x", "cid@x"]
         assert (await session.execute(query, {"skip": ""})).scalars(1).all() == [
