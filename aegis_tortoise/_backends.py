@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -42,6 +43,7 @@ class _PgSessionClient(AsyncpgTransactionWrapper):
         self._connection = conn
         self._aegis_session = session
         self.log = log
+        self._proxy: Any = None  # the pool's proxy of conn, handed back on release
 
     def acquire_connection(self) -> ConnectionWrapper[Any]:
         return _BeginningConnectionWrapper(self._lock, self)
@@ -129,7 +131,7 @@ class PostgresBackend:
         attempt = _AcquireAttempt()
         token = _acquire_attempt.set(attempt)
         try:
-            conn = await pool.acquire(timeout=timeout)
+            proxy = await pool.acquire(timeout=timeout)
         except TimeoutError as exc:
             if attempt.connecting:
                 raise DatabaseConnectionError(
@@ -146,33 +148,42 @@ class PostgresBackend:
             ) from exc
         finally:
             _acquire_attempt.reset(token)
-        session._conn = conn
-        session._client = _PgSessionClient(client, conn, session, self.manager._sql_log)
+        # The session and its Tortoise client use the connection itself, not asyncpg's pool
+        # proxy: asyncpg 0.32 detaches the proxy of a connection the server closed (and
+        # gives its slot back) at once, after which every call on the proxy, is_closed()
+        # included, raises "released back to the pool" instead of saying what happened.
+        raw = proxy._con
+        session._conn = raw
+        session._client = _PgSessionClient(client, raw, session, self.manager._sql_log)
+        session._client._proxy = proxy
 
     async def release(self, session: Session, client: Any) -> None:
-        conn = session._conn
-        if conn is None:
+        raw = session._conn
+        if raw is None:
             return
         session._conn = None
+        proxy = session._client._proxy
         pool = client._pool
         try:
             if pool is None:
-                conn.terminate()
+                raw.terminate()
             else:
-                await pool.release(conn)
+                await pool.release(proxy)  # a no-op when asyncpg released a lost one already
         except BaseException:
-            # A connection that cannot be reset must not go back to the pool.
-            conn.terminate()
-            if pool is not None:
-                try:
-                    await pool.release(conn)
-                except Exception:
-                    logger.debug("release of a terminated connection failed", exc_info=True)
+            # A connection that cannot be reset must not go back to the pool; terminating
+            # it returns its slot (asyncpg 0.32: Connection._cleanup -> _release_on_close).
+            raw.terminate()
             raise
 
+    def discard(self, session: Session) -> None:
+        """Close the session's connection: its transaction state is unknown."""
+        raw = session._conn
+        if raw is not None and not raw.is_closed():
+            raw.terminate()  # the server rolls back; the pool replaces the connection
+
     def is_broken(self, session: Session) -> bool:
-        conn = session._conn
-        return conn is None or conn.is_closed()
+        raw = session._conn
+        return raw is None or bool(raw.is_closed())
 
     async def run_raw(self, conn: Any, sql: str, values: list[Any]) -> Result:
         # asyncpg 0.32's public API returns either rows (fetch) or the status (execute);
@@ -214,6 +225,8 @@ class SqliteBackend:
             ) from exc
         try:
             if client._connection is None:
+                if client.filename != ":memory:":
+                    await asyncio.to_thread(_probe_sqlite_file, client.filename)
                 await client.create_connection(with_db=True)
         except Exception as exc:
             client._lock.release()
@@ -225,10 +238,23 @@ class SqliteBackend:
         session._client = _SqliteSessionClient(client, session, self.manager._sql_log)
 
     async def release(self, session: Session, client: Any) -> None:
-        if session._conn is None:
+        conn = session._conn
+        if conn is None:
             return
         session._conn = None
-        client._lock.release()
+        try:
+            if conn.in_transaction:
+                # The rollback failed or was interrupted (a second cancellation). Tortoise
+                # 1.1.9's sqlite begin() COMMITs whatever is open, so the next session would
+                # commit this one's writes: roll back before anyone else gets the connection.
+                # aiosqlite runs calls in order, so even if this await is cancelled the
+                # rollback runs before any later statement.
+                await asyncio.shield(conn.rollback())
+        finally:
+            client._lock.release()
+
+    def discard(self, session: Session) -> None:
+        """Nothing to close: sqlite's one connection is kept, and release() rolls it back."""
 
     def is_broken(self, session: Session) -> bool:
         return session._conn is None
@@ -244,6 +270,16 @@ class SqliteBackend:
         keys = [col[0] for col in description] if description else []
         rowcount = conn.total_changes - start if is_dml(sql) else len(rows)
         return Result(keys, [tuple(row) for row in rows], rowcount)
+
+
+def _probe_sqlite_file(path: str) -> None:
+    """Open and close the file with sqlite3, so an unopenable path fails here.
+
+    When aiosqlite 0.22 fails to open a file, it stops its worker thread without waiting
+    for it; the thread later completes a future on the event loop, and raises in the thread
+    if the loop is closed by then (at the end of a test, or of ``asyncio.run``).
+    """
+    sqlite3.connect(path).close()
 
 
 Backend = PostgresBackend | SqliteBackend

@@ -15,7 +15,7 @@ import contextvars
 import itertools
 import logging
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -371,10 +371,15 @@ class DatabaseManager:
         elsewhere (its ``__aexit__`` called from another task) must still give its
         connection back, so a failed reset is logged, not raised.
         """
-        ctx = session._ctx
-        resets = [
+        ctx: TortoiseContext | None = session._ctx
+
+        def reset_storage() -> None:
+            if ctx is not None:
+                ctx.connections.reset(session._storage_token)
+
+        resets: list[Callable[[], object]] = [
             lambda: self._current.reset(session._task_token),
-            lambda: ctx.connections.reset(session._storage_token) if ctx else None,
+            reset_storage,
             lambda: _current_context.reset(session._ctx_token),
         ]
         for reset in resets:
@@ -431,8 +436,7 @@ class DatabaseManager:
             await session._client.rollback()
         except BaseException as exc:
             logger.warning("rollback failed; the connection will be discarded", exc_info=True)
-            if self.dialect == "postgres" and session._conn is not None:
-                session._conn.terminate()
+            self._backend.discard(session)
             if not isinstance(exc, Exception):
                 raise  # cancellation: the connection is gone, let it propagate
 

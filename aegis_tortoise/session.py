@@ -313,6 +313,9 @@ class _BeginningConnectionWrapper(ConnectionWrapper[Any]):
         await self._lock.acquire()
         try:
             session: Session = self.client._aegis_session  # type: ignore[attr-defined]
+            # A client kept past its session (session.connection, a queryset's using_db)
+            # would otherwise run on a connection that now belongs to someone else.
+            session._check_open()
             if not session._began:
                 await session._begin_now()
         except BaseException:
@@ -331,6 +334,7 @@ class _NestedContext(NestedTransactionContext):
         self.session = session
 
     async def __aenter__(self) -> TransactionalDBClient:
+        self.session._check_open()
         if not self.session._began:
             async with self.session._lock:
                 if not self.session._began:

@@ -164,6 +164,18 @@ async def test_session_connection_is_the_bound_client(db: DatabaseManager) -> No
         assert await User.all().using_db(session.connection).count() == 1
 
 
+async def test_client_kept_past_its_session_is_refused(db: DatabaseManager) -> None:
+    async with db.session() as session:
+        client = session.connection
+        await User.create(email="a@x", name="A")
+    async with db.session():
+        with pytest.raises(TransactionError, match="closed"):
+            await User.all().using_db(client).count()
+        with pytest.raises(TransactionError, match="closed"):
+            await User.create(email="b@x", name="B", using_db=client)
+    assert await _emails(db) == ["a@x"]
+
+
 async def test_commit_inside_block_starts_a_new_transaction(db: DatabaseManager) -> None:
     async def unit_of_work() -> None:
         async with db.session() as session:
