@@ -22,6 +22,7 @@ from aegis_tortoise.errors import (
 )
 from aegis_tortoise.manager import DatabaseManager
 from aegis_tortoise.models import BaseEntity, PaginatedResponse, SoftDeleteMixin, TimestampMixin
+from aegis_tortoise.repository import BaseRepository
 from aegis_tortoise.retry import db_retry, is_transient, with_db_retry
 from aegis_tortoise.session import Result, Row, Session
 from aegis_tortoise.transactions import TransactionManager, transactional
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AegisBaseException",
     "BaseEntity",
+    "BaseRepository",
     "ConfigurationError",
     "DatabaseConnectionError",
     "DatabaseError",

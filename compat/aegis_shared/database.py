@@ -12,11 +12,13 @@ from aegis_tortoise.errors import (
     ValidationError,
 )
 from aegis_tortoise.manager import DatabaseManager
+from aegis_tortoise.repository import BaseRepository
 from aegis_tortoise.retry import db_retry, is_transient, with_db_retry
 from aegis_tortoise.session import Result, Session
 from aegis_tortoise.transactions import TransactionManager, transactional
 
 __all__ = [
+    "BaseRepository",
     "DatabaseConnectionError",
     "DatabaseError",
     "DatabaseManager",

@@ -1,0 +1,237 @@
+"""Validation of repository ``filters``, ``order_by`` and ``prefetch`` against a model.
+
+Everything here is pure Python on the model's metadata: it runs before any SQL is sent (and
+before the session's transaction begins), so a typo in a field name costs no round trip and
+leaves the session untouched.
+
+Search terms need no escaping here: Tortoise 1.1.9 escapes ``%``, ``_`` and ``\\`` in the
+``contains``/``startswith``/``endswith`` lookups (and their ``i`` variants) with
+``LIKE ... ESCAPE '\\'`` and sends every value as a bind parameter, on sqlite and PostgreSQL
+alike (tortoise/filters.py ``escape_like``); the repository tests pin that behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from tortoise.fields.relational import RelationalField
+from tortoise.models import Model
+from tortoise.query_utils import Prefetch
+
+from aegis_tortoise.errors import InvalidFilterError
+
+__all__ = ["filter_kwargs", "order_by_fields", "prefetch_fields", "writable_values"]
+
+_MAX_DEPTH = 8
+
+
+def _fields(model: type[Model]) -> list[str]:
+    """The field names a caller may use on ``model`` (for error messages)."""
+    return sorted(model._meta.fields_map)
+
+
+def _related(model: type[Model], name: str) -> type[Model]:
+    field = model._meta.fields_map[name]
+    assert isinstance(field, RelationalField)  # noqa: S101 - fetch_fields are relational
+    related: type[Model] = field.related_model
+    return related
+
+
+def _lookups(model: type[Model], field: str) -> list[str]:
+    prefix = f"{field}__"
+    return sorted(k[len(prefix):] for k in model._meta.filters if k.startswith(prefix))
+
+
+def _filter_error(root: type[Model], key: str, model: type[Model], part: str) -> InvalidFilterError:
+    meta = model._meta
+    head, _, lookup = part.partition("__")
+    details: dict[str, Any] = {"model": root.__name__, "key": key, "valid_fields": _fields(model)}
+    if head in meta.filters and lookup:
+        details["valid_lookups"] = _lookups(model, head)
+        message = (f"Invalid filter {key!r} for {root.__name__}: {model.__name__}.{head} has no "
+                   f"lookup {lookup!r}; valid lookups: {', '.join(details['valid_lookups'])}")
+    else:
+        message = (f"Invalid filter {key!r} for {root.__name__}: {model.__name__} has no field "
+                   f"{head!r}; valid fields: {', '.join(details['valid_fields'])}")
+    return InvalidFilterError(message, details=details)
+
+
+def _check_filter_key(root: type[Model], key: str) -> None:
+    model, part = root, key
+    for _ in range(_MAX_DEPTH):
+        meta = model._meta
+        if part in meta.filters or part in meta.fk_fields or part in meta.o2o_fields:
+            return
+        head, _, rest = part.partition("__")
+        if not rest or head not in meta.fetch_fields:
+            raise _filter_error(root, key, model, part)
+        model, part = _related(model, head), rest
+    raise _filter_error(root, key, model, part)
+
+
+def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate ``filters`` and turn them into ``QuerySet.filter`` keyword arguments.
+
+    A ``None`` value means IS NULL: ``{"deleted_at": None}`` becomes
+    ``deleted_at__isnull=True`` and ``{"x__not": None}`` becomes ``x__not_isnull=True``.
+
+    Raises:
+        InvalidFilterError: an unknown field or lookup, or ``None`` with a lookup that cannot
+            compare with NULL (``name__icontains=None``).
+    """
+    if not filters:
+        return {}
+    if not isinstance(filters, Mapping):
+        raise InvalidFilterError(
+            f"filters must be a dict of field names to values, not {type(filters).__name__}",
+            details={"model": model.__name__})
+    result: dict[str, Any] = {}
+    for key, value in filters.items():
+        if not isinstance(key, str):
+            raise InvalidFilterError(f"Filter keys must be strings, not {key!r}",
+                                     details={"model": model.__name__, "key": repr(key)})
+        _check_filter_key(model, key)
+        if value is None:
+            null_key, is_null = _null_filter(model, key)
+            result[null_key] = is_null
+        else:
+            result[key] = value
+    return result
+
+
+def _null_filter(model: type[Model], key: str) -> tuple[str, bool]:
+    head, _, last = key.rpartition("__")
+    if last in ("isnull", "not_isnull"):
+        raise InvalidFilterError(f"Filter {key!r} needs True or False, not None",
+                                 details={"model": model.__name__, "key": key})
+    if last == "not" and head:
+        return f"{head}__not_isnull", True
+    path = _field_path(model, key)
+    if path is None:
+        raise InvalidFilterError(
+            f"Filter {key!r} cannot compare with None; use {{'<field>': None}} for IS NULL",
+            details={"model": model.__name__, "key": key})
+    return f"{path}__isnull", True
+
+
+def _field_path(model: type[Model], key: str) -> str | None:
+    """``key`` if it names a (possibly related) field without a lookup, else None.
+
+    A foreign key at the end becomes its id column (``user`` -> ``user_id``), the form
+    Tortoise accepts with ``__isnull``.
+    """
+    parts = key.split("__")
+    for part in parts[:-1]:
+        if part not in model._meta.fetch_fields:
+            return None
+        model = _related(model, part)
+    meta, last = model._meta, parts[-1]
+    if last in meta.fk_fields or last in meta.o2o_fields:
+        parts[-1] = str(meta.fields_map[last].source_field)
+    elif last not in meta.fields_map and last != "pk":
+        return None
+    return "__".join(parts)
+
+
+def order_by_fields(model: type[Model], order_by: str | Sequence[str] | None) -> list[str]:
+    """Validate ``order_by`` (``"name"``, ``"-created_at"`` or a list) for ``QuerySet.order_by``.
+
+    Raises:
+        InvalidFilterError: a field that does not exist or cannot be ordered by.
+    """
+    if order_by is None:
+        return []
+    items = [order_by] if isinstance(order_by, str) else list(order_by)
+    result: list[str] = []
+    for item in items:
+        if not isinstance(item, str) or not item.lstrip("-+"):
+            raise InvalidFilterError(f"order_by takes field names, not {item!r}",
+                                     details={"model": model.__name__, "order_by": repr(item)})
+        desc = item.startswith("-")
+        name = item.lstrip("-+")
+        result.append(("-" if desc else "") + _check_order_field(model, name, item))
+    return result
+
+
+def _check_order_field(root: type[Model], name: str, item: str) -> str:
+    model, parts = root, name.split("__")
+    resolved: list[str] = []
+    for i, part in enumerate(parts):
+        meta = model._meta
+        last = i == len(parts) - 1
+        if last and (part == "pk" or part in meta.fields_db_projection):
+            resolved.append(meta.pk_attr if part == "pk" else part)
+            return "__".join(resolved)
+        if last and (part in meta.fk_fields or part in meta.o2o_fields):
+            source = meta.fields_map[part].source_field
+            resolved.append(str(source))
+            return "__".join(resolved)
+        if not last and (part in meta.fk_fields or part in meta.o2o_fields):
+            resolved.append(part)
+            model = _related(model, part)
+            continue
+        break
+    valid = sorted(model._meta.fields_db_projection) + sorted(
+        model._meta.fk_fields | model._meta.o2o_fields)
+    raise InvalidFilterError(
+        f"Invalid order_by {item!r} for {root.__name__}: valid fields: {', '.join(valid)}",
+        details={"model": root.__name__, "order_by": item, "valid_fields": valid})
+
+
+def prefetch_fields(model: type[Model],
+                    prefetch: Iterable[str | Prefetch] | None) -> list[str | Prefetch]:
+    """Validate relation names for ``prefetch_related`` (``"policies"``, ``"user__policies"``).
+
+    Raises:
+        InvalidFilterError: a name that is not a relation of the model.
+    """
+    if prefetch is None:
+        return []
+    items: list[str | Prefetch] = [prefetch] if isinstance(prefetch, str) else list(prefetch)
+    for item in items:
+        if isinstance(item, Prefetch):
+            continue
+        current = model
+        for part in str(item).split("__"):
+            if part not in current._meta.fetch_fields:
+                valid = sorted(current._meta.fetch_fields)
+                raise InvalidFilterError(
+                    f"Cannot prefetch {item!r} on {model.__name__}: {current.__name__} has no "
+                    f"relation {part!r}; relations: {', '.join(valid) or 'none'}",
+                    details={"model": model.__name__, "prefetch": str(item),
+                             "valid_relations": valid})
+            current = _related(current, part)
+    return items
+
+
+def writable_values(model: type[Model], data: Mapping[str, Any], *,
+                    action: str) -> dict[str, Any]:
+    """Check that every key of ``data`` is a field that can be written.
+
+    Accepts data fields, foreign keys (``user=<User>``) and their id fields (``user_id=5``);
+    an explicit primary key only when creating.
+
+    Raises:
+        ValidationError: an unknown or read-only field (Tortoise would drop unknown keys
+            silently).
+    """
+    from aegis_tortoise.errors import ValidationError
+
+    meta = model._meta
+    writable = set(meta.fields_db_projection) | meta.fk_fields | meta.o2o_fields
+    result: dict[str, Any] = {}
+    for key, value in data.items():
+        name = meta.pk_attr if key == "pk" else key
+        if name not in writable:
+            valid = sorted(writable)
+            raise ValidationError(
+                f"Cannot {action} {model.__name__}: unknown field {key!r}; valid fields: "
+                f"{', '.join(valid)}",
+                details={"model": model.__name__, "field": key, "valid_fields": valid})
+        if action == "update" and (name == meta.pk_attr or meta.fields_map[name].generated):
+            raise ValidationError(
+                f"Cannot update {model.__name__}.{key}: it is the primary key or generated",
+                details={"model": model.__name__, "field": key})
+        result[name] = value
+    return result

@@ -1,0 +1,490 @@
+"""BaseRepository[T]: CRUD, filters, pagination and soft delete for one model on a session.
+
+Every query runs on the session's Tortoise client (``using_db(session.connection)``), so a
+repository works in the session's transaction whichever task or context calls it.
+``filters``, ``order_by`` and ``prefetch`` are checked against the model before any SQL is
+sent (:mod:`aegis_tortoise._filters`).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin, overload
+
+from pydantic import BaseModel
+from tortoise.expressions import Expression, ResolveContext
+from tortoise.models import Model
+from tortoise.query_utils import Prefetch
+from tortoise.queryset import QuerySet
+
+from aegis_tortoise import _bulk
+from aegis_tortoise._filters import (
+    filter_kwargs,
+    order_by_fields,
+    prefetch_fields,
+    writable_values,
+)
+from aegis_tortoise.errors import (
+    ConfigurationError,
+    DuplicateEntityError,
+    EntityNotFoundError,
+    ValidationError,
+    translate_errors,
+    translate_exception,
+)
+from aegis_tortoise.models import PaginatedResponse
+from aegis_tortoise.session import Session
+
+__all__ = ["BaseRepository", "ModelT"]
+
+ModelT = TypeVar("ModelT", bound=Model)
+
+#: Entity data: a model instance, a dict of field values, or a pydantic model.
+EntityData = Mapping[str, Any] | BaseModel
+OrderBy = str | Sequence[str]
+Prefetches = str | Iterable[str | Prefetch]
+
+# get_by_ids sends at most this many ids per query (PostgreSQL allows 32767 parameters).
+_IDS_PER_QUERY = 10_000
+
+
+class BaseRepository(Generic[ModelT]):
+    """Data access for one model, bound to an open :class:`Session`.
+
+    ``UserRepository(session)`` takes the model from ``BaseRepository[User]``;
+    ``BaseRepository(session, User)`` and ``BaseRepository(User, session)`` name it.
+
+    Attributes:
+        session: The session every query runs in.
+        model: The Tortoise model class.
+        hide_soft_deleted: When True, ``get``/``get_by_id``/``get_by_ids``/``list``/``count``/
+            ``exists``/``paginate``/``query`` skip soft-deleted rows unless called with
+            ``include_deleted=True``. Default False: soft-deleted rows stay visible, as in
+            the original library.
+        soft_delete_field: The nullable datetime field that marks soft-deleted rows.
+    """
+
+    hide_soft_deleted: ClassVar[bool] = False
+    soft_delete_field: ClassVar[str] = "deleted_at"
+
+    session: Session
+    model: type[ModelT]
+
+    @overload
+    def __init__(self, session: Session, model: type[ModelT] | None = None) -> None: ...
+    @overload
+    def __init__(self, session: type[ModelT], model: Session) -> None: ...
+    def __init__(self, session: Session | type[ModelT],
+                 model: type[ModelT] | Session | None = None) -> None:
+        if isinstance(session, type) and isinstance(model, Session):
+            session, model = model, session
+        if not isinstance(session, Session):
+            raise ConfigurationError(
+                f"{type(self).__name__} takes an open Session (async with db.session() as "
+                f"session), not {type(session).__name__}")
+        if model is None:
+            model = self._model_from_generic()
+        if not (isinstance(model, type) and issubclass(model, Model)):
+            raise ConfigurationError(
+                f"{type(self).__name__} needs a Tortoise model: subclass BaseRepository[User] "
+                f"or pass it, BaseRepository(session, User); got {model!r}")
+        if self.hide_soft_deleted and self.soft_delete_field not in model._meta.fields_map:
+            raise ConfigurationError(
+                f"{type(self).__name__}.hide_soft_deleted is set but {model.__name__} has no "
+                f"{self.soft_delete_field!r} field")
+        self.session = session
+        self.model = model
+
+    @classmethod
+    def _model_from_generic(cls) -> type[ModelT] | None:
+        for klass in cls.__mro__:
+            for base in klass.__dict__.get("__orig_bases__", ()):
+                origin = get_origin(base)
+                if not (isinstance(origin, type) and issubclass(origin, BaseRepository)):
+                    continue
+                for arg in get_args(base):
+                    if isinstance(arg, type) and issubclass(arg, Model):
+                        found: type[ModelT] = arg  # type: ignore[assignment]
+                        return found
+        return None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self.model.__name__} on {self.session!r}>"
+
+    # -- building blocks ------------------------------------------------------------------
+
+    @property
+    def _name(self) -> str:
+        return self.model.__name__
+
+    def query(self, *, include_deleted: bool = False) -> QuerySet[ModelT]:
+        """A QuerySet of the model bound to the session, for custom methods.
+
+        Honours ``hide_soft_deleted`` (unless ``include_deleted=True``).
+        """
+        queryset = self.model.all().using_db(self.session.connection)
+        if self.hide_soft_deleted and not include_deleted:
+            queryset = queryset.filter(**{f"{self.soft_delete_field}__isnull": True})
+        return queryset
+
+    def _pk(self, entity_id: Any) -> Any:
+        """``entity_id`` converted to the primary key's Python type (before any SQL)."""
+        if isinstance(entity_id, Model):
+            entity_id = entity_id.pk
+        try:
+            if entity_id is None:
+                raise ValueError("None")  # noqa: TRY301 - same message as a bad value
+            return self.model._meta.pk.to_python_value(entity_id)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise ValidationError(f"Invalid {self._name} id: {entity_id!r}",
+                                  details={"model": self._name, "id": repr(entity_id)}) from exc
+
+    def _data(self, data: EntityData | None, *, partial: bool) -> dict[str, Any]:
+        if data is None:
+            return {}
+        if isinstance(data, BaseModel):
+            return data.model_dump(exclude_unset=partial)
+        if isinstance(data, Mapping):
+            return dict(data)
+        raise ValidationError(
+            f"Expected a {self._name}, a dict or a pydantic model, not {type(data).__name__}",
+            details={"model": self._name})
+
+    def _build(self, data: Mapping[str, Any]) -> ModelT:
+        values = writable_values(self.model, data, action="create")
+        try:
+            instance = self.model(**values)
+        except Exception as exc:
+            # Model() raises ValueError for None in a non-null field, Tortoise errors for an
+            # unsaved related object: both are bad input.
+            raise ValidationError(f"Invalid {self._name} data: {exc}",
+                                  details={"model": self._name}) from exc
+        return instance
+
+    def _instance(self, entity: ModelT | EntityData) -> ModelT:
+        if isinstance(entity, Model):
+            if not isinstance(entity, self.model):
+                raise ValidationError(
+                    f"{type(self).__name__} stores {self._name}, not {type(entity).__name__}",
+                    details={"model": self._name})
+            if entity._saved_in_db:
+                raise ValidationError(
+                    f"This {self._name} is already saved (id={entity.pk}); use update()",
+                    details={"model": self._name, "id": repr(entity.pk)})
+            instance: ModelT = entity
+        else:
+            instance = self._build(self._data(entity, partial=False))
+        self._check_required(instance)
+        return instance
+
+    def _check_required(self, instance: ModelT) -> None:
+        """Name a missing required field before the INSERT (which would abort a PG transaction)."""
+        meta = self.model._meta
+        missing = []
+        for name in meta.fields_db_projection:
+            field = meta.fields_map[name]
+            if (field.null or field.generated or field.default is not None
+                    or field.has_db_default() or getattr(field, "auto_now", False)
+                    or getattr(field, "auto_now_add", False)):
+                continue
+            if getattr(instance, name, None) is None:
+                missing.append(next((fk for fk in meta.fk_fields | meta.o2o_fields
+                                     if meta.fields_map[fk].source_field == name), name))
+        if missing:
+            raise ValidationError(
+                f"Cannot create {self._name}: missing required field(s): {', '.join(missing)}",
+                details={"model": self._name, "fields": missing, "field": missing[0]})
+
+    @staticmethod
+    def _ordering(fields: builtins.list[str], pk: str) -> builtins.list[str]:
+        # The primary key breaks ties, so pages neither repeat nor skip rows.
+        if not any(f.lstrip("-") == pk for f in fields):
+            fields = [*fields, pk]
+        return fields
+
+    # -- create ---------------------------------------------------------------------------
+
+    async def create(self, entity: ModelT | EntityData) -> ModelT:
+        """Insert one entity (a model instance, dict or pydantic model); returns it with its id.
+
+        Raises:
+            DuplicateEntityError: a unique field already holds the value.
+            ValidationError: unknown or missing fields, or an invalid value.
+        """
+        instance = self._instance(entity)
+        with translate_errors(entity=self._name):
+            await instance.save(using_db=self.session.connection, force_create=True)
+        return instance
+
+    async def create_many(self, entities: Iterable[ModelT | EntityData]
+                          ) -> builtins.list[ModelT]:
+        """Insert many entities in as few statements as possible; ids are set on all of them.
+
+        All or nothing: on any error (a duplicate included) nothing is written, the session
+        stays usable, and the error is raised. Signals (pre/post save) are not sent, as with
+        Tortoise's ``bulk_create``.
+        """
+        instances = [self._instance(entity) for entity in entities]
+        if not instances:
+            return []
+        before = [instance.pk for instance in instances]
+        try:
+            with translate_errors(entity=self._name):
+                async with self.session.savepoint():
+                    await _bulk.insert_many(self.session, self.model, instances)
+        except BaseException:
+            for instance, pk in zip(instances, before, strict=True):
+                instance.pk = pk  # the ids of a rolled-back insert must not stick
+            raise
+        return instances
+
+    async def get_or_create(self, defaults: Mapping[str, Any] | None = None,
+                            **lookup: Any) -> tuple[ModelT, bool]:
+        """The entity matching ``lookup``, created with ``lookup`` + ``defaults`` if missing.
+
+        Race-safe: the INSERT runs in a savepoint; when a concurrent session inserted the
+        same key first (a unique constraint on the lookup fields is what makes this safe),
+        the existing row is returned. Never aborts the session's transaction. Soft-deleted
+        rows count as existing (they still hold their unique keys).
+
+        Returns:
+            ``(entity, created)``.
+        """
+        if not lookup:
+            raise ValidationError("get_or_create() needs at least one lookup field",
+                                  details={"model": self._name})
+        kwargs = filter_kwargs(self.model, lookup)
+        plain = {k: v for k, v in lookup.items() if "__" not in k}
+        queryset = self.query(include_deleted=True).filter(**kwargs)
+        with translate_errors(entity=self._name):
+            found = await queryset.get_or_none()
+        if found is not None:
+            return found, False
+        instance = self._instance({**plain, **(defaults or {})})
+        try:
+            async with self.session.savepoint():
+                await instance.save(using_db=self.session.connection, force_create=True)
+        except Exception as exc:
+            error = translate_exception(exc, self._name)
+            if isinstance(error, DuplicateEntityError):
+                with translate_errors(entity=self._name):
+                    found = await queryset.get_or_none()
+                if found is not None:
+                    return found, False
+            if error is exc:
+                raise
+            raise error from exc
+        return instance, True
+
+    # -- read -----------------------------------------------------------------------------
+
+    async def get_by_id(self, entity_id: Any, *, include_deleted: bool = False,
+                        prefetch: Prefetches | None = None) -> ModelT | None:
+        """The entity with this id, or None."""
+        related = prefetch_fields(self.model, prefetch)
+        pk = self._pk(entity_id)
+        queryset = self.query(include_deleted=include_deleted).filter(pk=pk)
+        if related:
+            queryset = queryset.prefetch_related(*related)
+        with translate_errors(entity=self._name):
+            return await queryset.first()
+
+    async def get(self, entity_id: Any, *, include_deleted: bool = False,
+                  prefetch: Prefetches | None = None) -> ModelT:
+        """The entity with this id.
+
+        Raises:
+            EntityNotFoundError: "User not found: 5".
+        """
+        found = await self.get_by_id(entity_id, include_deleted=include_deleted,
+                                     prefetch=prefetch)
+        if found is None:
+            raise EntityNotFoundError(self._name, entity_id)
+        return found
+
+    async def get_by_ids(self, ids: Iterable[Any], *, include_deleted: bool = False,
+                         prefetch: Prefetches | None = None) -> builtins.list[ModelT]:
+        """The entities with these ids, in the order given; missing ids are skipped."""
+        related = prefetch_fields(self.model, prefetch)
+        wanted = builtins.list(dict.fromkeys(self._pk(i) for i in ids))
+        found: dict[Any, ModelT] = {}
+        for start in range(0, len(wanted), _IDS_PER_QUERY):
+            queryset = self.query(include_deleted=include_deleted).filter(
+                pk__in=wanted[start:start + _IDS_PER_QUERY])
+            if related:
+                queryset = queryset.prefetch_related(*related)
+            with translate_errors(entity=self._name):
+                found.update((row.pk, row) for row in await queryset)
+        return [found[pk] for pk in wanted if pk in found]
+
+    async def list(self, skip: int = 0, limit: int | None = 100,
+                   filters: Mapping[str, Any] | None = None, order_by: OrderBy | None = None,
+                   *, include_deleted: bool = False,
+                   prefetch: Prefetches | None = None) -> builtins.list[ModelT]:
+        """Entities matching ``filters``, ordered by ``order_by`` (default: primary key).
+
+        Args:
+            skip: Rows to skip.
+            limit: Maximum rows to return; None for all.
+            filters: ``{"name__icontains": "kim", "deleted_at": None}``; None means IS NULL.
+            order_by: ``"name"``, ``"-created_at"`` or a list of them.
+            include_deleted: Show soft-deleted rows when ``hide_soft_deleted`` is set.
+            prefetch: Relations to load in one extra query each (``["policies"]``).
+
+        Raises:
+            InvalidFilterError: an unknown field or lookup, before any SQL runs.
+        """
+        queryset = self._select(filters, order_by, prefetch, include_deleted)
+        _check_window(skip, limit)
+        if skip:
+            queryset = queryset.offset(skip)
+        if limit is not None:
+            queryset = queryset.limit(limit)
+        with translate_errors(entity=self._name):
+            return await queryset
+
+    def _select(self, filters: Mapping[str, Any] | None, order_by: OrderBy | None,
+                prefetch: Prefetches | None, include_deleted: bool) -> QuerySet[ModelT]:
+        kwargs = filter_kwargs(self.model, filters)
+        ordering = self._ordering(order_by_fields(self.model, order_by),
+                                  self.model._meta.pk_attr)
+        related = prefetch_fields(self.model, prefetch)
+        queryset = self.query(include_deleted=include_deleted).filter(**kwargs)
+        queryset = queryset.order_by(*ordering)
+        if related:
+            queryset = queryset.prefetch_related(*related)
+        return queryset
+
+    async def count(self, filters: Mapping[str, Any] | None = None, *,
+                    include_deleted: bool = False) -> int:
+        """The number of entities matching ``filters``."""
+        kwargs = filter_kwargs(self.model, filters)
+        with translate_errors(entity=self._name):
+            return await self.query(include_deleted=include_deleted).filter(**kwargs).count()
+
+    async def exists(self, entity_id: Any, *, include_deleted: bool = False) -> bool:
+        """Whether an entity with this id exists."""
+        pk = self._pk(entity_id)
+        with translate_errors(entity=self._name):
+            return await self.query(include_deleted=include_deleted).filter(pk=pk).exists()
+
+    async def paginate(self, page: int = 1, page_size: int = 20,
+                       filters: Mapping[str, Any] | None = None,
+                       order_by: OrderBy | None = None, *, include_deleted: bool = False,
+                       prefetch: Prefetches | None = None) -> PaginatedResponse[ModelT]:
+        """One page of entities (1-based) with the total count; two queries."""
+        for name, value in (("page", page), ("page_size", page_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValidationError(f"{name} must be an integer >= 1, got {value!r}",
+                                      details={"field": name})
+        queryset = self._select(filters, order_by, prefetch, include_deleted)
+        total = await self.count(filters, include_deleted=include_deleted)
+        offset = (page - 1) * page_size
+        items: builtins.list[ModelT] = []
+        if offset < total:
+            with translate_errors(entity=self._name):
+                items = await queryset.offset(offset).limit(page_size)
+        return PaginatedResponse[ModelT].create(items=items, total=total, page=page,
+                                                page_size=page_size)
+
+    # -- update / delete ------------------------------------------------------------------
+
+    async def update(self, entity_id: Any, data: EntityData | None = None,
+                     **fields: Any) -> ModelT | None:
+        """Change the given fields (and ``updated_at``); returns the entity, or None if missing.
+
+        ``data`` is a dict or a pydantic model (only the fields it set); ``fields`` win over
+        it. On every backend this is one ``UPDATE ... RETURNING`` statement.
+        """
+        values = writable_values(self.model, {**self._data(data, partial=True), **fields},
+                                 action="update")
+        pk = self._pk(entity_id)
+        if not values:
+            return await self.get_by_id(pk, include_deleted=True)
+        return await self._update_returning(pk, values)
+
+    async def _update_returning(self, pk: Any, values: dict[str, Any], *,
+                                where_null: bool | None = None) -> ModelT | None:
+        """``UPDATE ... SET <values>, updated_at = now WHERE pk = ... RETURNING *``.
+
+        Args:
+            where_null: True/False: only if the soft-delete field is NULL / NOT NULL.
+        """
+        meta = self.model._meta
+        table = meta.basetable
+        conn = self.session.connection
+        now = datetime.now(UTC)
+        for name, field in meta.fields_map.items():
+            if getattr(field, "auto_now", False) and name not in values:
+                values[name] = now
+        query = conn.query_class.update(table)
+        context = ResolveContext(model=self.model, table=table, annotations={},
+                                 custom_filters={})
+        for key, given in values.items():
+            name, value, field = key, given, meta.fields_map[key]
+            if key in meta.fk_fields or key in meta.o2o_fields:
+                self.model._validate_relation_type(key, given)
+                if isinstance(given, Model):
+                    value = getattr(given, field.to_field_instance.model_field_name)  # type: ignore[attr-defined]
+                name = str(field.source_field)
+                field = meta.fields_map[name]
+            column = meta.fields_db_projection[name]
+            if isinstance(value, Expression):
+                query = query.set(column, value.resolve(context).term)
+            else:
+                # The model class, not an instance: no auto_now side effects, as in
+                # Tortoise's own QuerySet.update().
+                with translate_errors(entity=self._name):
+                    query = query.set(column, field.to_db_value(value, self.model))
+        query = query.where(table[meta.db_pk_column] == meta.pk.to_db_value(pk, self.model))
+        if where_null is not None:
+            marker = table[meta.fields_db_projection[self.soft_delete_field]]
+            query = query.where(marker.isnull() if where_null else marker.notnull())
+        query = query.returning(*meta.fields_db_projection.values())  # type: ignore[operator]
+        sql, params = query.get_parameterized_sql()
+        with translate_errors(entity=self._name):
+            rows = await conn.execute_query_dict(sql, params)
+        return self.model._init_from_db(**rows[0]) if rows else None
+
+    async def delete(self, entity_id: Any) -> bool:
+        """Delete the row for good; True if it existed."""
+        pk = self._pk(entity_id)
+        with translate_errors(entity=self._name):
+            deleted = await self.model.filter(pk=pk).using_db(self.session.connection).delete()
+        return deleted > 0
+
+    def _require_soft_delete(self, action: str) -> None:
+        if self.soft_delete_field not in self.model._meta.fields_map:
+            raise ValidationError(
+                f"Cannot {action} {self._name}: it has no {self.soft_delete_field!r} field "
+                "(inherit from BaseEntity or SoftDeleteMixin)",
+                details={"model": self._name, "field": self.soft_delete_field})
+
+    async def soft_delete(self, entity_id: Any) -> ModelT | None:
+        """Set ``deleted_at`` to now (UTC); returns the entity, or None if it does not exist.
+
+        Soft-deleting a soft-deleted row keeps its original ``deleted_at``.
+        """
+        self._require_soft_delete("soft-delete")
+        pk = self._pk(entity_id)
+        row = await self._update_returning(pk, {self.soft_delete_field: datetime.now(UTC)},
+                                           where_null=True)
+        return row if row is not None else await self.get_by_id(pk, include_deleted=True)
+
+    async def restore(self, entity_id: Any) -> ModelT | None:
+        """Clear ``deleted_at``; returns the entity (found even when hidden), or None."""
+        self._require_soft_delete("restore")
+        pk = self._pk(entity_id)
+        row = await self._update_returning(pk, {self.soft_delete_field: None}, where_null=False)
+        return row if row is not None else await self.get_by_id(pk, include_deleted=True)
+
+
+def _check_window(skip: int, limit: int | None) -> None:
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise ValidationError(f"skip must be an integer >= 0, got {skip!r}",
+                              details={"field": "skip"})
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValidationError(f"limit must be an integer >= 0 or None, got {limit!r}",
+                              details={"field": "limit"})
