@@ -1,0 +1,29 @@
+"""Extra models for the repository tests (no tests here): no soft delete, varied field types."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from tortoise import fields
+from tortoise.models import Model
+
+GADGET_MODELS = ["tests.integration.test_repository_models"]
+
+
+class Gadget(Model):
+    """No ``deleted_at``; defaults of every kind, for ``create_many``'s auto fields."""
+
+    id = fields.IntField(primary_key=True)
+    code = fields.CharField(max_length=50, unique=True)
+    qty = fields.IntField(default=1)
+    price = fields.DecimalField(max_digits=10, decimal_places=2, default=Decimal("0"))
+    active = fields.BooleanField(default=True)
+    token = fields.UUIDField(default=uuid.uuid4)
+    data: Any = fields.JSONField(null=True)
+    made_at = fields.DatetimeField(auto_now_add=True)
+    changed_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "repo_gadgets"
