@@ -26,7 +26,7 @@ from tortoise.models import Model
 if TYPE_CHECKING:
     from aegis_tortoise.session import Session
 
-__all__ = ["insert_many"]
+__all__ = ["Rows", "insert_rows", "prepare_rows"]
 
 #: Rows per statement on PostgreSQL's unnest path (bounds the size of one message).
 PG_UNNEST_CHUNK = 10_000
@@ -75,16 +75,26 @@ async def _prepare(instance: Model) -> tuple[tuple[str, ...], list[Any]]:
     return tuple(columns), values
 
 
-async def insert_many(session: Session, model: type[Model], instances: Sequence[Model]) -> None:
-    """INSERT ``instances`` and set their generated primary keys and ``_saved_in_db``."""
-    groups: dict[tuple[str, ...], list[tuple[Model, list[Any]]]] = {}
+#: Instances with their database values, grouped by the columns they insert.
+Rows = dict[tuple[str, ...], list[tuple[Model, list[Any]]]]
+
+
+async def prepare_rows(instances: Sequence[Model]) -> Rows:
+    """Compute every instance's database values (no SQL; field validators run here)."""
+    groups: Rows = {}
     for instance in instances:
         columns, values = await _prepare(instance)
         groups.setdefault(columns, []).append((instance, values))
+    return groups
+
+
+async def insert_rows(session: Session, model: type[Model], groups: Rows) -> None:
+    """INSERT the prepared rows and set the instances' generated primary keys."""
     for columns, rows in groups.items():
         await _insert_group(session, model, columns, rows)
-    for instance in instances:
-        instance._saved_in_db = True
+    for rows in groups.values():
+        for instance, _ in rows:
+            instance._saved_in_db = True
 
 
 async def _insert_group(session: Session, model: type[Model], columns: tuple[str, ...],

@@ -21,7 +21,13 @@ from tortoise.query_utils import Prefetch
 
 from aegis_tortoise.errors import InvalidFilterError
 
-__all__ = ["filter_kwargs", "order_by_fields", "prefetch_fields", "writable_values"]
+__all__ = [
+    "fans_out",
+    "filter_kwargs",
+    "order_by_fields",
+    "prefetch_fields",
+    "writable_values",
+]
 
 _MAX_DEPTH = 8
 
@@ -98,6 +104,20 @@ def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None) -> dict
         else:
             result[key] = value
     return result
+
+
+def fans_out(model: type[Model], kwargs: Mapping[str, Any]) -> bool:
+    """Whether a filter crosses a to-many relation (a JOIN that can repeat the model's rows)."""
+    for key in kwargs:
+        current = model
+        for part in key.split("__")[:-1] if "__" in key else [key]:
+            meta = current._meta
+            if part in meta.backward_fk_fields or part in meta.m2m_fields:
+                return True
+            if part not in meta.fetch_fields:
+                break
+            current = _related(current, part)
+    return False
 
 
 def _null_filter(model: type[Model], key: str) -> tuple[str, bool]:

@@ -9,18 +9,20 @@ sent (:mod:`aegis_tortoise._filters`).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin, overload
 
 from pydantic import BaseModel
-from tortoise.expressions import Expression, ResolveContext
+from tortoise.expressions import Expression, ResolveContext, Subquery
 from tortoise.models import Model
 from tortoise.query_utils import Prefetch
 from tortoise.queryset import QuerySet
 
 from aegis_tortoise import _bulk
 from aegis_tortoise._filters import (
+    fans_out,
     filter_kwargs,
     order_by_fields,
     prefetch_fields,
@@ -32,7 +34,6 @@ from aegis_tortoise.errors import (
     EntityNotFoundError,
     ValidationError,
     translate_errors,
-    translate_exception,
 )
 from aegis_tortoise.models import PaginatedResponse
 from aegis_tortoise.session import Session
@@ -129,6 +130,31 @@ class BaseRepository(Generic[ModelT]):
             queryset = queryset.filter(**{f"{self.soft_delete_field}__isnull": True})
         return queryset
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Translate database errors; a ValueError from a field conversion is bad input."""
+        with translate_errors(entity=self._name):
+            try:
+                yield
+            except ValueError as exc:
+                raise ValidationError(f"Invalid {self._name} value: {exc}",
+                                      details={"model": self._name}) from exc
+
+    def _where(self, filters: Mapping[str, Any] | None, *,
+               include_deleted: bool) -> QuerySet[ModelT]:
+        """``query()`` narrowed by validated ``filters``.
+
+        A filter across a to-many relation (``policies__title``) goes into a
+        ``pk IN (subquery)``, so a row matching through several related rows comes back once
+        and is counted once.
+        """
+        kwargs = filter_kwargs(self.model, filters)
+        queryset = self.query(include_deleted=include_deleted)
+        if kwargs and fans_out(self.model, kwargs):
+            inner = self.model.filter(**kwargs).using_db(self.session.connection)
+            return queryset.filter(pk__in=Subquery(inner.values(self.model._meta.pk_attr)))
+        return queryset.filter(**kwargs)
+
     def _pk(self, entity_id: Any) -> Any:
         """``entity_id`` converted to the primary key's Python type (before any SQL)."""
         if isinstance(entity_id, Model):
@@ -214,7 +240,7 @@ class BaseRepository(Generic[ModelT]):
             ValidationError: unknown or missing fields, or an invalid value.
         """
         instance = self._instance(entity)
-        with translate_errors(entity=self._name):
+        with self._writing():
             await instance.save(using_db=self.session.connection, force_create=True)
         return instance
 
@@ -229,11 +255,13 @@ class BaseRepository(Generic[ModelT]):
         instances = [self._instance(entity) for entity in entities]
         if not instances:
             return []
+        with self._writing():
+            rows = await _bulk.prepare_rows(instances)
         before = [instance.pk for instance in instances]
         try:
-            with translate_errors(entity=self._name):
+            with self._writing():
                 async with self.session.savepoint():
-                    await _bulk.insert_many(self.session, self.model, instances)
+                    await _bulk.insert_rows(self.session, self.model, rows)
         except BaseException:
             for instance, pk in zip(instances, before, strict=True):
                 instance.pk = pk  # the ids of a rolled-back insert must not stick
@@ -264,18 +292,15 @@ class BaseRepository(Generic[ModelT]):
             return found, False
         instance = self._instance({**plain, **(defaults or {})})
         try:
-            async with self.session.savepoint():
-                await instance.save(using_db=self.session.connection, force_create=True)
-        except Exception as exc:
-            error = translate_exception(exc, self._name)
-            if isinstance(error, DuplicateEntityError):
-                with translate_errors(entity=self._name):
-                    found = await queryset.get_or_none()
-                if found is not None:
-                    return found, False
-            if error is exc:
-                raise
-            raise error from exc
+            with self._writing():
+                async with self.session.savepoint():
+                    await instance.save(using_db=self.session.connection, force_create=True)
+        except DuplicateEntityError:
+            with translate_errors(entity=self._name):
+                found = await queryset.get_or_none()
+            if found is not None:
+                return found, False
+            raise  # the conflict is on another unique field than the lookup
         return instance, True
 
     # -- read -----------------------------------------------------------------------------
@@ -347,11 +372,10 @@ class BaseRepository(Generic[ModelT]):
 
     def _select(self, filters: Mapping[str, Any] | None, order_by: OrderBy | None,
                 prefetch: Prefetches | None, include_deleted: bool) -> QuerySet[ModelT]:
-        kwargs = filter_kwargs(self.model, filters)
+        queryset = self._where(filters, include_deleted=include_deleted)
         ordering = self._ordering(order_by_fields(self.model, order_by),
                                   self.model._meta.pk_attr)
         related = prefetch_fields(self.model, prefetch)
-        queryset = self.query(include_deleted=include_deleted).filter(**kwargs)
         queryset = queryset.order_by(*ordering)
         if related:
             queryset = queryset.prefetch_related(*related)
@@ -360,9 +384,9 @@ class BaseRepository(Generic[ModelT]):
     async def count(self, filters: Mapping[str, Any] | None = None, *,
                     include_deleted: bool = False) -> int:
         """The number of entities matching ``filters``."""
-        kwargs = filter_kwargs(self.model, filters)
+        queryset = self._where(filters, include_deleted=include_deleted)
         with translate_errors(entity=self._name):
-            return await self.query(include_deleted=include_deleted).filter(**kwargs).count()
+            return await queryset.count()
 
     async def exists(self, entity_id: Any, *, include_deleted: bool = False) -> bool:
         """Whether an entity with this id exists."""
@@ -436,7 +460,7 @@ class BaseRepository(Generic[ModelT]):
             else:
                 # The model class, not an instance: no auto_now side effects, as in
                 # Tortoise's own QuerySet.update().
-                with translate_errors(entity=self._name):
+                with self._writing():
                     query = query.set(column, field.to_db_value(value, self.model))
         query = query.where(table[meta.db_pk_column] == meta.pk.to_db_value(pk, self.model))
         if where_null is not None:

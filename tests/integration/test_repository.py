@@ -330,3 +330,21 @@ async def test_seed_walkthrough(db: DatabaseManager) -> None:
         assert await user_repo.count() == 1  # soft-deleted rows stay visible by default
         await user_repo.delete(user.id)
         assert await user_repo.count() == 0
+
+
+async def test_invalid_values_raise_validation_error(db: DatabaseManager) -> None:
+    async with db.session() as session:
+        repo = UserRepository(session)
+        user = await repo.create({"email": "v@x.io", "name": "V"})
+        with pytest.raises(ValidationError):
+            await repo.create({"email": "long@x.io", "name": "x" * 500})
+        with pytest.raises(ValidationError):
+            await repo.create({"id": "abc", "email": "abc@x.io", "name": "A"})
+        with pytest.raises(ValidationError):
+            await repo.create_many([{"email": "ok@x.io", "name": "ok"},
+                                    {"email": "long@x.io", "name": "x" * 500}])
+        with pytest.raises(ValidationError):
+            await repo.update(user.id, name="x" * 500)
+        with pytest.raises(ValidationError):
+            await PolicyRepository(session).update(1, user_id="abc")
+        assert [u.email for u in await repo.list()] == ["v@x.io"]  # still usable

@@ -181,3 +181,19 @@ async def test_hidden_repository_combines_filters_with_soft_delete(db: DatabaseM
         assert await hidden.count({"name": "H"}, include_deleted=True) == 3
         assert await hidden.count({"deleted_at__isnull": False}) == 0
         assert await hidden.count({"deleted_at__isnull": False}, include_deleted=True) == 1
+
+
+async def test_filter_across_a_to_many_relation_returns_each_row_once(db: DatabaseManager) -> None:
+    async with db.session() as session:
+        ann, bob = await UserRepository(session).create_many(
+            [{"email": "ann@x.io", "name": "Ann"}, {"email": "bob@x.io", "name": "Bob"}])
+        await PolicyRepository(session).create_many(
+            [{"user": ann, "title": f"Auto {i}"} for i in range(3)]
+            + [{"user": bob, "title": "Home"}])
+        repo = UserRepository(session)
+        filters = {"policies__title__startswith": "Auto"}
+        assert [u.id for u in await repo.list(filters=filters)] == [ann.id]
+        assert await repo.count(filters) == 1
+        page = await repo.paginate(filters={"policies__title__icontains": "o"}, order_by="-name")
+        assert (page.total, [u.id for u in page.items]) == (2, [bob.id, ann.id])
+        assert await repo.count({"policies__title__startswith": "Auto", "name": "Bob"}) == 0
