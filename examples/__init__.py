@@ -1,0 +1,1 @@
+"""Runnable examples (``examples.fastapi_app``)."""
