@@ -91,6 +91,12 @@ class BaseRepository(Generic[ModelT]):
             raise ConfigurationError(
                 f"{type(self).__name__} needs a Tortoise model: subclass BaseRepository[User] "
                 f"or pass it, BaseRepository(session, User); got {model!r}")
+        registered = session.manager._models
+        if registered and model not in registered:
+            raise ConfigurationError(
+                f"{model.__module__}.{model.__name__} is not one of this manager's models: add "
+                "its module to DatabaseManager(models=[...])",
+                details={"model": model.__name__})
         if self.hide_soft_deleted and self.soft_delete_field not in model._meta.fields_map:
             raise ConfigurationError(
                 f"{type(self).__name__}.hide_soft_deleted is set but {model.__name__} has no "

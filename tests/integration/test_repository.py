@@ -20,6 +20,7 @@ from aegis_tortoise import (
     ValidationError,
 )
 from aegis_tortoise.examples.models import Policy, User
+from tests.integration.test_repository_models import Gadget
 from tests.integration.test_repository_support import (
     PolicyRepository,
     UserRepository,
@@ -69,6 +70,8 @@ async def test_model_resolution(db: DatabaseManager) -> None:
             BaseRepository(session)
         with pytest.raises(ConfigurationError, match="open Session"):
             BaseRepository(object(), User)  # type: ignore[call-overload]
+        with pytest.raises(ConfigurationError, match="not one of this manager's models"):
+            BaseRepository(session, Gadget)
 
 
 async def test_repository_sees_plain_tortoise_writes_of_its_session(db: DatabaseManager) -> None:

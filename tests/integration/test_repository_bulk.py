@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -14,11 +13,11 @@ from pydantic import BaseModel
 from aegis_tortoise import BaseRepository, DatabaseManager, DuplicateEntityError, ValidationError
 from aegis_tortoise._bulk import SQLITE_MAX_VARIABLES
 from aegis_tortoise.examples.models import User
-from tests.conftest import reset_pg_schema
-from tests.integration.test_repository_models import GADGET_MODELS, Gadget
+from tests.integration.test_repository_models import Gadget
 from tests.integration.test_repository_support import (
     PolicyRepository,
     UserRepository,
+    gadgets_fixture,  # noqa: F401 - the gadgets fixture
     inserts,
     recorded_sql,
 )
@@ -111,20 +110,6 @@ async def test_create_many_mixed_inputs_and_relations(db: DatabaseManager) -> No
         with pytest.raises(ValidationError, match="missing required field"):
             await repo.create_many([{"email": "z@x.io"}])
         assert await repo.count() == 3
-
-
-@pytest.fixture
-async def gadgets(db_url: str, backend: str) -> AsyncIterator[DatabaseManager]:
-    """A manager of the Gadget model (every kind of default, no soft delete)."""
-    if backend == "postgres":
-        await reset_pg_schema(db_url)
-    manager = DatabaseManager(db_url, models=GADGET_MODELS, pool_size=2, max_overflow=0,
-                              pool_timeout=10)
-    await manager.generate_schemas()
-    try:
-        yield manager
-    finally:
-        await manager.close()
 
 
 async def test_create_many_fills_defaults_like_create(gadgets: DatabaseManager) -> None:

@@ -8,9 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from aegis_tortoise import BaseRepository, ConfigurationError, DatabaseManager, EntityNotFoundError
-from aegis_tortoise.examples.models import User
 from tests.integration.test_repository_models import Gadget
-from tests.integration.test_repository_support import HiddenUserRepository, UserRepository
+from tests.integration.test_repository_support import (
+    HiddenUserRepository,
+    UserRepository,
+    gadgets_fixture,  # noqa: F401 - the gadgets fixture
+)
 
 
 async def test_soft_delete_and_restore(db: DatabaseManager) -> None:
@@ -96,11 +99,11 @@ async def test_hide_soft_deleted(db: DatabaseManager) -> None:
         assert (await repo.get(gone.id)).email == "gone@x.io"
 
 
-async def test_hide_soft_deleted_needs_the_field(db: DatabaseManager) -> None:
+async def test_hide_soft_deleted_needs_the_field(gadgets: DatabaseManager) -> None:
     class HiddenGadgets(BaseRepository[Gadget]):
         hide_soft_deleted = True
 
-    async with db.session() as session:
+    async with gadgets.session() as session:
         with pytest.raises(ConfigurationError, match="no 'deleted_at' field"):
             HiddenGadgets(session)
-        assert HiddenUserRepository(session).model is User
+        assert BaseRepository(session, Gadget).model is Gadget

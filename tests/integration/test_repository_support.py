@@ -12,8 +12,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aegis_tortoise import BaseRepository, Session
+import pytest
+
+from aegis_tortoise import BaseRepository, DatabaseManager, Session
 from aegis_tortoise.examples.models import Policy, User
+from tests.conftest import reset_pg_schema
+from tests.integration.test_repository_models import GADGET_MODELS
 
 
 class UserRepository(BaseRepository[User]):
@@ -63,3 +67,17 @@ def selects(statements: list[str]) -> list[str]:
 def inserts(statements: list[str]) -> list[str]:
     """The INSERT statements among ``statements``."""
     return [s for s in statements if s.lstrip().upper().startswith("INSERT")]
+
+
+@pytest.fixture(name="gadgets")
+async def gadgets_fixture(db_url: str, backend: str) -> AsyncIterator[DatabaseManager]:
+    """A manager of the Gadget model (every kind of default, no soft delete)."""
+    if backend == "postgres":
+        await reset_pg_schema(db_url)
+    manager = DatabaseManager(db_url, models=GADGET_MODELS, pool_size=2, max_overflow=0,
+                              pool_timeout=10)
+    await manager.generate_schemas()
+    try:
+        yield manager
+    finally:
+        await manager.close()
