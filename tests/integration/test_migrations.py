@@ -35,8 +35,9 @@ def _fresh_database(pg_server: PgServer) -> str:
 def _aerich(database_url: str, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "TORTOISE_"))}
     env["DATABASE_URL"] = database_url
-    proc = subprocess.run([str(AERICH), *args],  # noqa: S603 - our own arguments cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    proc = subprocess.run(  # noqa: S603 - our own executable and arguments
+        [str(AERICH), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        check=False)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"aerich {' '.join(args)} failed:\n{output}"
     return output
@@ -200,6 +201,7 @@ async def test_python_api_leaves_live_managers_alone(pg_server: PgServer,
     finally:
         await live.close()
         await memory.close()
+        await reset_pg_schema(pg_database)  # the next test on this database starts empty
 
 
 async def test_python_api_needs_the_migrations_folder(tmp_path: Path) -> None:
