@@ -13,7 +13,9 @@ from pydantic import BaseModel
 from aegis_tortoise import BaseRepository, DatabaseManager, DuplicateEntityError, ValidationError
 from aegis_tortoise._bulk import SQLITE_MAX_VARIABLES
 from aegis_tortoise.examples.models import User
+from tests.conftest import reset_pg_schema
 from tests.integration.test_repository_models import Gadget
+from tests.integration.test_repository_pg_models import SHEET_MODELS, Sheet
 from tests.integration.test_repository_support import (
     PolicyRepository,
     UserRepository,
@@ -140,3 +142,24 @@ async def test_create_many_fills_defaults_like_create(gadgets: DatabaseManager) 
             await repo.soft_delete(single.id)
         with pytest.raises(ValidationError, match="no 'deleted_at' field"):
             await repo.restore(single.id)
+
+
+async def test_create_many_array_columns_on_postgres(backend: str, db_url: str) -> None:
+    if backend != "postgres":
+        pytest.skip("array columns are PostgreSQL-only")
+    await reset_pg_schema(db_url)
+    async with DatabaseManager(db_url, models=SHEET_MODELS, pool_size=1, max_overflow=0,
+                               pool_timeout=10) as manager:
+        await manager.generate_schemas()
+        async with manager.session() as session:
+            repo = BaseRepository(session, Sheet)
+            async with recorded_sql(session) as sql:
+                sheets = await repo.create_many(
+                    [{"name": f"s{i}", "tags": [f"t{i}", "x", "y"][: i % 3 + 1]}
+                     for i in range(5)])
+            assert [s.id for s in sheets] == sorted({s.id for s in sheets})
+            assert len(inserts(sql)) == 1
+            assert "VALUES" in inserts(sql)[0]
+            stored = {s.name: s.tags for s in await repo.list()}
+            assert stored == {"s0": ["t0"], "s1": ["t1", "x"], "s2": ["t2", "x", "y"],
+                              "s3": ["t3"], "s4": ["t4", "x"]}
