@@ -13,6 +13,15 @@ from aegis_tortoise import DatabaseManager, Session, ValidationError
 from aegis_tortoise.examples.models import User
 from aegis_tortoise.fastapi import session_dependency
 from examples.fastapi_app import UserRepository, create_app
+from tests.conftest import reset_pg_schema
+
+
+@pytest.fixture(autouse=True)
+async def _leave_the_database_empty(backend: str, db_url: str) -> AsyncIterator[None]:
+    # Torn down after `db`: later tests on the shared PostgreSQL database start empty.
+    yield
+    if backend == "postgres":
+        await reset_pg_schema(db_url)
 
 
 def _client(app: Any, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
