@@ -125,9 +125,10 @@ def _null_filter(model: type[Model], key: str) -> tuple[str, bool]:
     if last in ("isnull", "not_isnull"):
         raise InvalidFilterError(f"Filter {key!r} needs True or False, not None",
                                  details={"model": model.__name__, "key": key})
-    if last == "not" and head:
-        return f"{head}__not_isnull", True
-    path = _field_path(model, key)
+    negate = last == "not" and bool(head)
+    path = _field_path(model, head if negate else key)
+    if negate and path is not None:
+        return f"{path}__not_isnull", True
     if path is None:
         raise InvalidFilterError(
             f"Filter {key!r} cannot compare with None; use {{'<field>': None}} for IS NULL",

@@ -132,6 +132,7 @@ async def test_valid_filters(db: DatabaseManager) -> None:
         assert [p.title for p in await policies.list(order_by="-user__name")] == ["Car", "Home"]
         assert await policies.count({"user__deleted_at": None}) == 2
         assert await policies.count({"user": None}) == 0
+        assert await policies.count({"user__deleted_at__not": None}) == 0
 
 
 # -- search terms with LIKE wildcards and quotes match literally ----------------------------
