@@ -53,14 +53,14 @@ _executor_keys: dict[tuple[str, str | None, str], type[Model]] = {}
 _generation = 0
 
 
-def _conflicting_manager(manager: DatabaseManager, models: Iterable[type[Model]] | None,
-                         modules: Iterable[str] | None = None) -> DatabaseManager | None:
-    wanted = set(models or ())
-    wanted_modules = set(modules or ())
+def _conflicting_manager(manager: DatabaseManager,
+                         models: Iterable[type[Model]]) -> DatabaseManager | None:
+    """Another manager, of another dialect, with a session open on some of ``models``."""
+    wanted = set(models)
     for other in list(_managers):
         if other is manager or other.dialect == manager.dialect or not other._active_sessions:
             continue
-        if wanted & set(other._models) or wanted_modules & set(other._module_names):
+        if wanted & set(other._models):
             return other
     return None
 
@@ -75,9 +75,25 @@ def _dialect_error(manager: DatabaseManager, other: DatabaseManager) -> Transact
     )
 
 
-def _activate(manager: DatabaseManager) -> None:
-    """Make the manager's models build SQL of its dialect (sync: atomic on the event loop)."""
+def _prepare(manager: DatabaseManager, models: Iterable[type[Model]]) -> None:
+    """Point the model classes at the manager's alias and build their base queries in its
+    dialect (synchronous, so atomic on the event loop)."""
     global _generation
+    query_class = manager._client().query_class
+    for model in models:
+        # Mirrors tortoise.apps.Apps._build_initial_querysets (Tortoise 1.1.9).
+        meta = model._meta
+        meta.default_connection = manager.alias
+        basequery = query_class.from_(meta.basetable)
+        meta.basequery = basequery
+        meta.basequery_all_fields = basequery.select(*meta.db_fields)
+        _prepared_dialect[model] = manager.dialect
+    _generation += 1
+
+
+def _activate(manager: DatabaseManager) -> None:
+    """Make the manager's models build SQL of its dialect, unless another dialect's open
+    session uses them."""
     if manager._generation_seen == _generation:
         return
     stale = [m for m in manager._models if _prepared_dialect.get(m) != manager.dialect]
@@ -85,16 +101,7 @@ def _activate(manager: DatabaseManager) -> None:
         other = _conflicting_manager(manager, stale)
         if other is not None:
             raise _dialect_error(manager, other)
-        query_class = manager._client().query_class
-        for model in stale:
-            # Mirrors tortoise.apps.Apps._build_initial_querysets (Tortoise 1.1.9).
-            meta = model._meta
-            meta.default_connection = manager.alias
-            basequery = query_class.from_(meta.basetable)
-            meta.basequery = basequery
-            meta.basequery_all_fields = basequery.select(*meta.db_fields)
-            _prepared_dialect[model] = manager.dialect
-        _generation += 1
+        _prepare(manager, stale)
     manager._generation_seen = _generation
 
 
@@ -217,9 +224,6 @@ class DatabaseManager:
 
     async def _initialize(self) -> TortoiseContext:
         global _generation
-        other = _conflicting_manager(self, None, self._module_names)
-        if other is not None:
-            raise _dialect_error(self, other)
         connection = self.url.tortoise_connection(**self._backend.pool_options(),
                                                   **self.driver_options)
         ctx = TortoiseContext()
@@ -246,6 +250,15 @@ class DatabaseManager:
             _current_context.reset(token)
         models = tuple(m for app in (ctx.apps.apps.values() if ctx.apps else ())
                        for m in app.values())
+        # Tortoise's init has just prepared the model classes for this dialect. If another
+        # dialect's open session uses some of them, put those back before anything awaits
+        # (the other session's next query must not see this dialect), then refuse. The
+        # check is by class, so a module that re-exports another's models is caught too.
+        other = _conflicting_manager(self, models)
+        if other is not None:
+            _prepare(other, [m for m in models if m in other._models])
+            await ctx.close_connections()
+            raise _dialect_error(self, other)
         for model in models:
             key = (self.alias, model._meta.schema, model._meta.db_table)
             known = _executor_keys.setdefault(key, model)

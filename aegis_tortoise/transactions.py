@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -61,14 +62,13 @@ class TransactionManager:
 def transactional(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     """Run a method of an object with ``.db_manager`` in a new session.
 
-    The session is passed as the keyword argument ``session`` when the method accepts it
-    and none was given; plain Tortoise calls inside the method join its transaction either
-    way. When called inside an open session of the same manager (keyword ``session``
-    given), it runs in a savepoint of that session instead.
+    The session is passed as the argument ``session`` when the method has one and the
+    caller gave none (or ``None``); plain Tortoise calls inside the method join its
+    transaction either way. When the caller passes an open session (by keyword or
+    position), the method runs in a savepoint of that session instead.
     """
-    import inspect
-
-    accepts_session = "session" in inspect.signature(func).parameters
+    signature = inspect.signature(func)
+    accepts_session = "session" in signature.parameters
 
     @functools.wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -76,14 +76,16 @@ def transactional(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             raise ConfigurationError(
                 f"@transactional on {func.__qualname__} needs a method of an object with a "
                 "'db_manager' attribute (a DatabaseManager)")
-        given = kwargs.get("session")
+        bound = signature.bind_partial(*args, **kwargs) if accepts_session else None
+        given = bound.arguments.get("session") if bound is not None else None
         if isinstance(given, Session):
             async with TransactionManager(given).transaction():
                 return await func(*args, **kwargs)
         manager: Any = args[0].db_manager
         async with manager.session() as session:
-            if accepts_session:
-                kwargs["session"] = session
-            return await func(*args, **kwargs)
+            if bound is None:
+                return await func(*args, **kwargs)
+            bound.arguments["session"] = session
+            return await func(*bound.args, **bound.kwargs)
 
     return wrapper

@@ -174,6 +174,32 @@ async def test_initialising_another_dialect_while_one_is_busy_is_refused(
         await pg.close()
 
 
+async def test_shared_classes_under_another_module_name_are_detected(
+    pg_database: str,
+) -> None:
+    lite = await _manager("sqlite://:memory:")
+    await reset_pg_schema(pg_database)
+    pg = DatabaseManager(pg_database, models=["tests.integration.reexported_models"])
+    try:
+        async with lite.session():
+            await User.create(email="before@x", name="B")
+            with pytest.raises(TransactionError, match="same model classes"):
+                async with pg.session():
+                    pass
+            # The failed initialisation left the classes on sqlite's dialect and connection.
+            await User.create(email="after@x", name="A")
+            users = await User.filter(email__in=["before@x", "after@x"]).order_by("email")
+            assert [u.email for u in users] == ["after@x", "before@x"]
+        await pg.generate_schemas()
+        async with pg.session():
+            await User.create(email="pg@x", name="P")
+        assert await count_rows(pg) == 1
+        assert await count_rows(lite) == 2
+    finally:
+        await lite.close()
+        await pg.close()
+
+
 async def test_managers_of_different_model_sets_do_not_conflict(pg_database: str) -> None:
     lite = DatabaseManager("sqlite://:memory:", models=[])  # raw SQL only
     pg = await _manager(pg_database)

@@ -180,6 +180,16 @@ async def test_transactional_inside_an_open_session_uses_a_savepoint(db: Databas
     assert await _emails(db) == ["outer@x"]
 
 
+async def test_transactional_session_given_by_position(db: DatabaseManager) -> None:
+    service = UserService(db)
+    async with db.session() as session:
+        assert await service.create_two("a@x", "b@x", session) == 2
+        assert service.sessions == [session]
+    await service.create_two("c@x", "d@x", None)  # None: a session of its own
+    assert service.sessions[1] is not session
+    assert await count_rows(db) == 4
+
+
 async def test_transactional_needs_a_db_manager() -> None:
     class NoManager:
         @transactional
