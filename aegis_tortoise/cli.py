@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -103,6 +104,7 @@ async def _check(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m aegis_tortoise`` and ``aegis-tortoise``."""
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="    (log) %(name)s: %(message)s")
     if args.command == "demo":
         from aegis_tortoise.examples.walkthrough import run_walkthrough
 

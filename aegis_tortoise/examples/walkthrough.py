@@ -75,7 +75,8 @@ async def _sessions(db: DatabaseManager, s: _Steps) -> None:
             {"email": "raw@example.com", "name": "Raw SQL", "now": datetime.now(UTC)})
         result = await session.execute("SELECT * FROM users")
         users = result.fetchall()
-        s.say(f"SELECT * FROM users -> {len(users)} row(s): {[u.email for u in users]}")
+        emails = [u.email for u in users]
+        s.say(f"users -> {len(users)} row(s): {emails}")
     async with db.session() as session:
         result = await session.execute("SELECT count(*) FROM users WHERE email = :email",
                                        {"email": "raw@example.com"})
@@ -120,7 +121,7 @@ async def _transactions(db: DatabaseManager, s: _Steps) -> None:
             async with transaction_manager.transaction():
                 other = await user_repo.create(User(email="tx2@example.com", name="Tx 2"))
                 await policy_repo.create(Policy(user_id=other.id, title="Second"))
-                raise RuntimeError("something failed after two writes")
+                raise RuntimeError("something failed after two writes")  # noqa: TRY301
         except RuntimeError as exc:
             s.say(f"failed with '{exc}': rolled back, "
                   f"tx2 exists = {await user_repo.get_by_email('tx2@example.com') is not None}")
@@ -183,7 +184,7 @@ async def _errors(db: DatabaseManager, s: _Steps) -> None:
         try:
             user = await user_repo.get_by_id(999_999)
             if not user:
-                raise EntityNotFoundError("User", 999_999)
+                raise EntityNotFoundError("User", 999_999)  # noqa: TRY301 - the seed's pattern
         except EntityNotFoundError as exc:
             s.say(f"EntityNotFoundError: {exc} -> HTTP {exc.status_code} {exc.error_code}")
         try:
