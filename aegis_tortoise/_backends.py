@@ -189,7 +189,13 @@ class PostgresBackend:
         # asyncpg 0.32's public API returns either rows (fetch) or the status (execute);
         # Connection._execute(return_status=True) gives both in one round trip.
         rows, status, _ = await conn._execute(sql, values, 0, None, return_status=True)
-        keys = list(rows[0].keys()) if rows else []
+        if rows:
+            keys = list(rows[0].keys())
+        else:
+            # No row to read the column names from (SELECT ... WHERE false): the statement
+            # _execute just prepared is in asyncpg's cache and describes them, no round trip.
+            statement = await conn._get_statement(sql, None)
+            keys = [attribute.name for attribute in statement._get_attributes()]
         return Result(keys, rows, _pg_rowcount(status, len(rows)))
 
 
@@ -260,15 +266,24 @@ class SqliteBackend:
         return session._conn is None
 
     async def run_raw(self, conn: Any, sql: str, values: list[Any]) -> Result:
-        start = conn.total_changes
         cursor = await conn.execute(sql, values)
         try:
             rows = await cursor.fetchall()
             description = cursor.description
+            # The rows the statement itself changed, as PostgreSQL counts them: not those of
+            # triggers or ON DELETE CASCADE (which total_changes would add).
+            rowcount = cursor.rowcount
         finally:
             await cursor.close()
+        if rowcount < 0:
+            if description is not None:
+                rowcount = len(rows)  # a query, or DML whose RETURNING gives a row per change
+            elif is_dml(sql):
+                # Python 3.11's sqlite3 reports -1 for DML that starts with WITH.
+                rowcount = (await conn.execute_fetchall("SELECT changes()"))[0][0]
+            else:
+                rowcount = 0  # DDL, PRAGMA: as PostgreSQL's status for them
         keys = [col[0] for col in description] if description else []
-        rowcount = conn.total_changes - start if is_dml(sql) else len(rows)
         return Result(keys, [tuple(row) for row in rows], rowcount)
 
 

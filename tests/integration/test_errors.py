@@ -181,3 +181,40 @@ async def test_lost_connection_before_commit(
         await unit_of_work()
     assert await count_rows(pg_db) == 0
     assert info.value.__cause__ is not None or "before COMMIT" in str(info.value)
+
+
+async def test_violation_found_at_commit_is_translated_not_unknown(
+    pg_db: DatabaseManager,
+) -> None:
+    async with pg_db.session() as session:
+        await session.execute("CREATE TABLE codes (code int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+    async with pg_db.session() as session:
+        await session.execute("INSERT INTO codes VALUES (1), (1)")  # checked at COMMIT
+        with pytest.raises(DuplicateEntityError) as info:
+            await session.commit()
+        assert not isinstance(info.value, TransactionOutcomeUnknownError)
+        assert info.value.details["sqlstate"] == "23505"
+        await session.execute("INSERT INTO codes VALUES (2)")  # a new transaction
+    async with pg_db.session() as session:
+        assert (await session.execute("SELECT array_agg(code) FROM codes")).scalar() == [2]
+
+
+async def test_sqlite_deferred_violation_at_commit_leaves_nothing_behind(
+    sqlite_db: DatabaseManager,
+) -> None:
+    async def unit_of_work() -> None:
+        async with sqlite_db.session() as session:
+            await session.execute("PRAGMA defer_foreign_keys = ON")
+            await session.execute(
+                "INSERT INTO policies (user_id, title, created_at, updated_at) "
+                "VALUES (999, 'orphan', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+
+    with pytest.raises(ValidationError) as info:
+        await unit_of_work()  # the foreign key is checked at COMMIT, which fails
+    _assert_code(info.value, "sqlite", "", "SQLITE_CONSTRAINT_FOREIGNKEY")
+    # sqlite keeps the transaction open after a failed COMMIT; the next session must not
+    # inherit (and commit) the orphan row.
+    async with sqlite_db.session():
+        await User.create(email="next@x", name="N")
+    assert await count_rows(sqlite_db, "policies") == 0
+    assert await count_rows(sqlite_db) == 1

@@ -331,6 +331,11 @@ async def test_named_parameters_and_every_result_method(db: DatabaseManager) -> 
             (await session.execute(query, {"skip": ""})).scalar_one_or_none()
         assert (await session.execute("SELECT 1 WHERE 1 = 0")).first() is None
         assert (await session.execute("SELECT 1 WHERE 1 = 0")).scalar() is None
+        empty = await session.execute("SELECT email, name FROM users WHERE 1 = 0")
+        assert (empty.keys(), empty.returns_rows, empty.fetchall()) == (
+            ("email", "name"), True, [])
+        dml = await session.execute("UPDATE users SET name = name WHERE 1 = 0")
+        assert (dml.keys(), dml.returns_rows, dml.rowcount) == ((), False, 0)
 
 
 async def test_same_parameter_twice_and_casts(db: DatabaseManager) -> None:
@@ -377,6 +382,23 @@ async def test_dml_rowcount_and_returning(db: DatabaseManager) -> None:
             "SELECT count(*) FROM gone" if db.dialect == "postgres" else
             "DELETE FROM users WHERE email = 'u1@x'")).rowcount == 1
     assert await _emails(db) == ["r@x"]
+
+
+async def test_rowcount_counts_only_the_statements_own_rows(db: DatabaseManager) -> None:
+    async with db.session() as session:
+        users = [await User.create(email=f"{i}@x", name="U") for i in range(2)]
+        for user in users:
+            await Policy.create(user=user, title="cascaded on delete")
+        deleted = await session.execute("DELETE FROM users WHERE email = :e", {"e": "0@x"})
+        assert deleted.rowcount == 1  # not 2: the cascaded policy row is not counted
+        assert (await session.execute("SELECT count(*) FROM policies")).scalar() == 1
+        with_delete = await session.execute(
+            "WITH doomed AS (SELECT id FROM users WHERE email = '1@x') "
+            "DELETE FROM users WHERE id IN (SELECT id FROM doomed)")
+        assert with_delete.rowcount == 1
+        selected = await session.execute(
+            "WITH n AS (SELECT 1 AS x UNION ALL SELECT 2) SELECT x FROM n")
+        assert selected.rowcount == 2
 
 
 async def test_positional_params_and_bad_input(db: DatabaseManager) -> None:
