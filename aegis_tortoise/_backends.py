@@ -66,6 +66,17 @@ class _SqliteSessionClient(SqliteTransactionWrapper):
     def _in_transaction(self) -> TransactionContext:
         return _NestedContext(SqliteTransactionWrapper(self), self._aegis_session)
 
+    async def commit(self) -> None:
+        try:
+            await super().commit()
+        except BaseException:
+            # sqlite keeps the transaction open when COMMIT fails (a deferred foreign key);
+            # PostgreSQL ends it. End it here too, so a failed commit means "rolled back" on
+            # both and the next statement starts afresh.
+            if self._connection.in_transaction:
+                await asyncio.shield(self._connection.rollback())
+            raise
+
 
 class _AcquireAttempt:
     """One session's wait for a pooled connection: did it have to open one?"""

@@ -218,3 +218,21 @@ async def test_sqlite_deferred_violation_at_commit_leaves_nothing_behind(
         await User.create(email="next@x", name="N")
     assert await count_rows(sqlite_db, "policies") == 0
     assert await count_rows(sqlite_db) == 1
+
+
+async def test_failed_commit_inside_the_block_means_rolled_back(db: DatabaseManager) -> None:
+    async with db.session() as session:
+        if db.dialect == "postgres":
+            await session.execute("ALTER TABLE policies ALTER CONSTRAINT "
+                                  "policies_user_id_fkey DEFERRABLE INITIALLY DEFERRED")
+        else:
+            await session.execute("PRAGMA defer_foreign_keys = ON")
+        await session.execute(
+            "INSERT INTO policies (user_id, title, created_at, updated_at) "
+            "VALUES (999, 'orphan', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+        with pytest.raises(ValidationError):
+            await session.commit()
+        assert not session.in_transaction
+        await User.create(email="after@x", name="A")  # a new transaction, not the failed one
+    assert await count_rows(db, "policies") == 0
+    assert await count_rows(db) == 1
