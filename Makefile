@@ -25,7 +25,7 @@ test: $(STAMP)  ## Run the whole suite on sqlite and PostgreSQL
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff and mypy --strict
-	$(VENV)/bin/ruff check aegis_tortoise compat tests
+	$(VENV)/bin/ruff check aegis_tortoise compat tests examples bench
 	$(VENV)/bin/mypy
 
 clean:  ## Remove the virtualenv and caches
