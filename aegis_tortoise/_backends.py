@@ -186,6 +186,19 @@ class PostgresBackend:
             raw.terminate()
             raise
 
+    def move_to_loop(self, client: Any) -> bool:
+        """The pool belongs to the old event loop: drop it. Returns False: reinitialise."""
+        self._pool_lock = asyncio.Lock()
+        _abandon_pool(client)
+        return False
+
+    async def close(self, client: Any, *, same_loop: bool) -> None:
+        """Close the pool (from another event loop than its own, drop it)."""
+        if same_loop:
+            await client.close()
+        else:
+            _abandon_pool(client)
+
     def discard(self, session: Session) -> None:
         """Close the session's connection: its transaction state is unknown."""
         raw = session._conn
@@ -208,6 +221,16 @@ class PostgresBackend:
             statement = await conn._get_statement(sql, None)
             keys = [attribute.name for attribute in statement._get_attributes()]
         return Result(keys, rows, _pg_rowcount(status, len(rows)))
+
+
+def _abandon_pool(client: Any) -> None:
+    pool, client._pool = client._pool, None
+    if pool is None:
+        return
+    try:
+        pool.terminate()  # closes the sockets, if their loop still runs
+    except RuntimeError:
+        logger.debug("the pool's event loop is closed; its connections are dropped")
 
 
 def _pg_rowcount(status: bytes | str | None, nrows: int) -> int:
@@ -272,6 +295,18 @@ class SqliteBackend:
 
     def discard(self, session: Session) -> None:
         """Nothing to close: sqlite's one connection is kept, and release() rolls it back."""
+
+    def move_to_loop(self, client: Any) -> bool:
+        """aiosqlite's thread serves any loop: keep the connection, renew the lock.
+
+        Returns True: the manager stays initialised.
+        """
+        client._lock = asyncio.Lock()
+        return True
+
+    async def close(self, client: Any, *, same_loop: bool) -> None:
+        """Close the connection (aiosqlite can do that from any event loop)."""
+        await client.close()
 
     def is_broken(self, session: Session) -> bool:
         return session._conn is None

@@ -176,6 +176,7 @@ class DatabaseManager:
         self._sql_log: Any = _EchoLog() if self.echo else db_client_logger
         self._ctx: TortoiseContext | None = None
         self._root_client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._init_lock: asyncio.Lock | None = None
         self._models: tuple[type[Model], ...] = ()
         self._module_names = tuple(m if isinstance(m, str) else m.__name__ for m in self.models)
@@ -212,6 +213,9 @@ class DatabaseManager:
         return self._root_client
 
     async def _ensure_initialized(self) -> TortoiseContext:
+        loop = asyncio.get_running_loop()
+        if self._ctx is not None and self._loop is not loop:
+            self._move_to_loop(loop)
         if self._ctx is not None:
             return self._ctx
         if self._init_lock is None:
@@ -221,6 +225,23 @@ class DatabaseManager:
             if ctx is None:
                 ctx = await self._initialize()
             return ctx
+
+    def _move_to_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Carry on in another event loop (a second ``asyncio.run``, a test's own loop).
+
+        Connections are bound to the loop that opened them: asyncpg's pool cannot be used
+        from another one, so it is dropped and the manager initialises again; aiosqlite's
+        thread serves any loop, so sqlite keeps its connection (and an in-memory database
+        its data) and only gets new locks.
+        """
+        logger.info("%r is used from a new event loop", self)
+        self._init_lock = None
+        if self._backend.move_to_loop(self._root_client):
+            self._loop = loop
+        else:
+            self._ctx = None
+            self._root_client = None
+            self._generation_seen = -1
 
     async def _initialize(self) -> TortoiseContext:
         global _generation
@@ -278,6 +299,7 @@ class DatabaseManager:
         # Read once, outside any session: inside one, connections.get(alias) answers with
         # the session's transaction client, which the contextvar binds to the alias.
         self._root_client = ctx.connections.get(self.alias)
+        self._loop = asyncio.get_running_loop()
         self._ctx = ctx
         logger.info("initialised %r with %d models", self, len(models))
         return ctx
@@ -293,11 +315,15 @@ class DatabaseManager:
 
     async def close(self) -> None:
         """Close every connection. A later :meth:`session` initialises the manager again."""
-        ctx, self._ctx = self._ctx, None
-        self._root_client = None
+        self._ctx = None
+        client, self._root_client = self._root_client, None
         self._generation_seen = -1
-        if ctx is not None:
-            await ctx.close_connections()
+        if client is not None:
+            # The client itself, not TortoiseContext.close_connections(): Tortoise 1.1.9
+            # looks the client up again, and from another event loop than the one that
+            # opened it, it makes (and closes) a new one and leaves the open one running
+            # (aiosqlite's thread then keeps the process from exiting).
+            await self._backend.close(client, same_loop=self._loop is asyncio.get_running_loop())
             logger.info("closed %r", self)
 
     async def __aenter__(self) -> Self:

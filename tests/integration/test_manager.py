@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 from pathlib import Path
@@ -15,7 +16,7 @@ from aegis_tortoise import (
     PoolTimeoutError,
 )
 from aegis_tortoise.examples.models import User
-from tests.conftest import EXAMPLE_MODELS, PgServer, count_rows
+from tests.conftest import EXAMPLE_MODELS, PgServer, count_rows, reset_pg_schema
 
 SECRET = "S3cr3t-Pa55"
 
@@ -200,3 +201,40 @@ async def test_model_modules_may_be_given_as_modules(db_url: str) -> None:
         async with db.session():
             await User.create(email="m@x", name="M")
         assert await count_rows(db) == 1
+
+
+def test_manager_carries_on_in_a_new_event_loop(db_url: str, backend: str) -> None:
+    """A second ``asyncio.run`` (or a test's own loop) with a manager made in the first."""
+    if backend == "postgres":
+        asyncio.run(reset_pg_schema(db_url))
+    db = DatabaseManager(db_url, models=EXAMPLE_MODELS)
+
+    async def add(email: str) -> int:
+        async with db.session():
+            await User.create(email=email, name="L")
+            return int(await User.all().count())
+
+    first = asyncio.new_event_loop()
+    try:
+        first.run_until_complete(db.generate_schemas())
+        assert first.run_until_complete(add("first@x")) == 1
+        second = asyncio.new_event_loop()
+        try:
+            # sqlite keeps its connection (an in-memory database its rows); PostgreSQL opens
+            # a new pool on this loop. The data is the same database's either way.
+            assert second.run_until_complete(add("second@x")) == 2
+        finally:
+            second.run_until_complete(db.close())
+            second.close()
+        first.run_until_complete(asyncio.sleep(0))  # let the dropped pool finish closing
+    finally:
+        first.close()
+    assert not db.is_initialized
+
+
+def test_close_from_another_event_loop_closes_the_connection(tmp_path: Path) -> None:
+    db = DatabaseManager(f"sqlite:///{tmp_path}/loops.db", models=EXAMPLE_MODELS)
+    asyncio.run(db.generate_schemas())
+    client = db._client()
+    asyncio.run(db.close())  # not a new connection made and closed: this one
+    assert client._connection is None
