@@ -238,3 +238,20 @@ def test_close_from_another_event_loop_closes_the_connection(tmp_path: Path) -> 
     client = db._client()
     asyncio.run(db.close())  # not a new connection made and closed: this one
     assert client._connection is None
+
+
+async def test_echo_logs_every_statement(
+    db_url: str, backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    if backend == "postgres":
+        await reset_pg_schema(db_url)
+    async with DatabaseManager(db_url, models=EXAMPLE_MODELS, echo=True) as db:
+        await db.generate_schemas()
+        with caplog.at_level(logging.INFO, logger="aegis_tortoise.sql"):
+            async with db.session() as session:
+                await User.create(email="echo@x", name="E")
+                await session.execute("SELECT count(*) FROM users WHERE name = :n", {"n": "E"})
+    sql = [r.getMessage() for r in caplog.records if r.name == "aegis_tortoise.sql"]
+    assert any("INSERT INTO" in line and "echo@x" in line for line in sql)
+    assert any("SELECT count(*) FROM users WHERE name =" in line for line in sql)
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "aegis_tortoise.sql")
