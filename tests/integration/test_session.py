@@ -158,6 +158,39 @@ async def test_plain_tortoise_calls_join_the_session(db: DatabaseManager, backen
     assert await count_rows(db, "policies") == 0
 
 
+async def test_tortoise_transactions_inside_a_session_are_savepoints(
+    db: DatabaseManager,
+) -> None:
+    from tortoise.transactions import atomic, in_transaction
+
+    @atomic()
+    async def atomic_create(email: str) -> None:
+        await User.create(email=email, name="T")
+
+    async def failing_in_transaction() -> None:
+        async with in_transaction():
+            await User.create(email="undone@x", name="U")
+            raise RuntimeError
+
+    async def unit_of_work() -> None:
+        async with db.session():
+            async with in_transaction() as conn:
+                await User.create(email="a@x", name="A", using_db=conn)
+            with pytest.raises(RuntimeError):
+                await failing_in_transaction()
+            await atomic_create("b@x")
+            user, created = await User.get_or_create(email="c@x", defaults={"name": "C"})
+            assert created
+            assert (await User.get_or_create(email="c@x"))[0].pk == user.pk
+            await User.bulk_create([User(email=f"bulk{i}@x", name="B") for i in range(3)])
+            assert await User.all().count() == 6
+            raise RuntimeError("and the session rolls all of it back")
+
+    with pytest.raises(RuntimeError, match="session rolls"):
+        await asyncio.wait_for(unit_of_work(), 10)  # a deadlock would hang here
+    assert await count_rows(db) == 0
+
+
 async def test_session_connection_is_the_bound_client(db: DatabaseManager) -> None:
     async with db.session() as session:
         await User.create(email="a@x", name="A")
