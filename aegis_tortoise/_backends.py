@@ -120,8 +120,9 @@ class PostgresBackend:
             "maxsize": m.pool_size + m.max_overflow,
             # asyncpg has no maximum age: pool_recycle closes connections idle that long.
             "max_inactive_connection_lifetime": float(m.pool_recycle),
-            # asyncpg's connect timeout (60 s by default) is bounded by pool_timeout.
-            "timeout": m.pool_timeout,
+            # asyncpg's connect timeout (60 s by default) is bounded by pool_timeout; a
+            # shorter one (URL connect_timeout=, or timeout= among the driver options) wins.
+            "timeout": min([m.pool_timeout, *_given_connect_timeouts(m)]),
             "connect": _connect,
         }
 
@@ -221,6 +222,12 @@ class PostgresBackend:
             statement = await conn._get_statement(sql, None)
             keys = [attribute.name for attribute in statement._get_attributes()]
         return Result(keys, rows, _pg_rowcount(status, len(rows)))
+
+
+def _given_connect_timeouts(manager: DatabaseManager) -> list[float]:
+    """Connect timeouts the user gave; 0 means none, as libpq's connect_timeout=0."""
+    given = (manager.url.options.get("connect_timeout"), manager.driver_options.get("timeout"))
+    return [float(t) for t in given if t is not None and float(t) > 0]
 
 
 def _abandon_pool(client: Any) -> None:

@@ -245,8 +245,12 @@ class DatabaseManager:
 
     async def _initialize(self) -> TortoiseContext:
         global _generation
-        connection = self.url.tortoise_connection(**self._backend.pool_options(),
-                                                  **self.driver_options)
+        # The pool's own settings win over driver options of the same name (the backend
+        # already bounds a given connect timeout by pool_timeout).
+        connection = self.url.tortoise_connection(
+            **{**self.driver_options, **self._backend.pool_options()})
+        if self.dialect == "sqlite":
+            connection["engine"] = "aegis_tortoise._sqlite"  # a daemon aiosqlite thread
         ctx = TortoiseContext()
         token = _current_context.set(ctx)
         try:
