@@ -176,15 +176,26 @@ class PostgresBackend:
         session._conn = None
         proxy = session._client._proxy
         pool = client._pool
+        handed_back = False
         try:
             if pool is None:
                 raw.terminate()
-            else:
-                await pool.release(proxy)  # a no-op when asyncpg released a lost one already
-        except BaseException:
-            # A connection that cannot be reset must not go back to the pool; terminating
-            # it returns its slot (asyncpg 0.32: Connection._cleanup -> _release_on_close).
-            raw.terminate()
+                return
+            if not raw.is_closed() and (raw._top_xact is not None or raw.is_in_transaction()):
+                # A BEGIN that failed or was cancelled: asyncpg 0.32 keeps the transaction
+                # registered, and the pool's reset would roll it back but log "Resetting
+                # connection with an active transaction" as an event-loop error.
+                raw._top_xact = None
+                await raw.execute("ROLLBACK")
+            handed_back = True
+            await pool.release(proxy)  # a no-op when asyncpg released a lost one already
+        except BaseException as exc:
+            # Cancelled inside pool.release(): asyncpg's shielded release carries on and
+            # resets the connection (terminating it would fail that release). Otherwise a
+            # connection that cannot be reset must not go back to the pool; terminating it
+            # returns its slot (asyncpg 0.32: Connection._cleanup -> _release_on_close).
+            if not (handed_back and isinstance(exc, asyncio.CancelledError)):
+                raw.terminate()
             raise
 
     def move_to_loop(self, client: Any) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,24 @@ class PgTarget:
     def url(self, app: str = "aegis_faults") -> str:
         """Direct URL for a manager, tagged with ``application_name``."""
         return f"{self.server.url_for(self.database)}?application_name={app}"
+
+
+@pytest.fixture(autouse=True)
+async def no_event_loop_errors() -> AsyncIterator[None]:
+    """Fail a test whose event loop reported an error: a task exception never retrieved, or
+    asyncpg resetting a pooled connection that is still in a transaction. A fault must not
+    leave either behind."""
+    loop = asyncio.get_running_loop()
+    errors: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: errors.append(str(context.get("message"))))
+    try:
+        yield
+        gc.collect()  # "never retrieved" is reported when the task is collected
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert not errors, f"the event loop reported: {errors}"
 
 
 @pytest.fixture(scope="session")
