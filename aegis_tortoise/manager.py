@@ -445,11 +445,15 @@ class DatabaseManager:
         except Exception as exc:
             session._began = False
             translated = translate_exception(exc)
-            if isinstance(translated, DatabaseConnectionError):
+            # The connection failed, or the driver's command_timeout gave up waiting for the
+            # reply (asyncpg then cancels, maybe too late): either way the server may have
+            # committed.
+            if isinstance(translated, DatabaseConnectionError) or isinstance(exc, TimeoutError):
                 raise TransactionOutcomeUnknownError(
-                    "The connection failed while COMMIT was in flight: the transaction may "
-                    "or may not have been committed. Check before retrying, or make the unit "
-                    "of work idempotent", cause=exc) from exc
+                    "COMMIT was sent but its reply never came (the connection failed or the "
+                    "statement timed out): the transaction may or may not have been "
+                    "committed. Check before retrying, or make the unit of work idempotent",
+                    cause=exc) from exc
             if translated is exc:
                 raise
             raise translated from exc

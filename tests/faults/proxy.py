@@ -51,6 +51,7 @@ class ProxyStats:
     bytes_down: int = 0
     commits: int = 0
     commit_faults: int = 0
+    cancel_requests: int = 0
     queries: list[str] = field(default_factory=list)
 
 
@@ -253,6 +254,7 @@ class FaultProxy:
             body = await reader.readexactly(length - 4)
             code = struct.unpack("!i", body[:4])[0]
             self.stats.bytes_up += length
+            self.stats.cancel_requests += code == _CANCEL_REQUEST
             await self._forward(writer, struct.pack("!i", length) + body)
             if code not in (_SSL_REQUEST, _GSSENC_REQUEST):
                 return  # StartupMessage (typed messages follow) or CancelRequest (then EOF)

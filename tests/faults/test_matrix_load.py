@@ -159,8 +159,12 @@ async def test_row16_cancellation_at_every_point_of_a_session(
     found = await check_nothing_lost(db, ledger, pg_dsn=pg_target.dsn)
     print(f"row 16 sweep: cancelled after 0..{outcomes.index('completed')} ms: "
           f"{outcomes.count('cancelled')} cancelled ({found.unknown_committed} of them "
-          f"committed anyway), then {outcomes.count('completed')} completed")
+          f"committed anyway), then {outcomes.count('completed')} completed; "
+          f"{fault_proxy.stats.cancel_requests} cancel requests")
     assert outcomes.count("cancelled") >= 10
+    # asyncpg cancelled statements in flight: its cancel requests went through the proxy
+    # (which must close the client side when the server closes, or they would hang).
+    assert fault_proxy.stats.cancel_requests > 0
 
 
 async def test_row18_pool_recycle_replaces_idle_connections(

@@ -412,3 +412,28 @@ def _assert_unbound(db: DatabaseManager, context_before: Any) -> None:
     ctx = db._ctx
     assert ctx is not None
     assert ctx.connections.get(db.alias) is db._client()  # not the dead session's client
+
+
+async def test_row13_commit_timing_out_is_outcome_unknown_too(
+    pg_target: PgTarget, fault_proxy: FaultProxy, make_db: MakeDb
+) -> None:
+    """Row 13, variant: with command_timeout=0.2, the COMMIT's round trip takes 0.3 s (the
+    server commits after 0.15 s; asyncpg gives up at 0.2 s): the outcome is unknown to the
+    client, so TransactionOutcomeUnknownError, not a bare TimeoutError that would read as
+    "rolled back". The rows exist exactly once."""
+    db = await make_db(fault_proxy.url_for(pg_target.database, command_timeout="0.2"))
+    ledger = Ledger()
+    await ledger.attempt(db, ledger.new(2))
+    unit = ledger.new(2)
+
+    async def slow_commit(session: Session, part: int) -> None:
+        if part == unit.parts - 1:
+            fault_proxy.latency = 0.15
+
+    with pytest.raises(TransactionOutcomeUnknownError) as info:
+        await ledger.attempt(db, unit, slow_commit)
+    fault_proxy.latency = 0
+    assert isinstance(info.value.__cause__, TimeoutError)
+    assert await _rows_of(pg_target, unit) == 2
+    found = await check_nothing_lost(db, ledger, pg_dsn=pg_target.dsn)
+    assert found.unknown_committed == 1
