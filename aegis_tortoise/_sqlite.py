@@ -30,7 +30,8 @@ class SqliteClient(tortoise_sqlite.SqliteClient):
         connection = aiosqlite.connect(self.filename, isolation_level=None)
         # aiosqlite 0.22.1 creates the thread in connect() and starts it when awaited: mark
         # it a daemon in between. (Before 0.22 the connection was the thread itself.)
-        getattr(connection, "_thread", connection).daemon = True
+        thread: Any = getattr(connection, "_thread", connection)
+        thread.daemon = True
         self._connection = await connection
         self._connection._conn.row_factory = sqlite3.Row
         for pragma, value in self.pragmas.items():
