@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -157,15 +156,6 @@ class FaultProxy:
         """
         self._armed = _ArmedCommit(mode, containing.encode() if containing else None)
         return self._armed.fired
-
-    @contextlib.contextmanager
-    def slowed(self, seconds: float) -> Iterator[None]:
-        """Add ``seconds`` of latency to every chunk inside the block."""
-        before, self.latency = self.latency, seconds
-        try:
-            yield
-        finally:
-            self.latency = before
 
     # -- internals ----------------------------------------------------------------------------
 
