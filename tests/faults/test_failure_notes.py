@@ -1,9 +1,7 @@
-"""The python blocks of notes/failure.md run, as README blocks do (an open ``session`` in the
-namespace, top-level await), on sqlite and PostgreSQL; and on PostgreSQL once more through the
-proxy with the COMMIT of the idempotent unit lost, so the recovery paths run too.
-
-notes/failure.md is README-ready text: once it is part of README.md, the README doc tests run
-its blocks and this file can go.
+"""The python blocks of the README's "Failure behaviour" section run, as README blocks do (an
+open ``session`` in the namespace, top-level await), on sqlite and PostgreSQL; and on PostgreSQL
+once more through the proxy with the COMMIT of the idempotent unit lost, so the recovery paths
+run too.
 """
 
 from __future__ import annotations
@@ -18,14 +16,16 @@ import pytest
 from tests.faults.conftest import MakeDb, Target
 from tests.faults.proxy import CommitFault, FaultProxy
 
-NOTES = Path(__file__).resolve().parents[2] / "notes" / "failure.md"
+NOTES = Path(__file__).resolve().parents[2] / "README.md"
+SECTION = "## Failure behaviour\n"
 SQLITE_URL = "sqlite+aiosqlite:///:memory:"
 
 
 def _blocks() -> list[str]:
-    if not NOTES.exists():
-        return []
-    return re.findall(r"```python\n(.*?)```", NOTES.read_text(encoding="utf-8"), re.DOTALL)
+    text = NOTES.read_text(encoding="utf-8")
+    section = text[text.index(SECTION):]
+    section = section[:section.index("\n## ", len(SECTION))]
+    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
 
 
 async def _run(code: str, url: str | None, make_db: MakeDb, session_url: str) -> None:
@@ -41,9 +41,7 @@ async def _run(code: str, url: str | None, make_db: MakeDb, session_url: str) ->
             await result
 
 
-def test_the_notes_have_an_example() -> None:
-    if not NOTES.exists():
-        pytest.skip("notes/failure.md has moved into README.md")
+def test_the_section_has_an_example() -> None:
     assert len(_blocks()) == 1
 
 
