@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -24,6 +25,9 @@ demo: $(STAMP)  ## Run the seed's walkthrough on in-memory sqlite
 test: $(STAMP)  ## Run the whole suite on sqlite and PostgreSQL
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+bench: $(STAMP)  ## Benchmark against asyncpg, SQLAlchemy and plain Tortoise (writes bench/README.md)
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 lint: $(STAMP)  ## ruff and mypy --strict
 	$(VENV)/bin/ruff check aegis_tortoise compat tests examples bench
 	$(VENV)/bin/mypy
@@ -31,4 +35,4 @@ lint: $(STAMP)  ## ruff and mypy --strict
 clean:  ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install demo test lint clean
+.PHONY: help install demo test bench lint clean
