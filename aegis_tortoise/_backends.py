@@ -20,6 +20,7 @@ from tortoise.backends.asyncpg.client import TransactionWrapper as AsyncpgTransa
 from tortoise.backends.base.client import ConnectionWrapper, TransactionContext
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionWrapper
 
+from aegis_tortoise._statements import is_plain_read, is_stateless, plain_read
 from aegis_tortoise.errors import DatabaseConnectionError, PoolTimeoutError, translate_exception
 from aegis_tortoise.session import (
     Result,
@@ -35,7 +36,62 @@ if TYPE_CHECKING:
 logger = logging.getLogger("aegis_tortoise.pool")
 
 
-class _PgSessionClient(AsyncpgTransactionWrapper):
+class _LazyReads:
+    """Session-client behaviour shared by both dialects (mixed in before Tortoise's class).
+
+    A plain ORM read before the session's first write runs without BEGIN; any statement
+    that may leave state on the connection marks the session for a full reset on release.
+    Tortoise 1.1.9 sends every ORM statement through these methods.
+    """
+
+    _aegis_session: Session
+
+    def _note(self, query: str) -> None:
+        if not is_stateless(query):
+            self._aegis_session._dirty = True
+
+    async def execute_query(self, query: str, values: list[Any] | None = None) -> Any:
+        self._note(query)
+        if self._aegis_session._began or not is_plain_read(query):
+            return await super().execute_query(query, values)  # type: ignore[misc]
+        token = plain_read.set(True)
+        try:
+            return await super().execute_query(query, values)  # type: ignore[misc]
+        finally:
+            plain_read.reset(token)
+
+    async def execute_query_dict(self, query: str, values: list[Any] | None = None) -> Any:
+        self._note(query)
+        if self._aegis_session._began or not is_plain_read(query):
+            return await super().execute_query_dict(query, values)  # type: ignore[misc]
+        token = plain_read.set(True)
+        try:
+            return await super().execute_query_dict(query, values)  # type: ignore[misc]
+        finally:
+            plain_read.reset(token)
+
+    async def execute_insert(self, query: str, values: list[Any]) -> Any:
+        self._note(query)
+        return await super().execute_insert(query, values)  # type: ignore[misc]
+
+    async def execute_many(self, query: str, values: list[Any]) -> None:
+        self._note(query)
+        await super().execute_many(query, values)  # type: ignore[misc]
+
+    async def execute_script(self, query: str) -> None:
+        self._aegis_session._dirty = True
+        await super().execute_script(query)  # type: ignore[misc]
+
+
+async def _no_reset(conn: Any) -> None:
+    """asyncpg's ``reset=`` hook: nothing beyond the ROLLBACK asyncpg does itself.
+
+    A session that may have left state on its connection runs the full reset query itself
+    before handing it back (PostgresBackend.release); the others skip that round trip.
+    """
+
+
+class _PgSessionClient(_LazyReads, AsyncpgTransactionWrapper):
     """Tortoise's asyncpg transaction client on a connection the session acquired."""
 
     def __init__(self, parent: AsyncpgDBClient, conn: Any, session: Session, log: Any) -> None:
@@ -52,7 +108,7 @@ class _PgSessionClient(AsyncpgTransactionWrapper):
         return _NestedContext(AsyncpgTransactionWrapper(self), self._aegis_session)
 
 
-class _SqliteSessionClient(SqliteTransactionWrapper):
+class _SqliteSessionClient(_LazyReads, SqliteTransactionWrapper):
     """Tortoise's sqlite transaction client, bound to a session."""
 
     def __init__(self, parent: SqliteClient, session: Session, log: Any) -> None:
@@ -124,6 +180,7 @@ class PostgresBackend:
             # shorter one (URL connect_timeout=, or timeout= among the driver options) wins.
             "timeout": min([m.pool_timeout, *_given_connect_timeouts(m)]),
             "connect": _connect,
+            "reset": _no_reset,
         }
 
     async def _pool(self, client: AsyncpgDBClient) -> Any:
@@ -187,6 +244,8 @@ class PostgresBackend:
                 # connection with an active transaction" as an event-loop error.
                 raw._top_xact = None
                 await raw.execute("ROLLBACK")
+            if session._dirty and not raw.is_closed():
+                await raw.execute(raw.get_reset_query())
             handed_back = True
             await pool.release(proxy)  # a no-op when asyncpg released a lost one already
         except BaseException as exc:

@@ -23,6 +23,7 @@ from tortoise.backends.base.client import (
     TransactionContext,
 )
 
+from aegis_tortoise._statements import is_stateless, plain_read
 from aegis_tortoise.errors import (
     MultipleResultsFoundError,
     NoResultFoundError,
@@ -316,7 +317,7 @@ class _BeginningConnectionWrapper(ConnectionWrapper[Any]):
             # A client kept past its session (session.connection, a queryset's using_db)
             # would otherwise run on a connection that now belongs to someone else.
             session._check_open()
-            if not session._began:
+            if not session._began and not plain_read.get():
                 await session._begin_now()
         except BaseException:
             self._lock.release()
@@ -357,14 +358,17 @@ class Session:
     """
 
     __slots__ = (
-        "_began", "_client", "_conn", "_ctx", "_ctx_token", "_lease", "_lock", "_manager",
-        "_state", "_storage_token", "_task_token",
+        "_began", "_client", "_conn", "_ctx", "_ctx_token", "_dirty", "_lease", "_lock",
+        "_manager", "_state", "_storage_token", "_task_token",
     )
 
     def __init__(self, manager: DatabaseManager) -> None:
         self._manager = manager
         self._state = _SessionState.NEW
         self._began = False
+        # Something ran that may leave state on the connection (SET, LISTEN, advisory
+        # locks...): it gets asyncpg's full reset when handed back (see _statements.py).
+        self._dirty = False
         self._client: Any = None
         self._conn: Any = None
         self._lease: Any = None
@@ -481,6 +485,8 @@ class Session:
             )
         sql, values = compile_params(statement, params, self._manager.dialect)
         self._manager._echo_sql(sql, values)
+        if not is_stateless(sql):
+            self._dirty = True
         with translate_errors():
             async with self._client.acquire_connection() as conn:
                 return await self._manager._backend.run_raw(conn, sql, values)

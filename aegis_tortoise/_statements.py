@@ -1,0 +1,68 @@
+"""What a statement sent by Tortoise may do: read only, or leave state on the connection.
+
+Two per-session savings rest on this (see README, "Performance"):
+
+- a plain read before the session's first write runs without BEGIN (READ COMMITTED gives
+  each statement its own snapshot inside a transaction too, so the result is the same), and
+  a session that only reads sends no BEGIN/COMMIT at all;
+- a connection is handed back to the pool without asyncpg's reset query (``RESET ALL``,
+  ``UNLISTEN *``, advisory unlocks...) unless something ran that can leave such state.
+
+The classification is conservative: anything it does not recognise as the ORM's own kind of
+statement begins the transaction first and marks the connection for a full reset.
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from functools import lru_cache
+
+__all__ = ["is_plain_read", "is_stateless", "plain_read"]
+
+#: Set while Tortoise runs a statement that :func:`is_plain_read` accepted.
+plain_read: ContextVar[bool] = ContextVar("aegis_plain_read", default=False)
+
+_STRIP = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
+_CALL = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+_LOCKING = re.compile(r"\bFOR\s+(?:UPDATE|SHARE|NO\s+KEY\s+UPDATE|KEY\s+SHARE)\b", re.I)
+_FIRST_WORD = re.compile(r"[\s(]*([A-Za-z]+)")
+# Words that may precede "(" in the ORM's SQL without being a function with side effects:
+# SQL syntax, and the aggregate/scalar functions Tortoise 1.1.9 emits.
+_HARMLESS = frozenset({
+    "select", "from", "where", "in", "exists", "any", "all", "values", "as", "on", "and",
+    "or", "not", "join", "using", "over", "filter", "within", "partition", "by", "when",
+    "then", "else", "case", "is", "distinct", "union", "except", "intersect", "returning",
+    "set", "into", "conflict", "with", "lateral", "row", "array", "unnest", "ordinality",
+    "count", "sum", "avg", "min", "max", "coalesce", "nullif", "cast", "upper", "lower",
+    "trim", "length", "char_length", "concat", "substring", "substr", "replace", "abs",
+    "round", "floor", "ceil", "greatest", "least", "extract", "date_trunc", "to_char",
+    "json_extract", "jsonb_extract_path", "array_agg", "string_agg", "group_concat",
+    "strftime", "date", "datetime", "time", "julianday", "ifnull", "instr", "like",
+    "glob", "regexp", "random",
+})
+_DML = frozenset({"select", "insert", "update", "delete", "with"})
+
+
+def _calls_only_harmless_functions(sql: str) -> bool:
+    code = _STRIP.sub(" ", sql)
+    return all(name.lower() in _HARMLESS for name in _CALL.findall(code))
+
+
+@lru_cache(maxsize=4096)
+def is_plain_read(sql: str) -> bool:
+    """A SELECT that takes no row locks and calls no function that could write."""
+    first = _FIRST_WORD.match(sql)
+    if first is None or first.group(1).lower() != "select":
+        return False
+    code = _STRIP.sub(" ", sql)
+    return _LOCKING.search(code) is None and _calls_only_harmless_functions(sql)
+
+
+@lru_cache(maxsize=4096)
+def is_stateless(sql: str) -> bool:
+    """A statement that leaves nothing on the connection once its transaction has ended."""
+    first = _FIRST_WORD.match(sql)
+    if first is None or first.group(1).lower() not in _DML:
+        return False
+    return _calls_only_harmless_functions(sql)
