@@ -50,25 +50,21 @@ class _LazyReads:
         if not is_stateless(query):
             self._aegis_session._dirty = True
 
-    async def execute_query(self, query: str, values: list[Any] | None = None) -> Any:
+    async def _read(self, run: Any, query: str, values: list[Any] | None) -> Any:
         self._note(query)
         if self._aegis_session._began or not is_plain_read(query):
-            return await super().execute_query(query, values)  # type: ignore[misc]
+            return await run(query, values)
         token = plain_read.set(True)
         try:
-            return await super().execute_query(query, values)  # type: ignore[misc]
+            return await run(query, values)
         finally:
             plain_read.reset(token)
 
+    async def execute_query(self, query: str, values: list[Any] | None = None) -> Any:
+        return await self._read(super().execute_query, query, values)  # type: ignore[misc]
+
     async def execute_query_dict(self, query: str, values: list[Any] | None = None) -> Any:
-        self._note(query)
-        if self._aegis_session._began or not is_plain_read(query):
-            return await super().execute_query_dict(query, values)  # type: ignore[misc]
-        token = plain_read.set(True)
-        try:
-            return await super().execute_query_dict(query, values)  # type: ignore[misc]
-        finally:
-            plain_read.reset(token)
+        return await self._read(super().execute_query_dict, query, values)  # type: ignore[misc]
 
     async def execute_insert(self, query: str, values: list[Any]) -> Any:
         self._note(query)

@@ -1,33 +1,4 @@
-"""``aegis_shared.errors``: the seed's error classes."""
+"""``aegis_shared.errors``: the seed's error classes (the same names as ``.exceptions``)."""
 
-from aegis_shared.errors.exceptions import (
-    AegisBaseException,
-    ConfigurationError,
-    DatabaseConnectionError,
-    DatabaseError,
-    DuplicateEntityError,
-    EntityNotFoundError,
-    ErrorCode,
-    InvalidFilterError,
-    PoolTimeoutError,
-    ServiceException,
-    TransactionError,
-    TransactionOutcomeUnknownError,
-    ValidationError,
-)
-
-__all__ = [
-    "AegisBaseException",
-    "ConfigurationError",
-    "DatabaseConnectionError",
-    "DatabaseError",
-    "DuplicateEntityError",
-    "EntityNotFoundError",
-    "ErrorCode",
-    "InvalidFilterError",
-    "PoolTimeoutError",
-    "ServiceException",
-    "TransactionError",
-    "TransactionOutcomeUnknownError",
-    "ValidationError",
-]
+from aegis_shared.errors.exceptions import *  # noqa: F403 - one list of names, kept there
+from aegis_shared.errors.exceptions import __all__ as __all__
