@@ -229,12 +229,16 @@ class BaseRepository(Generic[ModelT]):
                 f"Cannot create {self._name}: missing required field(s): {', '.join(missing)}",
                 details={"model": self._name, "fields": missing, "field": missing[0]})
 
-    @staticmethod
-    def _ordering(fields: builtins.list[str], pk: str) -> builtins.list[str]:
-        # The primary key breaks ties, so pages neither repeat nor skip rows.
-        if not any(f.lstrip("-") == pk for f in fields):
-            fields = [*fields, pk]
-        return fields
+    def _ordering(self, fields: builtins.list[str]) -> builtins.list[str]:
+        # The primary key breaks ties, so pages neither repeat nor skip rows. A unique,
+        # non-null field orders totally already; adding the key there would make PostgreSQL
+        # sort again over that field's index (an Incremental Sort) for nothing.
+        fields_map = self.model._meta.fields_map
+        for name in fields:
+            field = fields_map.get(name.lstrip("-"))
+            if field is not None and (field.pk or (field.unique and not field.null)):
+                return fields
+        return [*fields, self.model._meta.pk_attr]
 
     # -- create ---------------------------------------------------------------------------
 
@@ -379,8 +383,7 @@ class BaseRepository(Generic[ModelT]):
     def _select(self, filters: Mapping[str, Any] | None, order_by: OrderBy | None,
                 prefetch: Prefetches | None, include_deleted: bool) -> QuerySet[ModelT]:
         queryset = self._where(filters, include_deleted=include_deleted)
-        ordering = self._ordering(order_by_fields(self.model, order_by),
-                                  self.model._meta.pk_attr)
+        ordering = self._ordering(order_by_fields(self.model, order_by))
         related = prefetch_fields(self.model, prefetch)
         queryset = queryset.order_by(*ordering)
         if related:
