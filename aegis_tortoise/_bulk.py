@@ -18,6 +18,7 @@ order the server returns them in. The caller runs this inside a savepoint.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from tortoise.fields.base import DatabaseDefault
@@ -166,3 +167,44 @@ def _assign(model: type[Model], chunk: list[tuple[Model, list[Any]]],
         raise RuntimeError(f"INSERT returned {len(keys)} keys for {len(chunk)} rows")
     for (instance, _), key in zip(chunk, keys, strict=True):
         instance.pk = pk_field.to_python_value(key)
+
+
+@lru_cache(maxsize=512)
+def select_by_pk_sql(model: type[Model], dialect: str, soft_field: str,
+                     where_null: bool | None) -> str:
+    """``SELECT <every column> FROM t WHERE pk = $1 [AND soft IS [NOT] NULL] LIMIT 1``.
+
+    Built once per model: Tortoise 1.1.9 clones a QuerySet and renders pypika per call,
+    which was most of get_by_id's CPU (bench/README.md, "Where E's time goes").
+    """
+    meta = model._meta
+    columns = ",".join(_quote(c) for c in meta.fields_db_projection.values())
+    mark = "$1" if dialect == "postgres" else "?"
+    # Identifiers come from the model and are quoted; every value is a parameter.
+    return (f"SELECT {columns} FROM {_table(model)} "  # noqa: S608
+            f"WHERE {_quote(meta.db_pk_column)}={mark}"
+            f"{_null_clause(model, soft_field, where_null)} LIMIT 1")
+
+
+@lru_cache(maxsize=1024)
+def update_by_pk_sql(model: type[Model], dialect: str, columns: tuple[str, ...],
+                     soft_field: str, where_null: bool | None) -> str:
+    """``UPDATE t SET c1 = $1, ... WHERE pk = $n [AND ...] RETURNING <every column>``."""
+    meta = model._meta
+    if dialect == "postgres":
+        sets = ",".join(f"{_quote(c)}=${i}" for i, c in enumerate(columns, 1))
+        mark = f"${len(columns) + 1}"
+    else:
+        sets = ",".join(f"{_quote(c)}=?" for c in columns)
+        mark = "?"
+    returning = ",".join(_quote(c) for c in meta.fields_db_projection.values())
+    return (f"UPDATE {_table(model)} SET {sets} "  # noqa: S608 - quoted identifiers only
+            f"WHERE {_quote(meta.db_pk_column)}={mark}"
+            f"{_null_clause(model, soft_field, where_null)} RETURNING {returning}")
+
+
+def _null_clause(model: type[Model], soft_field: str, where_null: bool | None) -> str:
+    if where_null is None:
+        return ""
+    column = _quote(model._meta.fields_db_projection[soft_field])
+    return f" AND {column} IS {'NULL' if where_null else 'NOT NULL'}"

@@ -320,9 +320,16 @@ class BaseRepository(Generic[ModelT]):
         """The entity with this id, or None."""
         related = prefetch_fields(self.model, prefetch)
         pk = self._pk(entity_id)
+        if not related:
+            hidden = self.hide_soft_deleted and not include_deleted
+            sql = _bulk.select_by_pk_sql(self.model, self.session.dialect,
+                                         self.soft_delete_field, True if hidden else None)
+            with translate_errors(entity=self._name):
+                rows = await self.session.connection.execute_query_dict(
+                    sql, [self.model._meta.pk.to_db_value(pk, self.model)])
+            return self.model._init_from_db(**rows[0]) if rows else None
         queryset = self.query(include_deleted=include_deleted).filter(pk=pk)
-        if related:
-            queryset = queryset.prefetch_related(*related)
+        queryset = queryset.prefetch_related(*related)
         with translate_errors(entity=self._name):
             return await queryset.first()
 
@@ -452,6 +459,9 @@ class BaseRepository(Generic[ModelT]):
         for name, field in meta.fields_map.items():
             if getattr(field, "auto_now", False) and name not in values:
                 values[name] = now
+        if not any(isinstance(v, Expression) or k in meta.fk_fields or k in meta.o2o_fields
+                   for k, v in values.items()):
+            return await self._update_cached(pk, values, where_null)
         query = conn.query_class.update(table)
         context = ResolveContext(model=self.model, table=table, annotations={},
                                  custom_filters={})
@@ -479,6 +489,23 @@ class BaseRepository(Generic[ModelT]):
         sql, params = query.get_parameterized_sql()
         with translate_errors(entity=self._name):
             rows = await conn.execute_query_dict(sql, params)
+        return self.model._init_from_db(**rows[0]) if rows else None
+
+    async def _update_cached(self, pk: Any, values: dict[str, Any],
+                             where_null: bool | None) -> ModelT | None:
+        """``_update_returning`` for plain values, with the SQL built once per column set."""
+        meta = self.model._meta
+        columns = tuple(meta.fields_db_projection[key] for key in values)
+        sql = _bulk.update_by_pk_sql(self.model, self.session.dialect, columns,
+                                     self.soft_delete_field, where_null)
+        with self._writing():
+            # The model class, not an instance: no auto_now side effects, as in Tortoise's
+            # own QuerySet.update().
+            params = [meta.fields_map[key].to_db_value(value, self.model)
+                      for key, value in values.items()]
+        params.append(meta.pk.to_db_value(pk, self.model))
+        with translate_errors(entity=self._name):
+            rows = await self.session.connection.execute_query_dict(sql, params)
         return self.model._init_from_db(**rows[0]) if rows else None
 
     async def delete(self, entity_id: Any) -> bool:
