@@ -26,6 +26,7 @@ plain_read: ContextVar[bool] = ContextVar("aegis_plain_read", default=False)
 _STRIP = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
 _CALL = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 _LOCKING = re.compile(r"\bFOR\s+(?:UPDATE|SHARE|NO\s+KEY\s+UPDATE|KEY\s+SHARE)\b", re.I)
+_INTO = re.compile(r"\bINTO\b", re.I)  # SELECT ... INTO creates a table
 _FIRST_WORD = re.compile(r"[\s(]*([A-Za-z]+)")
 # Words that may precede "(" in the ORM's SQL without being a function with side effects:
 # SQL syntax, and the aggregate/scalar functions Tortoise 1.1.9 emits.
@@ -56,7 +57,8 @@ def is_plain_read(sql: str) -> bool:
     if first is None or first.group(1).lower() != "select":
         return False
     code = _STRIP.sub(" ", sql)
-    return _LOCKING.search(code) is None and _calls_only_harmless_functions(sql)
+    return (_LOCKING.search(code) is None and _INTO.search(code) is None
+            and _calls_only_harmless_functions(sql))
 
 
 @lru_cache(maxsize=4096)
