@@ -15,10 +15,10 @@ from typing import Any
 
 
 class PoolEnv:
-    """A fresh pool (20 + 10 connections) for the concurrent operation; closed after a sample.
+    """A fresh pool of 20 connections for the concurrent operation; closed after a sample.
 
     Each sample of the concurrent operation gets its own pool so that four contenders never
-    hold 4 x 30 idle connections at once (the server allows 100, shared with other users).
+    hold 4 x 20 idle connections at once (the server allows 100, shared with other users).
     """
 
     async def get_update(self, user_id: int, name: str) -> Any:

@@ -11,10 +11,9 @@ from bench.base import Contender, PoolEnv
 from bench.workload import EXAMPLE_MODELS, MAX_OVERFLOW, PAGE, POOL_SIZE
 
 
-def _manager(url: str, manager_class: type[DatabaseManager] = DatabaseManager
-             ) -> DatabaseManager:
-    return manager_class(url, models=[EXAMPLE_MODELS], pool_size=POOL_SIZE,
-                         max_overflow=MAX_OVERFLOW, pool_timeout=30)
+def _manager(url: str, max_overflow: int = MAX_OVERFLOW) -> DatabaseManager:
+    return DatabaseManager(url, models=[EXAMPLE_MODELS], pool_size=POOL_SIZE,
+                         max_overflow=max_overflow, pool_timeout=30)
 
 
 class _Env(PoolEnv):
@@ -36,22 +35,19 @@ class _Env(PoolEnv):
 class AegisContender(Contender):
     """``async with db.session() as session: self.repo(session).<method>(...)``.
 
-    ``manager_class`` and ``repo_class`` let the lever experiments (bench/levers.py) run the
-    same code on a patched manager and repository; the benchmark itself always uses
-    :class:`DatabaseManager` and the example ``UserRepository``.
+    ``repo_class`` lets the lever experiments (bench/levers.py) run the same code on a
+    patched repository; the benchmark itself always uses the example ``UserRepository``.
     """
 
     key = "E"
     name = "aegis-tortoise"
 
     def __init__(self, url: str, backend: str = "postgres",
-                 manager_class: type[DatabaseManager] = DatabaseManager,
                  repo_class: type[UserRepository] = UserRepository) -> None:
         self.url = url
         self.backend = backend
-        self.manager_class = manager_class
         self.repo = repo_class
-        self.db = _manager(url, manager_class)
+        self.db = _manager(url)
 
     async def start(self) -> None:
         if self.backend == "sqlite":
@@ -99,7 +95,7 @@ class AegisContender(Contender):
             return await self.repo(session).create_many(rows)
 
     async def pool_env(self) -> PoolEnv:
-        db = _manager(self.url, self.manager_class)
+        db = _manager(self.url, max_overflow=0)
         async with db.session():
             pass
         return _Env(db, self.repo)

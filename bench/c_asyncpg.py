@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 
 from bench.base import Contender, PoolEnv
-from bench.workload import MAX_CONNECTIONS, PAGE, now
+from bench.workload import MAX_CONNECTIONS, PAGE, POOL_SIZE, now
 
 _COLS = "id, email, name, created_at, updated_at, deleted_at"
 _GET = f"SELECT {_COLS} FROM users WHERE id = $1"
@@ -115,5 +115,5 @@ class AsyncpgContender(Contender):
             await conn.executemany(_VALUES, [(e, n, t) for e, n in rows])
 
     async def pool_env(self) -> PoolEnv:
-        pool = await asyncpg.create_pool(self.url, min_size=1, max_size=MAX_CONNECTIONS)
+        pool = await asyncpg.create_pool(self.url, min_size=1, max_size=POOL_SIZE)
         return _Env(pool)

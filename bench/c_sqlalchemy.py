@@ -153,10 +153,10 @@ class SaDatabaseManager:
                 raise
 
 
-def _engine(url: str) -> AsyncEngine:
+def _engine(url: str, max_overflow: int = MAX_OVERFLOW) -> AsyncEngine:
     if url.startswith("sqlite"):
         return create_async_engine(url, poolclass=StaticPool)
-    return create_async_engine(url, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
+    return create_async_engine(url, pool_size=POOL_SIZE, max_overflow=max_overflow)
 
 
 def _sa_url(url: str) -> str:
@@ -167,7 +167,7 @@ def _sa_url(url: str) -> str:
 
 class _Env(PoolEnv):
     def __init__(self, url: str) -> None:
-        self.db = SaDatabaseManager(_engine(url))
+        self.db = SaDatabaseManager(_engine(url, max_overflow=0))
 
     async def get_update(self, user_id: int, name: str) -> Any:
         async with self.db.session() as session:

@@ -16,10 +16,10 @@ from tortoise.transactions import in_transaction
 
 from aegis_tortoise.examples.models import User
 from bench.base import Contender, PoolEnv
-from bench.workload import EXAMPLE_MODELS, MAX_CONNECTIONS, PAGE
+from bench.workload import EXAMPLE_MODELS, MAX_CONNECTIONS, PAGE, POOL_SIZE
 
 
-def _config(url: str, alias: str) -> dict[str, Any]:
+def _config(url: str, alias: str, maxsize: int) -> dict[str, Any]:
     if url.startswith("sqlite"):
         connection: dict[str, Any] = {"engine": "tortoise.backends.sqlite",
                                       "credentials": {"file_path": ":memory:"}}
@@ -32,15 +32,15 @@ def _config(url: str, alias: str) -> dict[str, Any]:
         host, _, port = hostport.partition(":")
         connection = {"engine": "tortoise.backends.asyncpg", "credentials": {
             "host": host, "port": int(port or 5432), "user": user, "password": password,
-            "database": database.split("?", 1)[0], "minsize": 1, "maxsize": MAX_CONNECTIONS}}
+            "database": database.split("?", 1)[0], "minsize": 1, "maxsize": maxsize}}
     return {"connections": {alias: connection},
             "apps": {"models": {"models": [EXAMPLE_MODELS], "default_connection": alias}}}
 
 
-async def _context(url: str, alias: str) -> TortoiseContext:
+async def _context(url: str, alias: str, maxsize: int = MAX_CONNECTIONS) -> TortoiseContext:
     ctx = TortoiseContext()
     with ctx:
-        await ctx.init(config=_config(url, alias))
+        await ctx.init(config=_config(url, alias, maxsize))
     return ctx
 
 
@@ -127,7 +127,7 @@ class TortoiseContender(Contender):
             await User.bulk_create([User(**row) for row in rows])
 
     async def pool_env(self) -> PoolEnv:
-        return _Env(await _context(self.url, self.alias))
+        return _Env(await _context(self.url, self.alias, POOL_SIZE))
 
     async def seed(self, rows: list[tuple[str, str]]) -> None:
         with self.activate():

@@ -46,6 +46,19 @@ SQLITE_KEYS = ("B", "D", "E")
 A_EXECUTEMANY = "A:executemany"
 
 
+_BUSY_ATTEMPTS = 10
+_BUSY_WAIT = 3.0
+
+
+def _server_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it was raised from) is PostgreSQL's "too many clients"."""
+    while exc is not None:
+        if isinstance(exc, asyncpg.TooManyConnectionsError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 class CheckError(AssertionError):
     """A contender returned something other than what the database holds."""
 
@@ -209,6 +222,18 @@ class Bench:
         return getattr(slot.contender, base)  # type: ignore[no-any-return]
 
     async def _sample_concurrent(self, slot: Slot, round_no: int) -> float:
+        for attempt in range(1, _BUSY_ATTEMPTS + 1):
+            try:
+                return await self._sample_concurrent_once(slot, round_no)
+            except Exception as exc:
+                if not _server_full(exc) or attempt == _BUSY_ATTEMPTS:
+                    raise
+                self.log(f"[{self.backend}] {slot.label} concurrent: the server has no free "
+                         f"connection slot (other clients); retrying in {_BUSY_WAIT} s")
+                await asyncio.sleep(_BUSY_WAIT)
+        raise AssertionError("unreachable")
+
+    async def _sample_concurrent_once(self, slot: Slot, round_no: int) -> float:
         batches = self.sizes.units["concurrent"] // CONCURRENT_TASKS
         env = await slot.contender.pool_env()
         try:

@@ -1,34 +1,33 @@
 """Prototypes of the issue's performance levers, measured against the real E and D.
 
-EXPERIMENTS ONLY: nothing here is used by bench/run.py's contenders. Each lever is a subclass
-(of the manager, backend, session client or repository) selected by name, so the unpatched
-library runs next to the patched one in the same process, interleaved like run.py:
+EXPERIMENTS ONLY: nothing here is used by bench/run.py's contenders. Each lever is a
+subclass of the example UserRepository selected by name, so the unpatched library runs next
+to the patched one in the same process, interleaved like run.py:
 
     python bench/levers.py                       # every lever alone and all together
-    python bench/levers.py --levers lazy_begin,no_reset --ops get,count --rounds 7
+    python bench/levers.py --levers cached_sql --ops get,update --rounds 7
+    python bench/levers.py --micro 200 --rounds 15 --ops get,update,list_mid
+                                                 # all variants on one database
 
-Levers (the README's "Levers" section gives the exact change each needs in aegis_tortoise):
+Levers (the README's "Levers" section gives the exact change each needs in aegis_tortoise).
+Three levers measured here earlier are in the library now, so they are no longer here: no
+BEGIN/COMMIT for a session that only reads and no asyncpg reset query on release unless a
+statement may have left state (commit 5e4d74d), and no primary-key tie-breaker after a
+unique non-null order field (commit 5b6f584).
 
-- ``lazy_begin``  a session sends BEGIN only before its first write or locking read; plain
-  ORM SELECTs before that run in autocommit on the session's connection (no BEGIN/COMMIT for
-  a session that only reads).
-- ``no_reset``    the pool's ``reset=`` skips asyncpg's reset query (``SELECT
-  pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) unless the session ran raw
-  SQL; an open transaction is still rolled back by asyncpg itself.
 - ``cached_sql``  get_by_id and update run SQL built once per model (and column set) instead
   of building a QuerySet / pypika query on every call.
 - ``fast_bulk``   create_many prepares rows from a per-model plan (no per-instance async-
   default scan, validation per distinct key set, one timestamp per batch sent as a scalar,
-  all-NULL columns left out), builds instances without ``Model.__init__``, and inserts with
-  ``unnest`` without ``WITH ORDINALITY``/``ORDER BY`` (ids come back in insertion order).
+  all-NULL columns left out) and builds instances without ``Model.__init__``; the statement
+  is today's ``unnest ... WITH ORDINALITY ... ORDER BY ord RETURNING id``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextvars
-import re
+import statistics
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -38,154 +37,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tortoise.backends.base.client import ConnectionWrapper
 from tortoise.fields import CharField
 from tortoise.models import Model
 from tortoise.validators import MaxLengthValidator
 
-from aegis_tortoise import DatabaseManager
-from aegis_tortoise._backends import PostgresBackend, SqliteBackend
 from aegis_tortoise._filters import writable_values
 from aegis_tortoise.errors import ValidationError, translate_errors
 from aegis_tortoise.examples.repositories import UserRepository
-from aegis_tortoise.session import Session
 from bench.base import Contender
 from bench.c_aegis import AegisContender
 from bench.c_tortoise import TortoiseContender
 from bench.workload import OPS_BY_KEY, Sizes
 
-LEVERS = ("lazy_begin", "no_reset", "cached_sql", "fast_bulk")
-MANAGER_LEVERS = frozenset({"lazy_begin", "no_reset"})
-
-# --- lazy_begin ------------------------------------------------------------------------------
-
-_SELECT = re.compile(r"\s*SELECT\s", re.IGNORECASE)
-_LOCKING = re.compile(r"\sFOR\s+(?:UPDATE|SHARE|NO\s+KEY\s+UPDATE|KEY\s+SHARE)\b",
-                      re.IGNORECASE)
-
-
-@lru_cache(maxsize=1024)
-def _plain_read(sql: str) -> bool:
-    """An ORM SELECT that takes no row locks: it may run before the transaction begins."""
-    return _SELECT.match(sql) is not None and _LOCKING.search(sql) is None
-
-
-_LAZY_READ: contextvars.ContextVar[bool] = contextvars.ContextVar("aegis_lazy_read",
-                                                                 default=False)
-
-
-@lru_cache(maxsize=8)
-def _lazy_class(base: type) -> type:
-    """``base`` (a session client class) whose reads before the first write skip BEGIN.
-
-    Tortoise sends every ORM read through ``execute_query``/``execute_query_dict``, which
-    take the connection from ``acquire_connection()``; a context variable tells the latter
-    that this statement is a plain read (per task, so concurrent users of one session are
-    safe). Raw ``session.execute`` and every write still begin first. A subclass with one
-    base keeps the layout, so ``__class__`` can be swapped on a live client.
-    """
-
-    class Lazy(base):  # type: ignore[valid-type,misc]
-        def acquire_connection(self) -> Any:
-            if _LAZY_READ.get():
-                return ConnectionWrapper(self._lock, self)  # the lock only: no BEGIN
-            return super().acquire_connection()
-
-        async def execute_query(self, query: str, values: list[Any] | None = None) -> Any:
-            if self._aegis_session._began or not _plain_read(query):
-                return await super().execute_query(query, values)
-            token = _LAZY_READ.set(True)
-            try:
-                return await super().execute_query(query, values)
-            finally:
-                _LAZY_READ.reset(token)
-
-        async def execute_query_dict(self, query: str, values: list[Any] | None = None
-                                     ) -> Any:
-            if self._aegis_session._began or not _plain_read(query):
-                return await super().execute_query_dict(query, values)
-            token = _LAZY_READ.set(True)
-            try:
-                return await super().execute_query_dict(query, values)
-            finally:
-                _LAZY_READ.reset(token)
-
-    Lazy.__name__ = Lazy.__qualname__ = f"Lazy{base.__name__}"
-    return Lazy
-
-
-# --- no_reset --------------------------------------------------------------------------------
-
-
-async def _no_reset_query(conn: Any) -> None:
-    """asyncpg's pool ``reset=``: asyncpg has already rolled back an open transaction."""
-
-
-class _RawTrackingSession(Session):
-    """Remembers that raw SQL ran (it may have SET, LISTEN or locked): reset it on release."""
-
-    __slots__ = ("_aegis_raw",)
-
-    def __init__(self, manager: DatabaseManager) -> None:
-        super().__init__(manager)
-        self._aegis_raw = False
-
-    async def execute(self, statement: str, params: Any = None) -> Any:
-        self._aegis_raw = True
-        return await super().execute(statement, params)
-
-
-class _LeverBackend(PostgresBackend):
-    levers: frozenset[str] = frozenset()
-
-    def pool_options(self) -> dict[str, Any]:
-        options = super().pool_options()
-        if "no_reset" in self.levers:
-            options["reset"] = _no_reset_query
-        return options
-
-    async def acquire(self, session: Session, client: Any) -> None:
-        await super().acquire(session, client)
-        if "lazy_begin" in self.levers:
-            # Same object and state, one more behaviour: robust to the client's attributes.
-            session._client.__class__ = _lazy_class(type(session._client))
-
-    async def release(self, session: Session, client: Any) -> None:
-        conn = session._conn
-        if ("no_reset" in self.levers and getattr(session, "_aegis_raw", False)
-                and conn is not None and not conn.is_closed()):
-            await conn.execute(conn.get_reset_query())
-        await super().release(session, client)
-
-
-class _LeverSqliteBackend(SqliteBackend):
-    levers: frozenset[str] = frozenset()
-
-    async def acquire(self, session: Session, client: Any) -> None:
-        await super().acquire(session, client)
-        if "lazy_begin" in self.levers:
-            session._client.__class__ = _lazy_class(type(session._client))
-
-
-def patched_manager(levers: str | Iterable[str]) -> type[DatabaseManager]:
-    """A DatabaseManager subclass with the manager-level levers applied."""
-    chosen = frozenset(LEVERS if levers == "all" else
-                       (levers.split(",") if isinstance(levers, str) else levers))
-    attrs = {"levers": chosen & MANAGER_LEVERS}
-    pg_backend = type("Backend", (_LeverBackend,), attrs)
-    sqlite_backend = type("SqliteBackend", (_LeverSqliteBackend,), attrs)
-
-    class PatchedManager(DatabaseManager):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            backend = pg_backend if self.dialect == "postgres" else sqlite_backend
-            self._backend = backend(self)
-
-        def session(self) -> Session:
-            return _RawTrackingSession(self) if "no_reset" in chosen else Session(self)
-
-    return PatchedManager
-
+LEVERS = ("cached_sql", "fast_bulk")
 
 # --- cached_sql ------------------------------------------------------------------------------
 
@@ -398,9 +262,10 @@ class LeverUserRepository(UserRepository):
         unnest = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
         aliases = ", ".join(f"c{i}" for i in range(len(types)))
         cols = ", ".join(f'"{c}"' for c in columns)
+        # As today: WITH ORDINALITY + ORDER BY keeps the generated keys in input order.
         sql = (f'INSERT INTO "{model._meta.db_table}" ({cols}) '
-               f"SELECT {', '.join(terms)} FROM unnest({unnest}) AS u({aliases}) "
-               f'RETURNING "{plan.pk_column}"')
+               f"SELECT {', '.join(terms)} FROM unnest({unnest}) WITH ORDINALITY "
+               f'AS u({aliases}, ord) ORDER BY ord RETURNING "{plan.pk_column}"')
         async with self.session.savepoint():
             with translate_errors(entity=self._name):
                 result = await self.session.connection.execute_query_dict(sql, params)
@@ -433,8 +298,7 @@ class LeverUserRepository(UserRepository):
 
 
 def lever_repository(levers: Iterable[str]) -> type[UserRepository]:
-    chosen = frozenset(levers) - MANAGER_LEVERS
-    return type("LeverRepo", (LeverUserRepository,), {"levers": chosen})
+    return type("LeverRepo", (LeverUserRepository,), {"levers": frozenset(levers)})
 
 
 def lever_contender(levers: Iterable[str], backend: str = "postgres"
@@ -442,9 +306,7 @@ def lever_contender(levers: Iterable[str], backend: str = "postgres"
     chosen = frozenset(levers)
 
     def make(url: str) -> Contender:
-        c = AegisContender(url, backend=backend,
-                           manager_class=patched_manager(chosen & MANAGER_LEVERS),
-                           repo_class=lever_repository(chosen))
+        c = AegisContender(url, backend=backend, repo_class=lever_repository(chosen))
         c.key = "E+" + "+".join(sorted(chosen))
         return c
     return make
@@ -527,6 +389,86 @@ def _print(results: Any, ops: list[Any], labels: list[str], rounds: int) -> None
         print(f"  {op.key}: " + ", ".join(spans))
 
 
+async def micro_async(args: argparse.Namespace) -> int:  # noqa: PLR0915
+    """Every variant on ONE database, alternating small samples: less noise per lever."""
+    import random
+    import time
+
+    import asyncpg
+
+    from bench.harness import tortoise_ddl
+    from bench.workload import PgDatabases, seed_pg
+
+    sizes = Sizes.at(args.scale)
+    chosen = LEVERS if args.levers == "all" else tuple(args.levers.split(","))
+    dbs = PgDatabases(args.pg_url)
+    url = await dbs.create("micro", await tortoise_ddl("postgres"))
+    admin = await asyncpg.connect(url)
+    try:
+        seeded = await seed_pg(admin, sizes, "m")
+        ids = seeded["ids"]
+        offsets = sizes.offsets()
+        variants: dict[str, Contender] = {"D": TortoiseContender(url), "E": AegisContender(url)}
+        variants.update({f"E+{lv}": lever_contender([lv])(url) for lv in chosen})
+        if len(chosen) > 1:
+            variants["E+all"] = lever_contender(chosen)(url)
+        for c in variants.values():
+            await c.start()
+        rng = random.Random(3)
+        counter = iter(range(10**9))
+
+        async def unit(c: Contender, op: str) -> None:
+            if op == "get":
+                await c.get(rng.choice(ids))
+            elif op == "update":
+                await c.update(rng.choice(ids), f"m{next(counter)}")
+            elif op == "count":
+                await c.count()
+            elif op in offsets:
+                await c.list_page(offsets[op])
+            elif op == "create":
+                await c.create((f"m{next(counter)}@micro", "micro"))
+
+        labels = list(variants)
+        print(f"Same database, {args.rounds} alternations of {args.micro} units, order rotated;"
+              " median per-alternation throughput ratio.\n")
+        print("| operation | µs/unit D | µs/unit E | " + " | ".join(
+            f"{v}/E" for v in labels[2:]) + " | E/D | E+all/D |")
+        print("|---|--:|--:|" + "--:|" * (len(labels) - 2 + 2))
+        for op in args.ops.split(","):
+            times: dict[str, list[float]] = {v: [] for v in labels}
+            for r in range(args.rounds + 1):
+                k = r % len(labels)
+                for v in labels[k:] + labels[:k]:
+                    c = variants[v]
+                    with c.activate():
+                        start = time.perf_counter()
+                        for _ in range(args.micro):
+                            await unit(c, op)
+                        elapsed = (time.perf_counter() - start) / args.micro
+                    if op == "create":
+                        await admin.execute(f"DELETE FROM users WHERE id > {seeded['max_id']}")
+                    if r:  # the first alternation warms up
+                        times[v].append(elapsed)
+
+            def ratio(num: str, den: str, times: dict[str, list[float]] = times) -> float:
+                return statistics.median(b / a for a, b in zip(times[num], times[den],
+                                                                strict=True))
+            cells = [f"{ratio(v, 'E'):.2f}" for v in labels[2:]]
+            extra = [f"{ratio('E', 'D'):.2f}"]
+            if "E+all" in times:
+                extra.append(f"{ratio('E+all', 'D'):.2f}")
+            print(f"| {op} | {statistics.median(times['D']) * 1e6:.0f} "
+                  f"| {statistics.median(times['E']) * 1e6:.0f} | " + " | ".join(cells + extra)
+                  + " |")
+        for c in variants.values():
+            await c.close()
+    finally:
+        await admin.close()
+        await dbs.drop_all()
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--levers", default="all", help=f"comma-separated of {LEVERS} or all")
@@ -536,7 +478,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--scale", type=float, default=0.5)
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    return asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--micro", type=int, default=0, metavar="N",
+                        help="instead: every variant on one database, alternating samples of "
+                             "N units (ops: get, update, count, create, list_first/mid/last)")
+    args = parser.parse_args()
+    if args.micro:
+        return asyncio.run(micro_async(args))
+    return asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     python bench/profile_ops.py                          # get, create, update, list, count,
                                                          # create_many; D and E
     python bench/profile_ops.py --ops get --top 30 --contenders D,E,A
-    python bench/profile_ops.py --levers all             # E with bench/levers.py applied
+    python bench/profile_ops.py --levers "cached_sql;all"  # also E with bench/levers.py's
+                                                           # levers (one variant per ';')
 
 For each operation and contender: statements sent per unit of work (every asyncpg
 round trip: queries, BEGIN/COMMIT, the pool's reset on release), wall time per unit
@@ -166,40 +167,78 @@ def _profiling(profiler: cProfile.Profile) -> Iterator[None]:
         profiler.disable()
 
 
-async def profile(c: Contender, op: str, n: int, seeded: dict[str, Any], sizes: Sizes,  # noqa: PLR0917
-                  cleanup: Callable[[], Awaitable[None]], top: int) -> dict[str, Any]:
-    names = Names(f"{c.key}{op}")
-    with c.activate():
-        # Warm-up, then count the statements of one unit.
-        calls, _ = _op_calls(c, op, max(3, n // 10), seeded, names, sizes)
-        await calls()
-        await cleanup()
-        calls, units = _op_calls(c, op, 1, seeded, names, sizes)
-        _counts.clear()
-        await calls()
-        statements = dict(_counts)
-        await cleanup()
-        # Wall time without the profiler (median of 3).
-        walls = []
-        for _ in range(3):
-            calls, units = _op_calls(c, op, n, seeded, names, sizes)
+class _Target:
+    """One contender on its database, with the sizes and cleanup the measurements need."""
+
+    def __init__(self, c: Contender, admin: asyncpg.Connection, seeded: dict[str, Any],
+                 sizes: Sizes) -> None:
+        self.c = c
+        self.admin = admin
+        self.seeded = seeded
+        self.sizes = sizes
+        self.names = Names(c.key.replace("+", ""))
+
+    def calls(self, op: str, n: int) -> tuple[Callable[[], Awaitable[Any]], int]:
+        return _op_calls(self.c, op, n, self.seeded, self.names, self.sizes)
+
+    async def cleanup(self) -> None:
+        await self.admin.execute(f"DELETE FROM users WHERE id > {int(self.seeded['max_id'])}")
+
+    async def statements(self, op: str, n: int) -> dict[str, int]:
+        """Warm up, then count the statements of one unit of work."""
+        with self.c.activate():
+            calls, _ = self.calls(op, max(3, n // 10))
+            await calls()
+            await self.cleanup()
+            calls, _ = self.calls(op, 1)
+            _counts.clear()
+            await calls()
+            counted = dict(_counts)
+            await self.cleanup()
+        return counted
+
+    async def timed(self, op: str, n: int) -> tuple[float, float]:
+        """Wall and process CPU seconds per unit, without the profiler."""
+        with self.c.activate():
+            calls, units = self.calls(op, n)
             gc.collect()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             await calls()
-            walls.append((time.perf_counter() - start) / units)
-            await cleanup()
-        calls, units = _op_calls(c, op, n, seeded, names, sizes)
-        profiler = cProfile.Profile()
-        gc.collect()
-        with _profiling(profiler):
-            await calls()
-        await cleanup()
-    stats = pstats.Stats(profiler)
-    out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
-    return {"statements": statements, "wall_us": statistics.median(walls) * 1e6,
-            "cpu_us": stats.total_tt / units * 1e6,  # type: ignore[attr-defined]
-            "packages": _by_package(stats, units), "top": out.getvalue()}
+            result = ((time.perf_counter() - start) / units, (time.process_time() - cpu) / units)
+            await self.cleanup()
+        return result
+
+    async def profiled(self, op: str, n: int, top: int) -> dict[str, Any]:
+        with self.c.activate():
+            calls, units = self.calls(op, n)
+            profiler = cProfile.Profile()
+            gc.collect()
+            with _profiling(profiler):
+                await calls()
+            await self.cleanup()
+        stats = pstats.Stats(profiler)
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+        return {"cpu_us": stats.total_tt / units * 1e6,  # type: ignore[attr-defined]
+                "packages": _by_package(stats, units), "top": out.getvalue()}
+
+
+async def measure(targets: list[_Target], op: str, n: int, repeat: int, top: int
+                  ) -> list[dict[str, Any]]:
+    """Statements, then ``repeat`` timed runs interleaved (order rotated), then a profile."""
+    results: list[dict[str, Any]] = [
+        {"statements": await t.statements(op, n), "walls": [], "cpus": []} for t in targets]
+    for r in range(repeat):
+        k = r % len(targets)
+        for i in list(range(k, len(targets))) + list(range(k)):
+            wall, cpu = await targets[i].timed(op, n)
+            results[i]["walls"].append(wall)
+            results[i]["cpus"].append(cpu)
+    for t, result in zip(targets, results, strict=True):
+        result.update(await t.profiled(op, n, top))
+        result["wall_us"] = statistics.median(result["walls"]) * 1e6
+        result["proc_us"] = statistics.median(result["cpus"]) * 1e6
+    return results
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -210,15 +249,17 @@ async def main_async(args: argparse.Namespace) -> None:
     contenders: list[tuple[Contender, asyncpg.Connection]] = []
     seeded: dict[str, Any] = {}
     try:
-        keys = args.contenders.split(",") + (["L"] if args.levers else [])
+        variants = [v for v in args.levers.split(";") if v]
+        keys = args.contenders.split(",") + [f"L{i}" for i in range(len(variants))]
         for key in keys:
             url = await dbs.create(f"p{key.lower()}", ddl)
             admin = await asyncpg.connect(url)
             seeded = await seed_pg(admin, sizes, key)
-            if key == "L":
+            if key.startswith("L"):
                 from bench.levers import LEVERS, lever_contender
 
-                chosen = LEVERS if args.levers == "all" else args.levers.split(",")
+                variant = variants[int(key[1:])]
+                chosen = LEVERS if variant == "all" else variant.split(",")
                 c: Contender = lever_contender(chosen)(url)
             else:
                 c = {"A": AsyncpgContender, "B": SqlAlchemyContender, "D": TortoiseContender,
@@ -229,22 +270,17 @@ async def main_async(args: argparse.Namespace) -> None:
             n = 1 if op.startswith("create_many") else args.n
             print(f"\n## {op} ({'1 batch of ' + str(sizes.batch_rows) if n == 1 else n} "
                   "units)\n")
-            rows = []
-            for c, admin in contenders:
-                max_id = seeded["max_id"]
-
-                async def cleanup(admin: asyncpg.Connection = admin, max_id: int = max_id
-                                  ) -> None:
-                    await admin.execute(f"DELETE FROM users WHERE id > {int(max_id)}")
-                result = await profile(c, op, n, seeded, sizes, cleanup, args.top)
-                rows.append((c, result))
-            print("| contender | statements per unit | wall µs/unit | profiled CPU µs/unit "
-                  "| by package (µs/unit) |")
-            print("|---|---|--:|--:|---|")
+            targets = [_Target(c, admin, seeded, sizes) for c, admin in contenders]
+            results = await measure(targets, op, n, args.repeat, args.top)
+            rows = [(t.c, r) for t, r in zip(targets, results, strict=True)]
+            print("| contender | statements per unit | wall µs/unit | CPU µs/unit "
+                  "| profiled CPU µs/unit | by package, profiled (µs/unit) |")
+            print("|---|---|--:|--:|--:|---|")
             for c, r in rows:
                 stm = ", ".join(f"{k} {v}" for k, v in sorted(r["statements"].items()))
                 pk = ", ".join(f"{k} {v:.0f}" for k, v in list(r["packages"].items())[:7])
-                print(f"| {c.key} | {stm} | {r['wall_us']:.0f} | {r['cpu_us']:.0f} | {pk} |")
+                print(f"| {c.key} | {stm} | {r['wall_us']:.0f} | {r['proc_us']:.0f} "
+                      f"| {r['cpu_us']:.0f} | {pk} |")
             if args.top:
                 for c, r in rows:
                     print(f"\n### {c.key}: top {args.top} functions by own time ({op})\n")
@@ -271,6 +307,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="sizes the seed and create_many (as in run.py)")
     parser.add_argument("--top", type=int, default=0, help="print the top N functions")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="unprofiled runs per operation; the median is reported")
     parser.add_argument("--levers", default="",
                         help="also profile E with these levers of bench/levers.py (or all)")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
