@@ -23,8 +23,12 @@ __all__ = ["is_plain_read", "is_stateless", "plain_read"]
 #: Set while Tortoise runs a statement that :func:`is_plain_read` accepted.
 plain_read: ContextVar[bool] = ContextVar("aegis_plain_read", default=False)
 
-_STRIP = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
-_CALL = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\(")
+# String literals and comments only: a double-quoted name may be a function ("f"(1)).
+_STRIP = re.compile(r"'(?:[^']|'')*'|--[^\n]*|/\*.*?\*/", re.DOTALL)
+_CALL = re.compile(r'(?:"((?:[^"]|"")+)"|\b([A-Za-z_][A-Za-z0-9_]*))\s*\(')
+_INTO_TABLE = re.compile(r'\bINTO\s+(?:"(?:[^"]|"")+"\s*\.\s*)?"(?:[^"]|"")+"', re.I)
+# Dollar-quoted and E'' strings are not tokenised here: such a statement is "unknown".
+_UNTOKENISED = re.compile(r"\$[A-Za-z_]*\$|\b[Ee]'")
 _LOCKING = re.compile(r"\bFOR\s+(?:UPDATE|SHARE|NO\s+KEY\s+UPDATE|KEY\s+SHARE)\b", re.I)
 _INTO = re.compile(r"\bINTO\b", re.I)  # SELECT ... INTO creates a table
 _FIRST_WORD = re.compile(r"[\s(]*([A-Za-z]+)")
@@ -41,13 +45,18 @@ _HARMLESS = frozenset({
     "json_extract", "jsonb_extract_path", "array_agg", "string_agg", "group_concat",
     "strftime", "date", "datetime", "time", "julianday", "ifnull", "instr", "like",
     "glob", "regexp", "random",
+    # type modifiers in casts ($1::VARCHAR(255)[], NUMERIC(10,2))
+    "varchar", "char", "character", "varying", "numeric", "decimal", "timestamp",
+    "timestamptz", "interval", "bit", "varbit", "float", "precision",
 })
 _DML = frozenset({"select", "insert", "update", "delete", "with"})
 
 
 def _calls_only_harmless_functions(sql: str) -> bool:
-    code = _STRIP.sub(" ", sql)
-    return all(name.lower() in _HARMLESS for name in _CALL.findall(code))
+    if _UNTOKENISED.search(sql):
+        return False
+    code = _INTO_TABLE.sub(" INTO ", _STRIP.sub(" ", sql))  # INSERT INTO "t" ("c")
+    return all((quoted or bare).lower() in _HARMLESS for quoted, bare in _CALL.findall(code))
 
 
 @lru_cache(maxsize=4096)

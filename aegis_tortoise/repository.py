@@ -320,7 +320,8 @@ class BaseRepository(Generic[ModelT]):
         """The entity with this id, or None."""
         related = prefetch_fields(self.model, prefetch)
         pk = self._pk(entity_id)
-        if not related:
+        # The cached statement stands for query().filter(pk=...): only while query() is ours.
+        if not related and type(self).query is BaseRepository.query:
             hidden = self.hide_soft_deleted and not include_deleted
             sql = _bulk.select_by_pk_sql(self.model, self.session.dialect,
                                          self.soft_delete_field, True if hidden else None)

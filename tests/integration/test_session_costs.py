@@ -135,6 +135,7 @@ async def test_session_state_never_reaches_the_next_session(one_conn: DatabaseMa
         pid = (await session.execute("SELECT pg_backend_pid()")).scalar_one()
         await session.execute("SET application_name = 'leaked'")
         await session.connection.execute_query("SELECT pg_advisory_lock(4242)")
+        await session.execute('SELECT "pg_advisory_lock"(4243)')  # a quoted function name
     admin = await asyncpg.connect(asyncpg_dsn(pg_database))
     try:
         held = await admin.fetchval(
