@@ -159,11 +159,13 @@ def db_url(backend: str, request: pytest.FixtureRequest) -> str:
     return url
 
 
-async def _example_manager(url: str, backend: str) -> AsyncIterator[DatabaseManager]:
+async def fresh_manager(url: str, backend: str, models: list[str] | None = None,
+                        **options: Any) -> AsyncIterator[DatabaseManager]:
+    """A manager of ``models`` (default: the example models) on empty tables; closed after."""
     if backend == "postgres":
         await reset_pg_schema(url)
-    manager = DatabaseManager(url, models=EXAMPLE_MODELS, pool_size=5, max_overflow=5,
-                              pool_timeout=10)
+    options = {"pool_size": 5, "max_overflow": 5, "pool_timeout": 10, **options}
+    manager = DatabaseManager(url, models=models or EXAMPLE_MODELS, **options)
     await manager.generate_schemas()
     try:
         yield manager
@@ -174,21 +176,21 @@ async def _example_manager(url: str, backend: str) -> AsyncIterator[DatabaseMana
 @pytest.fixture
 async def db(db_url: str, backend: str) -> AsyncIterator[DatabaseManager]:
     """A manager on an empty database of ``backend`` with the example models' tables."""
-    async for manager in _example_manager(db_url, backend):
+    async for manager in fresh_manager(db_url, backend):
         yield manager
 
 
 @pytest.fixture
 async def pg_db(pg_database: str) -> AsyncIterator[DatabaseManager]:
     """``db`` on PostgreSQL only, for behaviour sqlite does not have."""
-    async for manager in _example_manager(pg_database, "postgres"):
+    async for manager in fresh_manager(pg_database, "postgres"):
         yield manager
 
 
 @pytest.fixture
 async def sqlite_db() -> AsyncIterator[DatabaseManager]:
     """``db`` on in-memory sqlite only."""
-    async for manager in _example_manager("sqlite:///:memory:", "sqlite"):
+    async for manager in fresh_manager("sqlite:///:memory:", "sqlite"):
         yield manager
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from aegis_tortoise import BaseRepository, DatabaseManager, Session
 from aegis_tortoise.examples.models import Policy, User
-from tests.conftest import reset_pg_schema
+from tests.conftest import fresh_manager
 from tests.integration.test_repository_models import GADGET_MODELS
 
 
@@ -72,12 +72,6 @@ def inserts(statements: list[str]) -> list[str]:
 @pytest.fixture(name="gadgets")
 async def gadgets_fixture(db_url: str, backend: str) -> AsyncIterator[DatabaseManager]:
     """A manager of the Gadget model (every kind of default, no soft delete)."""
-    if backend == "postgres":
-        await reset_pg_schema(db_url)
-    manager = DatabaseManager(db_url, models=GADGET_MODELS, pool_size=2, max_overflow=0,
-                              pool_timeout=10)
-    await manager.generate_schemas()
-    try:
+    async for manager in fresh_manager(db_url, backend, GADGET_MODELS, pool_size=2,
+                                       max_overflow=0):
         yield manager
-    finally:
-        await manager.close()
