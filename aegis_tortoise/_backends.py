@@ -21,7 +21,7 @@ from tortoise.backends.base.client import ConnectionWrapper, TransactionContext
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionWrapper
 
 from aegis_tortoise._statements import is_plain_read, is_stateless, plain_read
-from aegis_tortoise.errors import DatabaseConnectionError, PoolTimeoutError, translate_exception
+from aegis_tortoise.errors import DatabaseConnectionError, PoolTimeoutError, translate_errors
 from aegis_tortoise.session import (
     Result,
     Session,
@@ -337,16 +337,14 @@ class SqliteBackend:
                 details={"timeout": timeout},
             ) from exc
         try:
-            if client._connection is None:
-                if client.filename != ":memory:":
-                    await asyncio.to_thread(_probe_sqlite_file, client.filename)
-                await client.create_connection(with_db=True)
-        except Exception as exc:
+            with translate_errors(connecting=True):
+                if client._connection is None:
+                    if client.filename != ":memory:":
+                        await asyncio.to_thread(_probe_sqlite_file, client.filename)
+                    await client.create_connection(with_db=True)
+        except BaseException:
             client._lock.release()
-            translated = translate_exception(exc, connecting=True)
-            if translated is exc:
-                raise
-            raise translated from exc
+            raise
         session._conn = client._connection
         session._client = _SqliteSessionClient(client, session, self.manager._sql_log)
 

@@ -419,8 +419,13 @@ def _connection_gone(exc: BaseException) -> bool:
 
 
 @contextmanager
-def translate_errors(entity: str | None = None) -> Iterator[None]:
+def translate_errors(entity: str | None = None, *, connecting: bool = False
+                     ) -> Iterator[None]:
     """Translate any driver/Tortoise error raised in the block into the error tree.
+
+    Args:
+        entity: The model name, used in messages.
+        connecting: The block opens a connection (see :func:`translate_exception`).
 
     Example:
         >>> with translate_errors(entity="User"):
@@ -429,7 +434,7 @@ def translate_errors(entity: str | None = None) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        translated = translate_exception(exc, entity)
+        translated = translate_exception(exc, entity, connecting=connecting)
         if translated is exc:
             raise
         raise translated from exc

@@ -30,6 +30,7 @@ from aegis_tortoise.errors import (
     DatabaseConnectionError,
     TransactionError,
     TransactionOutcomeUnknownError,
+    translate_errors,
     translate_exception,
 )
 from aegis_tortoise.session import Session
@@ -254,23 +255,21 @@ class DatabaseManager:
         ctx = TortoiseContext()
         token = _current_context.set(ctx)
         try:
-            if self.models:
-                await ctx.init(config={
-                    "connections": {self.alias: connection},
-                    # Tortoise 1.1.9's config takes module paths only, not module objects.
-                    "apps": {APP_LABEL: {"models": list(self._module_names),
-                                         "default_connection": self.alias}},
-                })
-            else:
-                # Tortoise 1.1.9 rejects a config without models; a manager used only for
-                # raw SQL (session.execute) needs just the connection.
-                await ctx.connections._init({self.alias: connection}, False)
-        except Exception as exc:
+            with translate_errors(connecting=True):
+                if self.models:
+                    await ctx.init(config={
+                        "connections": {self.alias: connection},
+                        # Tortoise 1.1.9's config takes module paths only, not module objects.
+                        "apps": {APP_LABEL: {"models": list(self._module_names),
+                                             "default_connection": self.alias}},
+                    })
+                else:
+                    # Tortoise 1.1.9 rejects a config without models; a manager used only for
+                    # raw SQL (session.execute) needs just the connection.
+                    await ctx.connections._init({self.alias: connection}, False)
+        except Exception:
             await ctx.close_connections()
-            translated = translate_exception(exc, connecting=True)
-            if translated is exc:
-                raise
-            raise translated from exc
+            raise
         finally:
             _current_context.reset(token)
         models = tuple(m for app in (ctx.apps.apps.values() if ctx.apps else ())
@@ -465,12 +464,8 @@ class DatabaseManager:
         client = session._client
         session._began = False
         try:
-            await client.rollback()
-        except Exception as exc:
-            translated = translate_exception(exc)
-            if translated is exc:
-                raise
-            raise translated from exc
+            with translate_errors():
+                await client.rollback()
         finally:
             client._finalized = False
 

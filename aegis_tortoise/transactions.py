@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from aegis_tortoise.errors import ConfigurationError, translate_exception
+from aegis_tortoise.errors import ConfigurationError, translate_errors
 from aegis_tortoise.session import Session
 
 if TYPE_CHECKING:
@@ -46,14 +46,9 @@ class TransactionManager:
         """Run the block all or nothing; yields the session it runs in."""
         if isinstance(self.target, Session):
             session = self.target
-            try:
+            with translate_errors():
                 async with session.savepoint():
                     yield session
-            except Exception as exc:
-                translated = translate_exception(exc)
-                if translated is exc:
-                    raise
-                raise translated from exc
         else:
             async with self.target.session() as session:
                 yield session
