@@ -195,17 +195,21 @@ class BaseRepository(Generic[ModelT]):
                                   details={"model": self._name}) from exc
         return instance
 
+    def _unsaved(self, entity: Model) -> ModelT:
+        """``entity`` itself, checked to be a new instance of this repository's model."""
+        if not isinstance(entity, self.model):
+            raise ValidationError(
+                f"{type(self).__name__} stores {self._name}, not {type(entity).__name__}",
+                details={"model": self._name})
+        if entity._saved_in_db:
+            raise ValidationError(
+                f"This {self._name} is already saved (id={entity.pk}); use update()",
+                details={"model": self._name, "id": repr(entity.pk)})
+        return entity
+
     def _instance(self, entity: ModelT | EntityData) -> ModelT:
         if isinstance(entity, Model):
-            if not isinstance(entity, self.model):
-                raise ValidationError(
-                    f"{type(self).__name__} stores {self._name}, not {type(entity).__name__}",
-                    details={"model": self._name})
-            if entity._saved_in_db:
-                raise ValidationError(
-                    f"This {self._name} is already saved (id={entity.pk}); use update()",
-                    details={"model": self._name, "id": repr(entity.pk)})
-            instance: ModelT = entity
+            instance = self._unsaved(entity)
         else:
             instance = self._build(self._data(entity, partial=False))
         self._check_required(instance)
@@ -225,9 +229,12 @@ class BaseRepository(Generic[ModelT]):
                 missing.append(next((fk for fk in meta.fk_fields | meta.o2o_fields
                                      if meta.fields_map[fk].source_field == name), name))
         if missing:
-            raise ValidationError(
-                f"Cannot create {self._name}: missing required field(s): {', '.join(missing)}",
-                details={"model": self._name, "fields": missing, "field": missing[0]})
+            raise self._missing(missing)
+
+    def _missing(self, missing: builtins.list[str]) -> ValidationError:
+        return ValidationError(
+            f"Cannot create {self._name}: missing required field(s): {', '.join(missing)}",
+            details={"model": self._name, "fields": missing, "field": missing[0]})
 
     def _ordering(self, fields: builtins.list[str]) -> builtins.list[str]:
         # The primary key breaks ties, so pages neither repeat nor skip rows. A unique,
@@ -262,9 +269,13 @@ class BaseRepository(Generic[ModelT]):
         stays usable, and the error is raised. Signals (pre/post save) are not sent, as with
         Tortoise's ``bulk_create``.
         """
-        instances = [self._instance(entity) for entity in entities]
-        if not instances:
+        items = builtins.list(entities)
+        if not items:
             return []
+        saved = await self._create_many_by_column(items)
+        if saved is not None:
+            return saved
+        instances = [self._instance(entity) for entity in items]
         with self._writing():
             rows = await _bulk.prepare_rows(instances)
         before = [instance.pk for instance in instances]
@@ -277,6 +288,73 @@ class BaseRepository(Generic[ModelT]):
                 instance.pk = pk  # the ids of a rolled-back insert must not stick
             raise
         return instances
+
+    async def _create_many_by_column(self, items: builtins.list[ModelT | EntityData]
+                                     ) -> builtins.list[ModelT] | None:
+        """create_many's column-at-a-time path (:mod:`aegis_tortoise._bulk`).
+
+        Returns None when the batch needs the row-at-a-time path (relations given as
+        objects, explicit primary keys, async or database defaults, array columns); then
+        nothing has been sent or changed. Both paths accept and reject the same input.
+        """
+        plan = _bulk.bulk_plan(self.model)
+        if plan.unsupported:
+            return None
+        gathered = self._batch_rows(items)
+        if gathered is None:
+            return None
+        rows, is_instance, keysets = gathered
+        for keyset in keysets:
+            writable_values(self.model, dict.fromkeys(keyset), action="create")
+            if keyset & plan.fallback_keys:
+                return None
+        try:
+            with self._writing():
+                batch = _bulk.prepare_batch(plan, rows, is_instance, keysets)
+        except _bulk.NeedsRowPath:
+            return None
+        except _bulk.MissingFieldsError as exc:
+            raise self._missing(exc.fields) from None
+        with self._writing():
+            async with self.session.savepoint():
+                keys_out = await _bulk.insert_batch(self.session, plan, batch, len(rows))
+        saved: builtins.list[ModelT] = _bulk.built_instances(plan, batch, items, is_instance,
+                                                            keys_out)
+        return saved
+
+    def _batch_rows(self, items: builtins.list[ModelT | EntityData]) -> tuple[
+            Sequence[Mapping[str, Any]], Sequence[bool], set[frozenset[str]]] | None:
+        """Each item's field values (a dict, or an instance's ``__dict__``), which items are
+        instances, and the dicts' distinct key sets; None if an instance has its own key."""
+        first = items[0]
+        if type(first) is dict and set(map(type, items)) == {dict}:
+            # Plain dicts with one key set (the usual batch): checked in C, not per row.
+            first_keys = first.keys()
+            if all(map(first_keys.__eq__, map(dict.keys, items))):  # type: ignore[arg-type]
+                dicts: builtins.list[Mapping[str, Any]] = items  # type: ignore[assignment]
+                return dicts, [False] * len(items), {frozenset(first_keys)}
+        rows: builtins.list[Mapping[str, Any]] = []
+        is_instance: builtins.list[bool] = []
+        keysets: set[frozenset[str]] = set()
+        last: Any = None
+        pk_attr = self.model._meta.pk_attr
+        generated_pk = self.model._meta.pk.generated
+        for entity in items:
+            if isinstance(entity, Model):
+                state = self._unsaved(entity).__dict__
+                if generated_pk and state.get(pk_attr) is not None:
+                    return None  # an explicit key: inserted in a statement of its own
+                rows.append(state)
+                is_instance.append(True)
+                continue
+            data = entity if isinstance(entity, Mapping) else self._data(entity, partial=False)
+            keys = data.keys()
+            if keys != last:  # consecutive dicts mostly share their keys: check a set once
+                keysets.add(frozenset(keys))
+                last = keys
+            rows.append(data)
+            is_instance.append(False)
+        return rows, is_instance, keysets
 
     async def get_or_create(self, defaults: Mapping[str, Any] | None = None,
                             **lookup: Any) -> tuple[ModelT, bool]:
