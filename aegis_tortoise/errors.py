@@ -391,8 +391,9 @@ def translate_exception(
         result = MultipleResultsFoundError(f"Multiple {entity or 'rows'} found: {root}")
     elif isinstance(root, tortoise_exc.IntegrityError):
         result = ValidationError(f"Integrity error: {root}")
-    elif isinstance(root, (tortoise_exc.ValidationError, tortoise_exc.FieldError,
-                           tortoise_exc.ParamsError)):
+    elif isinstance(root, tortoise_exc.ValidationError):
+        result = _validator_error(exc, root, entity)
+    elif isinstance(root, (tortoise_exc.FieldError, tortoise_exc.ParamsError)):
         result = ValidationError(str(root))
     elif isinstance(root, tortoise_exc.TransactionManagementError):
         result = TransactionError(f"Transaction error: {root}")
@@ -406,6 +407,22 @@ def translate_exception(
     result.__cause__ = exc
     result.cause = exc
     return result
+
+
+def _validator_error(exc: BaseException, root: BaseException,
+                     entity: str | None) -> ValidationError:
+    """A field validator's error, naming the field.
+
+    Tortoise 1.1.9's ``Field.validate`` raises ``ValidationError("name: <reason>")`` chained
+    to the validator's own error, which has no field name: the outer message is the one that
+    names the field.
+    """
+    text = str(exc if isinstance(exc, tortoise_exc.ValidationError) else root)
+    field, colon, reason = text.partition(": ")
+    if not (colon and field.isidentifier()):
+        return ValidationError(f"Invalid value: {text}")
+    where = f"{entity}.{field}" if entity else field
+    return ValidationError(f"Invalid {where}: {reason}", details={"field": field})
 
 
 def _connection_gone(exc: BaseException) -> bool:

@@ -27,3 +27,15 @@ class Gadget(Model):
 
     class Meta:
         table = "repo_gadgets"
+
+
+class Ticket(Model):
+    """Defaults the database supplies (``db_default``): create_many leaves those columns out."""
+
+    id = fields.IntField(primary_key=True)
+    title = fields.CharField(max_length=50)
+    status = fields.CharField(max_length=20, db_default="open")
+    note = fields.CharField(max_length=20, null=True, db_default="none")
+
+    class Meta:
+        table = "repo_tickets"
