@@ -12,6 +12,7 @@ import builtins
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin, overload
 
 from pydantic import BaseModel
@@ -21,6 +22,7 @@ from tortoise.query_utils import Prefetch
 from tortoise.queryset import QuerySet
 
 from aegis_tortoise import _bulk
+from aegis_tortoise import _select as _sql
 from aegis_tortoise._filters import (
     fans_out,
     filter_kwargs,
@@ -404,9 +406,10 @@ class BaseRepository(Generic[ModelT]):
             sql = _bulk.select_by_pk_sql(self.model, self.session.dialect,
                                          self.soft_delete_field, True if hidden else None)
             with translate_errors(entity=self._name):
-                rows = await self.session.connection.execute_query_dict(
+                _, rows = await self.session.connection.execute_query(
                     sql, [self.model._meta.pk.to_db_value(pk, self.model)])
-            return self.model._init_from_db(**rows[0]) if rows else None
+            found: builtins.list[ModelT] = self._row_plan().build(rows[:1])
+            return found[0] if found else None
         queryset = self.query(include_deleted=include_deleted).filter(pk=pk)
         queryset = queryset.prefetch_related(*related)
         with translate_errors(entity=self._name):
@@ -432,6 +435,14 @@ class BaseRepository(Generic[ModelT]):
         wanted = builtins.list(dict.fromkeys(self._pk(i) for i in ids))
         found: dict[Any, ModelT] = {}
         for start in range(0, len(wanted), _IDS_PER_QUERY):
+            chunk = wanted[start:start + _IDS_PER_QUERY]
+            plain = self._plain_where({f"{self.model._meta.pk_attr}__in": chunk},
+                                      include_deleted)
+            rows = None if plain is None else await self._plain_fetch(
+                *plain, (), related, skip=0, limit=None)
+            if rows is not None:
+                found.update((row.pk, row) for row in rows)
+                continue
             queryset = self.query(include_deleted=include_deleted).filter(
                 pk__in=wanted[start:start + _IDS_PER_QUERY])
             if related:
@@ -457,8 +468,15 @@ class BaseRepository(Generic[ModelT]):
         Raises:
             InvalidFilterError: an unknown field or lookup, before any SQL runs.
         """
-        queryset = self._select(filters, order_by, prefetch, include_deleted)
+        plain = self._plain_where(filters, include_deleted)
+        ordering = self._ordering(order_by_fields(self.model, order_by))
+        related = prefetch_fields(self.model, prefetch)
         _check_window(skip, limit)
+        if plain is not None:
+            rows = await self._plain_fetch(*plain, tuple(ordering), related, skip=skip, limit=limit)
+            if rows is not None:
+                return rows
+        queryset = self._select(filters, order_by, prefetch, include_deleted)
         if skip:
             queryset = queryset.offset(skip)
         if limit is not None:
@@ -479,6 +497,14 @@ class BaseRepository(Generic[ModelT]):
     async def count(self, filters: Mapping[str, Any] | None = None, *,
                     include_deleted: bool = False) -> int:
         """The number of entities matching ``filters``."""
+        plain = self._plain_where(filters, include_deleted)
+        if plain is not None:
+            kwargs, shape = plain
+            sql = _sql.count_sql(self.model, self.session.dialect, shape)
+            params = self._filter_params(shape, kwargs)
+            with translate_errors(entity=self._name):
+                _, rows = await self.session.connection.execute_query(sql, params)
+            return int(rows[0][0])
         queryset = self._where(filters, include_deleted=include_deleted)
         with translate_errors(entity=self._name):
             return await queryset.count()
@@ -498,15 +524,100 @@ class BaseRepository(Generic[ModelT]):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValidationError(f"{name} must be an integer >= 1, got {value!r}",
                                       details={"field": name})
-        queryset = self._select(filters, order_by, prefetch, include_deleted)
+        plain = self._plain_where(filters, include_deleted)
+        ordering = self._ordering(order_by_fields(self.model, order_by))
+        related = prefetch_fields(self.model, prefetch)
         total = await self.count(filters, include_deleted=include_deleted)
         offset = (page - 1) * page_size
-        items: builtins.list[ModelT] = []
+        items: builtins.list[ModelT] | None = []
         if offset < total:
-            with translate_errors(entity=self._name):
-                items = await queryset.offset(offset).limit(page_size)
-        return PaginatedResponse[ModelT].create(items=items, total=total, page=page,
+            items = None if plain is None else await self._plain_fetch(
+                *plain, tuple(ordering), related, skip=offset, limit=page_size)
+            if items is None:
+                queryset = self._select(filters, order_by, prefetch, include_deleted)
+                with translate_errors(entity=self._name):
+                    items = await queryset.offset(offset).limit(page_size)
+        return PaginatedResponse[ModelT].create(items=items or [], total=total, page=page,
                                                 page_size=page_size)
+
+    # -- reads without the QuerySet (aegis_tortoise._select) ------------------------------
+
+    def _row_plan(self) -> _sql.RowPlan:
+        return _sql.row_plan(self.model, _native_types(self.session.connection))
+
+    def _plain_where(self, filters: Mapping[str, Any] | None, include_deleted: bool
+                     ) -> tuple[dict[str, Any], _sql.Shape] | None:
+        """Validated filters (as ``query()`` would apply them) and their shape, or None when
+        the QuerySet must run them (a ``query()`` override, a filter the shape cannot hold).
+
+        Raises:
+            InvalidFilterError: as :meth:`_where` would, before any SQL.
+        """
+        kwargs = filter_kwargs(self.model, filters)
+        if type(self).query is not BaseRepository.query:
+            return None  # query() may narrow or join: only the QuerySet path honours it
+        if self.hide_soft_deleted and not include_deleted:
+            hidden = f"{self.soft_delete_field}__isnull"
+            if hidden in kwargs:
+                return None  # query() ANDs both; a dict could hold only one
+            kwargs = {hidden: True, **kwargs}
+        shape = _sql.shape_of(self.model, kwargs, self.session.dialect)
+        return None if shape is None else (kwargs, shape)
+
+    def _filter_params(self, shape: _sql.Shape, kwargs: Mapping[str, Any]
+                       ) -> builtins.list[Any]:
+        with self._writing():
+            return _sql.params_for(self.model, shape, kwargs)
+
+    async def _plain_fetch(self, kwargs: Mapping[str, Any], shape: _sql.Shape,
+                           ordering: tuple[str, ...], related: Sequence[str | Prefetch], *,
+                           skip: int, limit: int | None) -> builtins.list[ModelT] | None:
+        """Rows for a plain shape through SQL built once per shape; None to use the QuerySet
+        (an ordering or prefetch the cached SQL does not cover)."""
+        model = self.model
+        dialect = self.session.dialect
+        if not _sql.orderable(model, ordering):
+            return None
+        native = _native_types(self.session.connection)
+        prefetches: builtins.list[tuple[str, _sql.PrefetchPlan]] = []
+        for name in related:
+            if not isinstance(name, str) or dialect != "postgres":
+                return None
+            plan = _sql.prefetch_plan(model, name, native)
+            if plan is None:
+                return None
+            prefetches.append((name, plan))
+        rows = _sql.row_plan(model, native)
+        sql = _sql.select_sql(model, dialect, shape, ordering, rows.columns_sql,
+                                 limit=limit is not None, offset=bool(skip))
+        params = self._filter_params(shape, kwargs)
+        if limit is not None:
+            params.append(limit)
+        if skip:
+            params.append(skip)
+        connection = self.session.connection
+        with translate_errors(entity=self._name):
+            _, records = await connection.execute_query(sql, params)
+            items: builtins.list[ModelT] = rows.build(records)
+            for name, plan in prefetches:
+                await self._prefetch_reverse(items, name, plan, native)
+        return items
+
+    async def _prefetch_reverse(self, items: Sequence[ModelT], name: str,
+                                plan: _sql.PrefetchPlan, native: frozenset[type]) -> None:
+        """Load reverse relation ``name`` of ``items`` in one query, as Tortoise 1.1.9's
+        ``_prefetch_reverse_relation`` does (same grouping, same result containers)."""
+        own = plan.own_attr
+        keys = builtins.list(dict.fromkeys(getattr(item, own) for item in items))
+        groups: dict[Any, builtins.list[Any]] = {}
+        if keys:
+            values = [plan.own_field.to_db_value(key, self.model) for key in keys]
+            _, records = await self.session.connection.execute_query(plan.sql, [values])
+            fk_attr = plan.fk_attr
+            for obj in _sql.row_plan(plan.related, native).build(records):
+                groups.setdefault(getattr(obj, fk_attr), []).append(obj)
+        for item in items:
+            getattr(item, name)._set_result_for_query(groups.get(getattr(item, own), []), None)
 
     # -- update / delete ------------------------------------------------------------------
 
@@ -618,6 +729,16 @@ class BaseRepository(Generic[ModelT]):
         pk = self._pk(entity_id)
         row = await self._update_returning(pk, {self.soft_delete_field: None}, where_null=False)
         return row if row is not None else await self.get_by_id(pk, include_deleted=True)
+
+
+@lru_cache(maxsize=64)
+def _native_of(executor: type) -> frozenset[type]:
+    return frozenset(executor.DB_NATIVE)  # type: ignore[attr-defined]
+
+
+def _native_types(connection: Any) -> frozenset[type]:
+    """The Python types the connection's driver returns as they are (Tortoise DB_NATIVE)."""
+    return _native_of(connection.executor_class)
 
 
 def _check_window(skip: int, limit: int | None) -> None:

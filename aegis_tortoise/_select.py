@@ -1,0 +1,292 @@
+"""Reads without the QuerySet: SQL built once per query shape, rows turned into instances fast.
+
+Tortoise 1.1.9 builds and renders a QuerySet (pypika) on every call and turns every row into
+an instance through ``Model._init_from_db`` (``to_python_value`` per datetime, four
+``__setattr__`` calls): for a 50-row page that is ~260 us of building and ~160 us of rows on
+top of the query itself, for 100 users with 1,000 policies ~2.3 ms and ~5.3 ms
+(bench/README.md, "Where E's time goes"). For the plain shapes the repository sends most,
+
+- filters on the model's own columns with ``=``, ``IS [NOT] NULL``, ``<``/``<=``/``>``/``>=``
+  and, on PostgreSQL, ``IN`` (sent as ``= ANY($n::TYPE[])``: one statement text whatever the
+  number of values),
+- an ORDER BY on the model's own columns, LIMIT/OFFSET,
+- prefetching a reverse foreign key (``policies`` of a ``User``),
+
+the SQL is built once per shape (``lru_cache``) and only the values are converted per call,
+as Tortoise would convert them (``field.to_db_value``). Everything else (text lookups, filters
+across relations, ``Prefetch`` objects, models with a default ordering, JSON and array fields)
+takes Tortoise's QuerySet path, so results never depend on which path ran.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import operator
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from tortoise import timezone
+from tortoise.fields.base import Field
+from tortoise.fields.data import DatetimeField, JSONField
+from tortoise.filters import is_in, is_null
+from tortoise.filters import not_null as is_not_null
+from tortoise.models import Model
+
+from aegis_tortoise._bulk import _pg_type, _quote, _table
+
+__all__ = ["PrefetchPlan", "RowPlan", "Shape", "count_sql", "orderable", "params_for",
+           "prefetch_plan", "row_plan", "select_sql", "shape_of"]
+
+# Tortoise's filter operators this module renders itself, with their SQL.
+_OPERATORS: dict[Callable[..., Any], str] = {
+    operator.eq: "=", operator.gt: ">", operator.ge: ">=", operator.lt: "<", operator.le: "<=",
+    is_in: "IN", is_null: "IS NULL", is_not_null: "IS NOT NULL",
+}
+_UTC = dt.UTC
+
+
+# -- rows -> instances ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RowPlan:
+    """How one model's rows become instances, for one dialect's native types."""
+
+    model: type[Model]
+    #: The select list (every column, in ``fields_db_projection`` order), quoted.
+    columns_sql: str
+    #: The attribute each selected column goes to, in the same order.
+    attrs: tuple[str, ...]
+    #: (position, field type) of columns Tortoise converts with ``field_type(value)``.
+    plain: tuple[tuple[int, type], ...]
+    #: Positions of ``DatetimeField`` columns (converted to the configured time zone).
+    datetimes: tuple[int, ...]
+    #: (position, field) of columns that need their field's ``to_python_value``.
+    complex: tuple[tuple[int, Field[Any]], ...]
+
+    def build(self, records: Iterable[Any]) -> list[Any]:
+        """Instances for ``records`` (asyncpg Records or sqlite rows, in select-list order).
+
+        The same instances ``Model._init_from_db(**row)`` builds in Tortoise 1.1.9: the same
+        conversions per column kind (native, ``field_type(value)``, ``to_python_value``),
+        ``_partial``/``_saved_in_db``/``_custom_generated_pk``/``_await_when_save`` set, without
+        a ``__setattr__`` call per attribute.
+        """
+        model = self.model
+        meta = model._meta
+        base = {"_partial": False, "_saved_in_db": True,
+                "_custom_generated_pk": meta.db_pk_column not in meta.generated_db_fields}
+        attrs, plain, complex_fields = self.attrs, self.plain, self.complex
+        datetimes = self.datetimes
+        use_tz = timezone.get_use_tz()
+        zone = timezone.get_default_timezone()
+        fields = meta.fields_map
+        new = model.__new__
+        out: list[Any] = []
+        append = out.append
+        for record in records:
+            values = list(record)
+            for i, kind in plain:
+                value = values[i]
+                if value is not None and type(value) is not kind:
+                    values[i] = kind(value)
+            for i in datetimes:
+                value = values[i]
+                if value is None:
+                    continue
+                if use_tz and type(value) is dt.datetime and value.tzinfo is not None:
+                    # DatetimeField.to_python_value's aware-datetime branch, inlined.
+                    values[i] = value.astimezone(zone)
+                else:
+                    values[i] = fields[attrs[i]].to_python_value(value)
+            for i, field in complex_fields:
+                values[i] = field.to_python_value(values[i])
+            obj = new(model)
+            state = obj.__dict__
+            state.update(zip(attrs, values, strict=True))
+            state.update(base)
+            state["_await_when_save"] = {}
+            append(obj)
+        return out
+
+
+def row_plan(model: type[Model], native: frozenset[type]) -> RowPlan:
+    """The cached :class:`RowPlan` of ``model`` for a dialect whose driver returns ``native``
+    types as they are (the executor's ``DB_NATIVE``)."""
+    return _row_plan(model, native)
+
+
+@lru_cache(maxsize=512)
+def _row_plan(model: type[Model], native: frozenset[type]) -> RowPlan:
+    meta = model._meta
+    attrs = tuple(meta.fields_db_projection)
+    plain: list[tuple[int, type]] = []
+    datetimes: list[int] = []
+    complex_fields: list[tuple[int, Field[Any]]] = []
+    base_convert = Field.to_python_value
+    for position, name in enumerate(attrs):
+        field = meta.fields_map[name]
+        default_converter = type(field).to_python_value is base_convert
+        # Model._meta._generate_db_fields's split, Tortoise 1.1.9.
+        if field.field_type in native and (default_converter or field.skip_to_python_if_native):
+            continue
+        if default_converter:
+            plain.append((position, field.field_type))
+        elif type(field).to_python_value is DatetimeField.to_python_value:
+            datetimes.append(position)
+        else:
+            complex_fields.append((position, field))
+    columns = ",".join(_quote(c) for c in meta.fields_db_projection.values())
+    return RowPlan(model, columns, attrs, tuple(plain), tuple(datetimes), tuple(complex_fields))
+
+
+# -- query shapes ------------------------------------------------------------------------------
+
+#: One filter term: (field name, SQL operator). A shape is a tuple of them, in filter order.
+Shape = tuple[tuple[str, str], ...]
+
+
+def shape_of(model: type[Model], kwargs: Mapping[str, Any], dialect: str) -> Shape | None:
+    """The shape of validated ``QuerySet.filter`` kwargs, or None when the QuerySet must run.
+
+    Only filters whose Tortoise filter info is a plain operator on the model's own column
+    qualify (no joins, no value encoder other than Tortoise's list/bool ones, no JSON or
+    array field); ``IN`` needs a non-empty list and PostgreSQL.
+    """
+    meta = model._meta
+    shape: list[tuple[str, str]] = []
+    for key, value in kwargs.items():
+        name = key.split("__", 1)[0]
+        field = meta.fields_map.get(name)
+        if field is None or name not in meta.fields_db_projection or isinstance(field, JSONField):
+            return None
+        if str(field.get_for_dialect("postgres", "SQL_TYPE")).strip().endswith("]"):
+            return None
+        info: Mapping[str, Any] = meta.get_filter(key)
+        sql = _OPERATORS.get(info.get("operator"))  # type: ignore[arg-type]
+        if (sql is None or "table" in info or info.get("field") != name
+                or info.get("source_field") != meta.fields_db_projection[name]):
+            return None
+        if sql == "IN":
+            if dialect != "postgres" or not isinstance(value, list | tuple | set | frozenset):
+                return None
+            if not value:
+                return None  # Tortoise renders an always-false term for an empty list
+        elif sql in ("IS NULL", "IS NOT NULL"):
+            if not isinstance(value, bool):
+                return None
+            if not value:  # isnull=False
+                sql = "IS NOT NULL" if sql == "IS NULL" else "IS NULL"
+        elif "value_encoder" in info or value is None:
+            return None
+        shape.append((name, sql))
+    return tuple(shape)
+
+
+def params_for(model: type[Model], shape: Shape, kwargs: Mapping[str, Any]) -> list[Any]:
+    """The bind values of ``kwargs`` for ``shape``, converted as Tortoise converts them."""
+    fields = model._meta.fields_map
+    params: list[Any] = []
+    for (name, sql), value in zip(shape, kwargs.values(), strict=True):
+        if sql in ("IS NULL", "IS NOT NULL"):
+            continue
+        field = fields[name]
+        if sql == "IN":
+            params.append([field.to_db_value(v, model) for v in value])
+        else:
+            params.append(field.to_db_value(value, model))
+    return params
+
+
+def _where(model: type[Model], dialect: str, shape: Shape) -> tuple[str, int]:
+    columns = model._meta.fields_db_projection
+    terms: list[str] = []
+    count = 0
+    for name, sql in shape:
+        column = _quote(columns[name])
+        if sql in ("IS NULL", "IS NOT NULL"):
+            terms.append(f"{column} {sql}")
+            continue
+        count += 1
+        mark = f"${count}" if dialect == "postgres" else "?"
+        if sql == "IN":
+            terms.append(f"{column}=ANY({mark}::{_pg_type(model, name)}[])")
+        else:
+            terms.append(f"{column}{sql}{mark}")
+    return (" WHERE " + " AND ".join(terms) if terms else ""), count
+
+
+@lru_cache(maxsize=2048)
+def select_sql(model: type[Model], dialect: str, shape: Shape, ordering: tuple[str, ...],
+               columns_sql: str, *, limit: bool, offset: bool) -> str:
+    """``SELECT <columns> FROM t [WHERE ...] ORDER BY ... [LIMIT ?] [OFFSET ?]``.
+
+    ``ordering`` holds field names, ``-`` for descending (already checked by the caller).
+    """
+    where, count = _where(model, dialect, shape)
+    names = model._meta.fields_db_projection
+    order = ",".join(f"{_quote(names[o.lstrip('-')])} {'DESC' if o[0] == '-' else 'ASC'}"
+                     for o in ordering)
+    sql = f"SELECT {columns_sql} FROM {_table(model)}{where}"  # noqa: S608 - quoted names
+    if order:
+        sql += f" ORDER BY {order}"
+    if offset and not limit and dialect != "postgres":
+        sql += " LIMIT -1"  # sqlite takes OFFSET only after a LIMIT (-1: no limit)
+    for wanted, word in ((limit, "LIMIT"), (offset, "OFFSET")):
+        if wanted:
+            count += 1
+            sql += f" {word} {f'${count}' if dialect == 'postgres' else '?'}"
+    return sql
+
+
+@lru_cache(maxsize=1024)
+def count_sql(model: type[Model], dialect: str, shape: Shape) -> str:
+    """``SELECT COUNT(*) FROM t [WHERE ...]``."""
+    where, _ = _where(model, dialect, shape)
+    return f"SELECT COUNT(*) FROM {_table(model)}{where}"  # noqa: S608 - quoted names
+
+
+def orderable(model: type[Model], ordering: Iterable[str]) -> bool:
+    """Every ordering name is a column of the model itself."""
+    names = model._meta.fields_db_projection
+    return all(o.lstrip("-") in names for o in ordering)
+
+
+# -- prefetch of reverse foreign keys ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PrefetchPlan:
+    """``SELECT <related columns> FROM related WHERE fk = ANY($1)`` for one reverse relation."""
+
+    related: type[Model]
+    sql: str
+    #: The related model's foreign-key attribute (``user_id``) and the owner's key attribute.
+    fk_attr: str
+    own_attr: str
+    own_field: Field[Any]
+
+
+@lru_cache(maxsize=256)
+def prefetch_plan(model: type[Model], name: str, native: frozenset[type]) -> PrefetchPlan | None:
+    """The plan for prefetching reverse relation ``name`` on PostgreSQL, or None (QuerySet).
+
+    Only a reverse foreign key whose related model has no default ordering (Tortoise orders
+    the prefetched rows by it) qualifies.
+    """
+    meta = model._meta
+    if name not in meta.backward_fk_fields:
+        return None
+    relation: Any = meta.fields_map[name]
+    related: type[Model] = relation.related_model
+    if related._meta._default_ordering:
+        return None
+    fk_attr: str = relation.relation_field
+    own_field: Field[Any] = relation.to_field_instance
+    column = related._meta.fields_db_projection[fk_attr]
+    plan = row_plan(related, native)
+    sql = (f"SELECT {plan.columns_sql} FROM {_table(related)} "  # noqa: S608 - quoted names
+           f"WHERE {_quote(column)}=ANY($1::{_pg_type(related, fk_attr)}[])")
+    return PrefetchPlan(related, sql, fk_attr, own_field.model_field_name, own_field)
