@@ -139,7 +139,7 @@ class BaseRepository(Generic[ModelT]):
         return queryset
 
     @contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _translating(self) -> Iterator[None]:
         """Translate database errors; a ValueError from a field conversion is bad input."""
         with translate_errors(entity=self._name):
             try:
@@ -259,7 +259,7 @@ class BaseRepository(Generic[ModelT]):
             ValidationError: unknown or missing fields, or an invalid value.
         """
         instance = self._instance(entity)
-        with self._writing():
+        with self._translating():
             await instance.save(using_db=self.session.connection, force_create=True)
         return instance
 
@@ -278,11 +278,11 @@ class BaseRepository(Generic[ModelT]):
         if saved is not None:
             return saved
         instances = [self._instance(entity) for entity in items]
-        with self._writing():
+        with self._translating():
             rows = await _bulk.prepare_rows(instances)
         before = [instance.pk for instance in instances]
         try:
-            with self._writing():
+            with self._translating():
                 async with self.session.savepoint():
                     await _bulk.insert_rows(self.session, self.model, rows)
         except BaseException:
@@ -311,13 +311,13 @@ class BaseRepository(Generic[ModelT]):
             if keyset & plan.fallback_keys:
                 return None
         try:
-            with self._writing():
+            with self._translating():
                 batch = _bulk.prepare_batch(plan, rows, is_instance, keysets)
         except _bulk.NeedsRowPath:
             return None
         except _bulk.MissingFieldsError as exc:
             raise self._missing(exc.fields) from None
-        with self._writing():
+        with self._translating():
             async with self.session.savepoint():
                 keys_out = await _bulk.insert_batch(self.session, plan, batch, len(rows))
         saved: builtins.list[ModelT] = _bulk.built_instances(plan, batch, items, is_instance,
@@ -376,13 +376,13 @@ class BaseRepository(Generic[ModelT]):
         kwargs = filter_kwargs(self.model, lookup)
         plain = {k: v for k, v in lookup.items() if "__" not in k}
         queryset = self.query(include_deleted=True).filter(**kwargs)
-        with translate_errors(entity=self._name):
+        with self._translating():
             found = await queryset.get_or_none()
         if found is not None:
             return found, False
         instance = self._instance({**plain, **(defaults or {})})
         try:
-            with self._writing():
+            with self._translating():
                 async with self.session.savepoint():
                     await instance.save(using_db=self.session.connection, force_create=True)
         except DuplicateEntityError:
@@ -447,7 +447,7 @@ class BaseRepository(Generic[ModelT]):
                 pk__in=wanted[start:start + _IDS_PER_QUERY])
             if related:
                 queryset = queryset.prefetch_related(*related)
-            with translate_errors(entity=self._name):
+            with self._translating():
                 found.update((row.pk, row) for row in await queryset)
         return [found[pk] for pk in wanted if pk in found]
 
@@ -481,7 +481,7 @@ class BaseRepository(Generic[ModelT]):
             queryset = queryset.offset(skip)
         if limit is not None:
             queryset = queryset.limit(limit)
-        with translate_errors(entity=self._name):
+        with self._translating():
             return await queryset
 
     def _select(self, filters: Mapping[str, Any] | None, order_by: OrderBy | None,
@@ -506,7 +506,7 @@ class BaseRepository(Generic[ModelT]):
                 _, rows = await self.session.connection.execute_query(sql, params)
             return int(rows[0][0])
         queryset = self._where(filters, include_deleted=include_deleted)
-        with translate_errors(entity=self._name):
+        with self._translating():
             return await queryset.count()
 
     async def exists(self, entity_id: Any, *, include_deleted: bool = False) -> bool:
@@ -535,7 +535,7 @@ class BaseRepository(Generic[ModelT]):
                 *plain, tuple(ordering), related, skip=offset, limit=page_size)
             if items is None:
                 queryset = self._select(filters, order_by, prefetch, include_deleted)
-                with translate_errors(entity=self._name):
+                with self._translating():
                     items = await queryset.offset(offset).limit(page_size)
         return PaginatedResponse[ModelT].create(items=items or [], total=total, page=page,
                                                 page_size=page_size)
@@ -566,7 +566,7 @@ class BaseRepository(Generic[ModelT]):
 
     def _filter_params(self, shape: _sql.Shape, kwargs: Mapping[str, Any]
                        ) -> builtins.list[Any]:
-        with self._writing():
+        with self._translating():
             return _sql.params_for(self.model, shape, kwargs)
 
     async def _plain_fetch(self, kwargs: Mapping[str, Any], shape: _sql.Shape,
@@ -669,7 +669,7 @@ class BaseRepository(Generic[ModelT]):
             else:
                 # The model class, not an instance: no auto_now side effects, as in
                 # Tortoise's own QuerySet.update().
-                with self._writing():
+                with self._translating():
                     query = query.set(column, field.to_db_value(value, self.model))
         query = query.where(table[meta.db_pk_column] == meta.pk.to_db_value(pk, self.model))
         if where_null is not None:
@@ -688,7 +688,7 @@ class BaseRepository(Generic[ModelT]):
         columns = tuple(meta.fields_db_projection[key] for key in values)
         sql = _bulk.update_by_pk_sql(self.model, self.session.dialect, columns,
                                      self.soft_delete_field, where_null)
-        with self._writing():
+        with self._translating():
             # The model class, not an instance: no auto_now side effects, as in Tortoise's
             # own QuerySet.update().
             params = [meta.fields_map[key].to_db_value(value, self.model)
