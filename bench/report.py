@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.harness import A_EXECUTEMANY, Results
+from bench.harness import A_EXECUTEMANY, CONSTRUCT, Results
 from bench.workload import OPS, Op, Sizes
 
 START = "<!-- bench:results:start -->"
@@ -119,6 +119,16 @@ def table(results: Results, sizes: Sizes, ops: list[Op] | None = None) -> str:
                      f"the same batch through asyncpg `executemany` (no ids returned) runs at "
                      f"{_fmt(em)} rows/s (E/that = "
                      f"{_ratio(results.ratio('create_many', 'E', A_EXECUTEMANY), None)}).")
+    construct = results.median("create_many", CONSTRUCT)
+    rates = [results.median("create_many", k) for k in ("A", "D")]
+    if construct is not None and rates[0] and rates[1]:
+        # Rates are rows/s; E cannot take less than the caller's construction plus A's insert.
+        ceiling = (1 / rates[1]) / (1 / construct + 1 / rates[0])
+        notes.append(f"Of the model-instances create_many, the caller's own `User(...)` for "
+                     f"every row, measured alone, runs at {_fmt(construct)} rows/s: that plus "
+                     f"A's insert puts the ceiling of E/D there at about {ceiling:.2f} and of "
+                     f"E/A at about {construct / (construct + rates[0]):.2f} (medians, so a "
+                     f"round can land above).")
     return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "")
 
 
