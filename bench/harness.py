@@ -526,4 +526,5 @@ def assign_ops(slots: list[Slot], ops: list[Op]) -> None:
 
 
 __all__ = ["A_EXECUTEMANY", "CONSTRUCT", "OPS_BY_KEY", "PAGE", "PG_FACTORIES", "PG_KEYS",
-           "SQLITE_FACTORIES", "SQLITE_KEYS", "Bench", "PgSetup", "Results", "assign_ops", "sqlite_slots", "tortoise_ddl"]
+           "SQLITE_FACTORIES", "SQLITE_KEYS", "Bench", "PgSetup", "Results", "assign_ops",
+           "sqlite_slots", "tortoise_ddl"]
