@@ -516,15 +516,23 @@ def built_instances(plan: BulkPlan, batch: Batch, entities: Sequence[Any],
     filled: list[tuple[str, int | None]] = [(c.name, None) for c in batch.scalars]
     filled += [(c.name, names.index(c.name)) for c in batch.sent if c.kind == _NOW]
     out = list(entities)
-    for position, inst in enumerate(is_instance):
-        if not inst:
-            continue
-        state = out[position].__dict__
+    mine = [i for i, inst in enumerate(is_instance) if inst]
+    if mine:
+        states = [out[i].__dict__ for i in mine]
         for name, index in filled:
-            state[name] = batch.constant[name] if index is None else columns[index][position]
+            if index is None:
+                value = batch.constant[name]
+                for state in states:
+                    state[name] = value
+            else:
+                column = columns[index]
+                for state, position in zip(states, mine, strict=True):
+                    state[name] = column[position]
         if keys:
-            state[pk_attr] = keys[position]
-        state["_saved_in_db"] = True
+            for state, position in zip(states, mine, strict=True):
+                state[pk_attr] = keys[position]
+        for state in states:
+            state["_saved_in_db"] = True
     # New instances, one column at a time: ~0.45 us per row and column instead of ~1.7 us for
     # a dict built per row (zip + update), 10,000 rows, CPython 3.11.
     new = model.__new__

@@ -9,6 +9,8 @@ sent (:mod:`aegis_tortoise._filters`).
 from __future__ import annotations
 
 import builtins
+import functools
+import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -48,6 +50,8 @@ ModelT = TypeVar("ModelT", bound=Model)
 EntityData = Mapping[str, Any] | BaseModel
 OrderBy = str | Sequence[str]
 Prefetches = str | Iterable[str | Prefetch]
+
+_is_none = functools.partial(operator.is_, None)
 
 # get_by_ids sends at most this many ids per query (PostgreSQL allows 32767 parameters).
 _IDS_PER_QUERY = 10_000
@@ -335,12 +339,26 @@ class BaseRepository(Generic[ModelT]):
             if all(map(first_keys.__eq__, map(dict.keys, items))):  # type: ignore[arg-type]
                 dicts: builtins.list[Mapping[str, Any]] = items  # type: ignore[assignment]
                 return dicts, [False] * len(items), {frozenset(first_keys)}
+        pk_attr = self.model._meta.pk_attr
+        generated_pk = self.model._meta.pk.generated
+        if type(first) is self.model and set(map(type, items)) == {self.model}:
+            # New instances of the model (the other usual batch), checked in C.
+            states: builtins.list[dict[str, Any]] = [vars(item) for item in items]
+            try:
+                saved = any(map(operator.itemgetter("_saved_in_db"), states))
+                keyed = generated_pk and not all(
+                    map(_is_none, map(operator.itemgetter(pk_attr), states)))
+            except KeyError:  # an attribute deleted by the caller: the per-item loop names it
+                saved = keyed = False
+            else:
+                if keyed:
+                    return None  # explicit keys: inserted in statements of their own
+                if not saved:
+                    return states, [True] * len(items), set()
         rows: builtins.list[Mapping[str, Any]] = []
         is_instance: builtins.list[bool] = []
         keysets: set[frozenset[str]] = set()
         last: Any = None
-        pk_attr = self.model._meta.pk_attr
-        generated_pk = self.model._meta.pk.generated
         for entity in items:
             if isinstance(entity, Model):
                 state = self._unsaved(entity).__dict__

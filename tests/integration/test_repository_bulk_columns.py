@@ -144,3 +144,16 @@ async def test_database_defaults_take_the_row_path(gadgets: DatabaseManager) -> 
         # The same rows without database defaults in play take the column path.
         again = await repo.create_many([{"title": "d", "status": "s", "note": None}])
         assert (await repo.get_by_id(again[0].id)).note is None  # type: ignore[union-attr]
+
+
+async def test_batches_of_instances_only(db: DatabaseManager) -> None:
+    async with db.session() as session:
+        repo = UserRepository(session)
+        first = await repo.create_many([User(email=f"o{i}@x.io", name="O") for i in range(5)])
+        assert [u.id for u in first] == sorted({u.id for u in first})
+        assert all(u._saved_in_db for u in first)
+        with pytest.raises(ValidationError, match=r"already saved \(id="):
+            await repo.create_many([User(email="p@x.io", name="P"), first[2]])
+        keyed = [User(email="k1@x.io", name="K"), User(id=1000, email="k2@x.io", name="K")]
+        assert [u.id for u in await repo.create_many(keyed)] == [first[-1].id + 1, 1000]
+        assert await repo.count() == 7
