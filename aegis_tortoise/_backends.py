@@ -66,6 +66,17 @@ class _LazyReads:
     async def execute_query_dict(self, query: str, values: list[Any] | None = None) -> Any:
         return await self._read(super().execute_query_dict, query, values)  # type: ignore[misc]
 
+    async def fetch_rows(self, query: str, values: list[Any] | None = None) -> list[Any]:
+        """The rows of any statement (``INSERT ... RETURNING`` too), as the driver gives them.
+
+        Tortoise 1.1.9's asyncpg ``execute_query`` returns no rows for a statement starting
+        with INSERT/UPDATE/DELETE, and ``execute_query_dict`` copies every row into a dict
+        (~0.3 us a row: 3 ms for create_many's 10,000 keys). sqlite's rows come as they are.
+        """
+        _, rows = await self.execute_query(query, values)
+        result: list[Any] = list(rows)
+        return result
+
     async def execute_insert(self, query: str, values: list[Any]) -> Any:
         self._note(query)
         return await super().execute_insert(query, values)  # type: ignore[misc]
@@ -89,6 +100,18 @@ async def _no_reset(conn: Any) -> None:
 
 class _PgSessionClient(_LazyReads, AsyncpgTransactionWrapper):
     """Tortoise's asyncpg transaction client on a connection the session acquired."""
+
+    async def fetch_rows(self, query: str, values: list[Any] | None = None) -> list[Any]:
+        async def fetch(sql: str, params: list[Any] | None) -> list[Any]:
+            # As Tortoise's execute_query_dict, minus the dict per row; errors are asyncpg's
+            # own (translate_errors finds them by SQLSTATE either way).
+            async with self.acquire_connection() as connection:
+                self.log.debug("%s: %s", sql, params)
+                rows: list[Any] = await connection.fetch(sql, *(params or ()))
+                return rows
+
+        result: list[Any] = await self._read(fetch, query, values)
+        return result
 
     def __init__(self, parent: AsyncpgDBClient, conn: Any, session: Session, log: Any) -> None:
         super().__init__(parent)

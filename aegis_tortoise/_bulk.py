@@ -36,8 +36,8 @@ from tortoise.validators import MaxLengthValidator
 if TYPE_CHECKING:
     from aegis_tortoise.session import Session
 
-__all__ = ["Batch", "BulkPlan", "Rows", "bulk_plan", "insert_batch", "insert_rows", "prepare_batch",
-           "prepare_rows"]
+__all__ = ["Batch", "BulkPlan", "Rows", "bulk_plan", "fetch_rows", "insert_batch", "insert_rows",
+           "prepare_batch", "prepare_rows"]
 
 #: Rows per statement on PostgreSQL's unnest path (bounds the size of one message).
 PG_UNNEST_CHUNK = 10_000
@@ -452,7 +452,6 @@ async def insert_batch(session: Session, plan: BulkPlan, batch: Batch, nrows: in
     returning = meta.pk.generated
     db_columns = [c.column for c in batch.sent] + [c.column for c in batch.scalars]
     conn = session.connection
-    pk_column = meta.db_pk_column
     keys: list[Any] = []
     if session.dialect == "postgres":
         sql = _batch_unnest_sql(model, tuple(db_columns),
@@ -460,9 +459,10 @@ async def insert_batch(session: Session, plan: BulkPlan, batch: Batch, nrows: in
                                 tuple(c.sql_type for c in batch.scalars), returning=returning)
         tail = [batch.now] * len(batch.scalars)
         for start in range(0, nrows, PG_UNNEST_CHUNK):
-            params = [array[start:start + PG_UNNEST_CHUNK] for array in batch.arrays]
-            result = await conn.execute_query_dict(sql, [*params, *tail])
-            keys.extend(sorted(row[pk_column] for row in result))
+            params = (batch.arrays if nrows <= PG_UNNEST_CHUNK else
+                      [array[start:start + PG_UNNEST_CHUNK] for array in batch.arrays])
+            result = await fetch_rows(conn, sql, [*params, *tail])
+            keys.extend(sorted(map(_first, result)))
         return keys if returning else []
     columns = [*batch.arrays, *([batch.now] * nrows for _ in batch.scalars)]
     width = max(1, len(columns))
@@ -472,9 +472,21 @@ async def insert_batch(session: Session, plan: BulkPlan, batch: Batch, nrows: in
         sql = _values_sql(model, db_columns, count, "?", returning=returning)
         params = [v for row in zip(*(c[start:start + count] for c in columns), strict=True)
                   for v in row]
-        result = await conn.execute_query_dict(sql, params)
-        keys.extend(sorted(row[pk_column] for row in result))
+        result = await fetch_rows(conn, sql, params)
+        keys.extend(sorted(map(_first, result)))
     return keys if returning else []
+
+
+_first = operator.itemgetter(0)
+
+
+async def fetch_rows(connection: Any, sql: str, params: list[Any]) -> list[Any]:
+    """Rows of ``sql`` through the session client's ``fetch_rows`` (Records, not dicts)."""
+    fetch = getattr(connection, "fetch_rows", None)
+    if fetch is None:  # pragma: no cover - every session client has it
+        return [tuple(row.values()) for row in await connection.execute_query_dict(sql, params)]
+    rows: list[Any] = await fetch(sql, params)
+    return rows
 
 
 @lru_cache(maxsize=512)

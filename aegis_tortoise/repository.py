@@ -695,9 +695,7 @@ class BaseRepository(Generic[ModelT]):
             query = query.where(marker.isnull() if where_null else marker.notnull())
         query = query.returning(*meta.fields_db_projection.values())  # type: ignore[operator]
         sql, params = query.get_parameterized_sql()
-        with translate_errors(entity=self._name):
-            rows = await conn.execute_query_dict(sql, params)
-        return self.model._init_from_db(**rows[0]) if rows else None
+        return await self._returned_row(conn, sql, params)
 
     async def _update_cached(self, pk: Any, values: dict[str, Any],
                              where_null: bool | None) -> ModelT | None:
@@ -712,9 +710,15 @@ class BaseRepository(Generic[ModelT]):
             params = [meta.fields_map[key].to_db_value(value, self.model)
                       for key, value in values.items()]
         params.append(meta.pk.to_db_value(pk, self.model))
+        return await self._returned_row(self.session.connection, sql, params)
+
+    async def _returned_row(self, connection: Any, sql: str,
+                            params: builtins.list[Any]) -> ModelT | None:
+        """The one row a ``... RETURNING <every column>`` statement gave, as an instance."""
         with translate_errors(entity=self._name):
-            rows = await self.session.connection.execute_query_dict(sql, params)
-        return self.model._init_from_db(**rows[0]) if rows else None
+            rows = await _bulk.fetch_rows(connection, sql, params)
+        found: builtins.list[ModelT] = self._row_plan().build(rows[:1])
+        return found[0] if found else None
 
     async def delete(self, entity_id: Any) -> bool:
         """Delete the row for good; True if it existed."""
