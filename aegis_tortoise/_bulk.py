@@ -503,69 +503,71 @@ def _batch_unnest_sql(model: type[Model], db_columns: tuple[str, ...], types: tu
             f"ORDER BY ord{_returning_sql(model, returning)}")
 
 
-def built_instances(plan: BulkPlan, batch: Batch, entities: Sequence[Any],
-                    is_instance: Sequence[bool], keys: list[Any]) -> list[Any]:
-    """The saved instances, in input order: the caller's own filled in, new ones for data.
+def new_instances(plan: BulkPlan, batch: Batch, is_instance: Sequence[bool]) -> list[Any]:
+    """Instances for the rows given as data (None where the caller gave an instance), with
+    every value but the generated key; :func:`finish_instances` completes them.
 
-    New instances are built as Tortoise 1.1.9's ``Model._init_from_db`` builds a fetched row
-    (``__new__`` and the instance dict, no ``__init__``/``__setattr__`` per field).
+    Built as Tortoise 1.1.9's ``Model._init_from_db`` builds a fetched row (``__new__`` and
+    the instance dict, no ``__init__``/``__setattr__`` per field), one column at a time:
+    ~0.45 us per row and column instead of ~1.7 us for a dict built per row (zip + update),
+    10,000 rows, CPython 3.11. Nothing here touches the caller's instances, so it can run
+    while the INSERT is still on its way.
     """
     model = plan.model
     meta = model._meta
-    pk_attr = meta.pk_attr
     template: dict[str, Any] = {
         "_partial": False, "_saved_in_db": True,
         "_custom_generated_pk": meta.db_pk_column not in meta.generated_db_fields,
     }
     template.update(batch.constant)
-    names = list(batch.python)
-    columns = [batch.python[n] for n in names]
-    if keys:
-        names.append(pk_attr)
-        columns.append(keys)
-    # An instance of the caller's gets what the database stored for it beyond its own values:
-    # the key and the timestamps (as Model.save() sets them).
-    filled: list[tuple[str, int | None]] = [(c.name, None) for c in batch.scalars]
-    filled += [(c.name, names.index(c.name)) for c in batch.sent if c.kind == _NOW]
-    out = list(entities)
-    mine = [i for i, inst in enumerate(is_instance) if inst]
-    if mine:
-        states = [out[i].__dict__ for i in mine]
-        for name, index in filled:
-            if index is None:
-                value = batch.constant[name]
-                for state in states:
-                    state[name] = value
-            else:
-                column = columns[index]
-                for state, position in zip(states, mine, strict=True):
-                    state[name] = column[position]
-        if keys:
-            for state, position in zip(states, mine, strict=True):
-                state[pk_attr] = keys[position]
-        for state in states:
-            state["_saved_in_db"] = True
-    # New instances, one column at a time: ~0.45 us per row and column instead of ~1.7 us for
-    # a dict built per row (zip + update), 10,000 rows, CPython 3.11.
     new = model.__new__
-    all_new = not any(is_instance)
-    if all_new:
-        positions: Sequence[int] = range(len(out))
+    out: list[Any]
+    if not any(is_instance):
+        positions: Sequence[int] = range(len(is_instance))
         created = out = [new(model) for _ in positions]
     else:
         positions = [i for i, inst in enumerate(is_instance) if not inst]
         created = [new(model) for _ in positions]
+        out = [None] * len(is_instance)
         for position, obj in zip(positions, created, strict=True):
             out[position] = obj
     states = [obj.__dict__ for obj in created]
     for state in states:
         state.update(template)
         state["_await_when_save"] = {}
-    for name, column in zip(names, columns, strict=True):
-        if all_new:
+    for name, column in batch.python.items():
+        if len(states) == len(column):
             for state, value in zip(states, column, strict=True):
                 state[name] = value
         else:
             for state, position in zip(states, positions, strict=True):
                 state[name] = column[position]
     return out
+
+
+def finish_instances(plan: BulkPlan, batch: Batch, built: list[Any], entities: Sequence[Any],
+                     keys: list[Any]) -> list[Any]:
+    """The saved instances in input order: ``built`` with their keys, and the caller's own
+    instances filled in place with what the database stored beyond their values (the key
+    and the batch's timestamps, as ``Model.save()`` sets them)."""
+    pk_attr = plan.model._meta.pk_attr
+    mine = [i for i, obj in enumerate(built) if obj is None]
+    for position in mine:
+        built[position] = entities[position]
+    if mine:
+        states = [built[i].__dict__ for i in mine]
+        for col in batch.scalars:
+            value = batch.constant[col.name]
+            for state in states:
+                state[col.name] = value
+        for col in batch.sent:
+            if col.kind == _NOW:
+                column = batch.python[col.name]
+                for state, position in zip(states, mine, strict=True):
+                    state[col.name] = column[position]
+        for state in states:
+            state["_saved_in_db"] = True
+    if keys:
+        for obj, key in zip(built, keys, strict=True):
+            obj.__dict__[pk_attr] = key
+    return built

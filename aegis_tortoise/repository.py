@@ -8,6 +8,7 @@ sent (:mod:`aegis_tortoise._filters`).
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import functools
 import operator
@@ -323,9 +324,18 @@ class BaseRepository(Generic[ModelT]):
             raise self._missing(exc.fields) from None
         with self._translating():
             async with self.session.savepoint():
-                keys_out = await _bulk.insert_batch(self.session, plan, batch, len(rows))
-        saved: builtins.list[ModelT] = _bulk.built_instances(plan, batch, items, is_instance,
-                                                            keys_out)
+                # The INSERT goes out first; the instances are built while the server works
+                # (~10 ms of a 10,000-row batch), then get their keys.
+                insert = asyncio.ensure_future(
+                    _bulk.insert_batch(self.session, plan, batch, len(rows)))
+                try:
+                    await asyncio.sleep(0)  # the task sends the statement, then waits
+                    built = _bulk.new_instances(plan, batch, is_instance)
+                    keys = await insert
+                except BaseException:
+                    await _settle(insert)
+                    raise
+        saved: builtins.list[ModelT] = _bulk.finish_instances(plan, batch, built, items, keys)
         return saved
 
     def _batch_rows(self, items: builtins.list[ModelT | EntityData]) -> tuple[
@@ -751,6 +761,14 @@ class BaseRepository(Generic[ModelT]):
         pk = self._pk(entity_id)
         row = await self._update_returning(pk, {self.soft_delete_field: None}, where_null=False)
         return row if row is not None else await self.get_by_id(pk, include_deleted=True)
+
+
+async def _settle(task: asyncio.Future[Any]) -> None:
+    """Stop ``task`` and wait until it has (the driver cancels a running statement itself)."""
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()  # retrieved: the caller's own error is the one raised
 
 
 @lru_cache(maxsize=64)
