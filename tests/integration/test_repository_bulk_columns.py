@@ -7,6 +7,9 @@ the errors raised must be the ones ``create()`` gives row by row.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import uuid
 from decimal import Decimal
 
@@ -157,3 +160,33 @@ async def test_batches_of_instances_only(db: DatabaseManager) -> None:
         keyed = [User(email="k1@x.io", name="K"), User(id=1000, email="k2@x.io", name="K")]
         assert [u.id for u in await repo.create_many(keyed)] == [first[-1].id + 1, 1000]
         assert await repo.count() == 7
+
+
+async def test_cancelled_create_many_writes_nothing(db: DatabaseManager,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Cancelled at any point (the INSERT runs in a task of its own while the instances are
+    built): the batch is written whole or not at all, and no task is left behind."""
+    outcomes = []
+    for step, delay in enumerate((0, 0, 0.001, 0.003, 0.01, 0.03, 0.1, 2.0)):
+        rows = [{"email": f"x{step}-{i}@x.io", "name": "X"} for i in range(10_000)]
+
+        async def work(rows: list[dict[str, str]] = rows) -> None:
+            async with db.session() as session:
+                await UserRepository(session).create_many(rows)
+
+        task = asyncio.create_task(work())
+        for _ in range(step if delay == 0 else 0):
+            await asyncio.sleep(0)
+        await asyncio.sleep(delay)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with db.session() as session:
+            written = await UserRepository(session).count({"email__startswith": f"x{step}-"})
+        assert written in (0, 10_000)
+        outcomes.append("cancelled" if task.cancelled() else "done")
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+    gc.collect()
+    assert "never retrieved" not in caplog.text
+    assert "cancelled" in outcomes
+    assert outcomes[-1] == "done"
