@@ -471,8 +471,7 @@ class BaseRepository(Generic[ModelT]):
             if rows is not None:
                 found.update((row.pk, row) for row in rows)
                 continue
-            queryset = self.query(include_deleted=include_deleted).filter(
-                pk__in=wanted[start:start + _IDS_PER_QUERY])
+            queryset = self.query(include_deleted=include_deleted).filter(pk__in=chunk)
             if related:
                 queryset = queryset.prefetch_related(*related)
             with self._translating():
@@ -586,8 +585,8 @@ class BaseRepository(Generic[ModelT]):
             return None  # query() may narrow or join: only the QuerySet path honours it
         if self.hide_soft_deleted and not include_deleted:
             hidden = f"{self.soft_delete_field}__isnull"
-            if hidden in kwargs:
-                return None  # query() ANDs both; a dict could hold only one
+            if kwargs.get(hidden, True) is not True:
+                return None  # query() ANDs IS NULL with the caller's IS NOT NULL: let it
             kwargs = {hidden: True, **kwargs}
         shape = _sql.shape_of(self.model, kwargs, self.session.dialect)
         return None if shape is None else (kwargs, shape)
@@ -617,7 +616,7 @@ class BaseRepository(Generic[ModelT]):
             prefetches.append((name, plan))
         rows = _sql.row_plan(model, native)
         sql = _sql.select_sql(model, dialect, shape, ordering, rows.columns_sql,
-                                 limit=limit is not None, offset=bool(skip))
+                              limit=limit is not None, offset=bool(skip))
         params = self._filter_params(shape, kwargs)
         if limit is not None:
             params.append(limit)

@@ -151,7 +151,7 @@ class Bench:
     async def _cleanup(self, slot: Slot, *, vacuum: bool = False) -> None:
         await slot.execute(f"DELETE FROM users WHERE id > {int(self.seeded['max_id'])}")
         if vacuum and slot.admin is not None:
-            await slot.execute("VACUUM users")
+            await slot.execute("VACUUM ANALYZE users")
 
     # -- one timed sample -------------------------------------------------------------------
 
