@@ -46,6 +46,9 @@ def test_bench_smoke(pg_server: PgServer, tmp_path: Path) -> None:
         for contender in ("B", "D", "E"):
             assert (contender, op) in checked
     assert "| get by primary key |" in proc.stdout
+    # The caller's own User(...) construction is timed too, and bounds the instances' ratios.
+    assert data["samples"]["create_many"]["User(...) only"]
+    assert "ceiling of E/D" in proc.stdout
 
 
 def test_bench_fails_on_a_wrong_result(pg_server: PgServer) -> None:
@@ -68,3 +71,13 @@ def test_bench_fails_on_a_wrong_result(pg_server: PgServer) -> None:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "CHECK FAILED [postgres] E get" in proc.stderr
     assert "round 1/1" not in proc.stderr
+
+
+def test_bulk_phases_smoke(pg_server: PgServer) -> None:
+    proc = subprocess.run(  # noqa: S603 - our own script
+        [sys.executable, str(ROOT / "bench" / "bulk_phases.py"), "--runs", "2", "--rows", "200",
+         "--pg-url", pg_server.admin_url],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for phase in ("check batch", "convert", "build instances", "INSERT task", "E/A"):
+        assert phase in proc.stdout
