@@ -352,12 +352,14 @@ class SqliteBackend:
         timeout = self.manager.pool_timeout
         lock: asyncio.Lock = client._lock
         try:
-            if lock.locked():
+            if lock.locked() or getattr(lock, "_waiters", None):
                 async with asyncio.timeout(timeout):
                     await lock.acquire()
             else:
-                # Free: acquire() takes it without suspending, so no timer is needed (arming
-                # and cancelling asyncio.timeout cost ~10 us, a twentieth of a sqlite insert).
+                # Free and nobody queued (a woken waiter that has not run yet still holds its
+                # place in asyncio.Lock._waiters, CPython 3.11-3.13): acquire() takes it
+                # without suspending, so no timer is needed (arming and cancelling
+                # asyncio.timeout cost ~10 us, a twentieth of a sqlite insert).
                 await lock.acquire()
         except TimeoutError as exc:
             raise PoolTimeoutError(

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from tortoise import timezone
 from tortoise.fields.base import DatabaseDefault, Field
-from tortoise.fields.data import CharField
+from tortoise.fields.data import CharField, DatetimeField
 from tortoise.models import Model
 from tortoise.validators import MaxLengthValidator
 
@@ -312,6 +312,10 @@ def bulk_plan(model: type[Model]) -> BulkPlan:
             unsupported = f"{name} has an async default"
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
             kind = _NOW
+            if not (isinstance(field, DatetimeField)
+                    and type(field).to_db_value is DatetimeField.to_db_value):
+                # A TimeField(auto_now) or a custom field fills itself in its to_db_value.
+                unsupported = unsupported or f"{name} is an auto field other than a datetime"
         elif _plain_char(field):
             kind = _STR
         else:
@@ -323,9 +327,9 @@ def bulk_plan(model: type[Model]) -> BulkPlan:
                         or kind == _NOW)
         columns.append(PlanColumn(name, column, field, sql_type, kind,
                                   sources.get(name, name), required))
-    fallback = set(meta.fk_fields | meta.o2o_fields)
+    fallback = set(meta.fk_fields | meta.o2o_fields) | {"pk"}  # "pk" stands for the key
     if meta.pk.generated:
-        fallback |= {"pk", meta.pk_attr}
+        fallback.add(meta.pk_attr)
     return BulkPlan(model, tuple(columns), frozenset(fallback), unsupported,
                     tuple(meta.fields_db_projection))
 
@@ -337,13 +341,13 @@ class Batch:
     #: The columns sent as arrays (PostgreSQL) / per-row values (sqlite), their plan entries.
     sent: list[PlanColumn]
     arrays: list[list[Any]]
-    #: auto_now columns sent as one timestamp for the whole batch.
-    scalars: list[PlanColumn]
-    now: Any
+    #: Columns with one value for every row, sent once (``$k::TYPE``), with that database
+    #: value: the batch's timestamp for auto_now fields, or NULL for a column NULL in every
+    #: row (sent, not left out: a server-side DEFAULT must not replace an explicit NULL).
+    scalars: list[tuple[PlanColumn, Any]]
     #: Python values per field name, as the returned instances hold them (one per row).
     python: dict[str, list[Any]]
-    #: Field name -> one value for every row (the batch timestamp, or None for a column left
-    #: out because it is NULL everywhere).
+    #: Field name -> the Python value of a scalar column, for every row.
     constant: dict[str, Any]
 
 
@@ -362,7 +366,7 @@ def prepare_batch(plan: BulkPlan, rows: Sequence[Mapping[str, Any]], is_instance
     """
     model = plan.model
     now_db = None
-    batch = Batch([], [], [], None, {}, {})
+    batch = Batch([], [], [], {}, {})
     missing: list[str] = []
     any_instance = any(is_instance)
     any_dict = not all(is_instance)
@@ -375,11 +379,13 @@ def prepare_batch(plan: BulkPlan, rows: Sequence[Mapping[str, Any]], is_instance
             raise NeedsRowPath(name)
         nulls = any(map(_is_none, values))
         if col.kind == _NOW:
+            if nulls and not field.null and any(name in keys for keys in keysets):
+                _no_explicit_null(name, rows, is_instance)
             if now_db is None:
                 now_db = timezone.localtime()  # what DatetimeField.to_db_value uses
             now_python = field.to_python_value(now_db)
             if getattr(field, "auto_now", False) or all(map(_is_none, values)):
-                batch.scalars.append(col)
+                batch.scalars.append((col, now_db))
                 batch.constant[name] = now_python
                 continue
             if nulls:
@@ -388,8 +394,9 @@ def prepare_batch(plan: BulkPlan, rows: Sequence[Mapping[str, Any]], is_instance
         if nulls and not field.null:
             missing.append(col.report)
             continue
-        if nulls and not field.has_db_default() and all(map(_is_none, values)):
-            batch.constant[name] = None  # NULL everywhere: leave the column out
+        if nulls and all(map(_is_none, values)):
+            batch.scalars.append((col, None))  # NULL everywhere: one NULL, not an array
+            batch.constant[name] = None
             continue
         if (col.kind == _STR and not nulls and set(map(type, values)) == {str}
                 and max(map(len, values)) <= field.max_length):  # type: ignore[attr-defined]
@@ -404,8 +411,16 @@ def prepare_batch(plan: BulkPlan, rows: Sequence[Mapping[str, Any]], is_instance
         raise MissingFieldsError(missing)
     if not batch.arrays:
         raise NeedsRowPath("no column varies per row")  # unnest needs one array at least
-    batch.now = now_db
     return batch
+
+
+def _no_explicit_null(name: str, rows: Sequence[Mapping[str, Any]],
+                      is_instance: Sequence[bool]) -> None:
+    """A dict that gives None for a NOT NULL auto field is refused, as ``Model(**row)``
+    refuses it (an instance's None there only means "not set yet")."""
+    for row, inst in zip(rows, is_instance, strict=True):
+        if not inst and name in row and row[name] is None:
+            raise ValueError(f"{name} is non nullable field, but null was passed")
 
 
 def _column_values(col: PlanColumn, rows: Sequence[Mapping[str, Any]], any_instance: bool,
@@ -450,21 +465,22 @@ async def insert_batch(session: Session, plan: BulkPlan, batch: Batch, nrows: in
     model = plan.model
     meta = model._meta
     returning = meta.pk.generated
-    db_columns = [c.column for c in batch.sent] + [c.column for c in batch.scalars]
+    db_columns = [c.column for c in batch.sent] + [c.column for c, _ in batch.scalars]
     conn = session.connection
     keys: list[Any] = []
     if session.dialect == "postgres":
         sql = _batch_unnest_sql(model, tuple(db_columns),
                                 tuple(c.sql_type for c in batch.sent),
-                                tuple(c.sql_type for c in batch.scalars), returning=returning)
-        tail = [batch.now] * len(batch.scalars)
+                                tuple(c.sql_type for c, _ in batch.scalars),
+                                returning=returning)
+        tail = [value for _, value in batch.scalars]
         for start in range(0, nrows, PG_UNNEST_CHUNK):
             params = (batch.arrays if nrows <= PG_UNNEST_CHUNK else
                       [array[start:start + PG_UNNEST_CHUNK] for array in batch.arrays])
             result = await fetch_rows(conn, sql, [*params, *tail])
             keys.extend(sorted(map(_first, result)))
         return keys if returning else []
-    columns = [*batch.arrays, *([batch.now] * nrows for _ in batch.scalars)]
+    columns = [*batch.arrays, *([value] * nrows for _, value in batch.scalars)]
     width = max(1, len(columns))
     per_chunk = max(1, SQLITE_MAX_VARIABLES // width)
     for start in range(0, nrows, per_chunk):
@@ -556,7 +572,7 @@ def finish_instances(plan: BulkPlan, batch: Batch, built: list[Any], entities: S
         built[position] = entities[position]
     if mine:
         states = [built[i].__dict__ for i in mine]
-        for col in batch.scalars:
+        for col, _ in batch.scalars:
             value = batch.constant[col.name]
             for state in states:
                 state[col.name] = value

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,12 +33,13 @@ from tortoise.fields.base import Field
 from tortoise.fields.data import DatetimeField, JSONField
 from tortoise.filters import is_in, is_null
 from tortoise.filters import not_null as is_not_null
+from tortoise.manager import Manager
 from tortoise.models import Model
 
 from aegis_tortoise._bulk import _pg_type, _quote, _table
 
 __all__ = ["PrefetchPlan", "RowPlan", "Shape", "count_sql", "orderable", "params_for",
-           "prefetch_plan", "row_plan", "select_sql", "shape_of"]
+           "plain_model", "prefetch_plan", "row_plan", "select_sql", "shape_of"]
 
 # Tortoise's filter operators this module renders itself, with their SQL.
 _OPERATORS: dict[Callable[..., Any], str] = {
@@ -144,6 +146,35 @@ def _row_plan(model: type[Model], native: frozenset[type]) -> RowPlan:
 
 # -- query shapes ------------------------------------------------------------------------------
 
+
+def plain_model(model: type[Model]) -> bool:
+    """Whether ``Model.all()`` is the plain table: no custom ``Meta.manager``, whose
+    ``get_queryset()`` may filter or annotate every query (Tortoise 1.1.9)."""
+    return type(model._meta.manager) is Manager
+
+
+@lru_cache(maxsize=4096)
+def _plain_column(field: Field[Any], dialect: str) -> bool:
+    """A column the SQL here may compare and sort as it is: not JSON, not an array, and no
+    ``function_cast`` for the dialect (Tortoise 1.1.9 wraps a DecimalField on sqlite in
+    ``CAST(col AS NUMERIC)``; compared as stored text, 9.00 > 10.00)."""
+    if isinstance(field, JSONField):
+        return False
+    if str(field.get_for_dialect("postgres", "SQL_TYPE")).strip().endswith("]"):
+        return False
+    return field.get_for_dialect(dialect, "function_cast") is None
+
+
+_TYPMOD = re.compile(r"\s*\(.*\)\s*$")
+
+
+def _array_type(model: type[Model], name: str) -> str:
+    """The PostgreSQL array element type for ``= ANY($n::T[])``, without a type modifier: a
+    cast to ``DECIMAL(10,2)`` or ``VARCHAR(20)`` would round or cut the caller's values
+    before the comparison (a column compared with ``= $n`` is never cast that way)."""
+    base = _TYPMOD.sub("", _pg_type(model, name))
+    return "BPCHAR" if base.upper() in ("CHAR", "CHARACTER") else base
+
 #: One filter term: (field name, SQL operator). A shape is a tuple of them, in filter order.
 Shape = tuple[tuple[str, str], ...]
 
@@ -160,9 +191,9 @@ def shape_of(model: type[Model], kwargs: Mapping[str, Any], dialect: str) -> Sha
     for key, value in kwargs.items():
         name = key.split("__", 1)[0]
         field = meta.fields_map.get(name)
-        if field is None or name not in meta.fields_db_projection or isinstance(field, JSONField):
+        if field is None or name not in meta.fields_db_projection:
             return None
-        if str(field.get_for_dialect("postgres", "SQL_TYPE")).strip().endswith("]"):
+        if not _plain_column(field, dialect):
             return None
         info: Mapping[str, Any] = meta.get_filter(key)
         sql = _OPERATORS.get(info.get("operator"))  # type: ignore[arg-type]
@@ -212,7 +243,7 @@ def _where(model: type[Model], dialect: str, shape: Shape) -> tuple[str, int]:
         count += 1
         mark = f"${count}" if dialect == "postgres" else "?"
         if sql == "IN":
-            terms.append(f"{column}=ANY({mark}::{_pg_type(model, name)}[])")
+            terms.append(f"{column}=ANY({mark}::{_array_type(model, name)}[])")
         else:
             terms.append(f"{column}{sql}{mark}")
     return (" WHERE " + " AND ".join(terms) if terms else ""), count
@@ -248,10 +279,16 @@ def count_sql(model: type[Model], dialect: str, shape: Shape) -> str:
     return f"SELECT COUNT(*) FROM {_table(model)}{where}"  # noqa: S608 - quoted names
 
 
-def orderable(model: type[Model], ordering: Iterable[str]) -> bool:
-    """Every ordering name is a column of the model itself."""
-    names = model._meta.fields_db_projection
-    return all(o.lstrip("-") in names for o in ordering)
+def orderable(model: type[Model], ordering: Iterable[str], dialect: str) -> bool:
+    """Every ordering name is a plain column of the model itself."""
+    meta = model._meta
+    for item in ordering:
+        name = item.lstrip("-")
+        if name not in meta.fields_db_projection:
+            return False
+        if not _plain_column(meta.fields_map[name], dialect):
+            return False
+    return True
 
 
 # -- prefetch of reverse foreign keys ----------------------------------------------------------
@@ -274,19 +311,19 @@ def prefetch_plan(model: type[Model], name: str, native: frozenset[type]) -> Pre
     """The plan for prefetching reverse relation ``name`` on PostgreSQL, or None (QuerySet).
 
     Only a reverse foreign key whose related model has no default ordering (Tortoise orders
-    the prefetched rows by it) qualifies.
+    the prefetched rows by it) and no custom manager qualifies.
     """
     meta = model._meta
     if name not in meta.backward_fk_fields:
         return None
     relation: Any = meta.fields_map[name]
     related: type[Model] = relation.related_model
-    if related._meta._default_ordering:
+    if related._meta._default_ordering or not plain_model(related):
         return None
     fk_attr: str = relation.relation_field
     own_field: Field[Any] = relation.to_field_instance
     column = related._meta.fields_db_projection[fk_attr]
     plan = row_plan(related, native)
     sql = (f"SELECT {plan.columns_sql} FROM {_table(related)} "  # noqa: S608 - quoted names
-           f"WHERE {_quote(column)}=ANY($1::{_pg_type(related, fk_attr)}[])")
+           f"WHERE {_quote(column)}=ANY($1::{_array_type(related, fk_attr)}[])")
     return PrefetchPlan(related, sql, fk_attr, own_field.model_field_name, own_field)

@@ -336,9 +336,13 @@ def _translate_sqlite(exc: sqlite3.Error, entity: str | None) -> ServiceExceptio
         return ConfigurationError(f"Cannot open the sqlite database file: {exc}",
                                   details=details, cause=exc)
     if isinstance(exc, sqlite3.ProgrammingError) and not name:
-        # "Cannot operate on a closed database": sqlite3 gives no error name for it.
-        return DatabaseConnectionError(f"The sqlite connection is closed: {exc}",
-                                       details=details, cause=exc)
+        if "closed" in str(exc):
+            # "Cannot operate on a closed database": sqlite3 gives no error name for it.
+            return DatabaseConnectionError(f"The sqlite connection is closed: {exc}",
+                                           details=details, cause=exc)
+        # "Error binding parameter 2: type 'datetime.time' is not supported": a value the
+        # driver cannot send, as asyncpg's DataError on PostgreSQL.
+        return ValidationError(f"Invalid value: {exc}", details=details, cause=exc)
     return DatabaseError(f"Database error: {exc}", details=details, cause=exc)
 
 
@@ -417,9 +421,11 @@ def _validator_error(exc: BaseException, root: BaseException,
     to the validator's own error, which has no field name: the outer message is the one that
     names the field.
     """
-    text = str(exc if isinstance(exc, tortoise_exc.ValidationError) else root)
+    outer = exc if isinstance(exc, tortoise_exc.ValidationError) else root
+    text = str(outer)
     field, colon, reason = text.partition(": ")
-    if not (colon and field.isidentifier()):
+    if not (colon and field.isidentifier()
+            and isinstance(outer.__cause__, tortoise_exc.ValidationError)):
         return ValidationError(f"Invalid value: {text}")
     where = f"{entity}.{field}" if entity else field
     return ValidationError(f"Invalid {where}: {reason}", details={"field": field})

@@ -322,6 +322,11 @@ class BaseRepository(Generic[ModelT]):
             return None
         except _bulk.MissingFieldsError as exc:
             raise self._missing(exc.fields) from None
+        except (TypeError, ArithmeticError, AttributeError) as exc:
+            # A value a field cannot convert (object() for a Decimal, "abc" -> InvalidOperation,
+            # 12 for a UUID): bad input, as Model(**row) on the row path reports it.
+            raise ValidationError(f"Invalid {self._name} data: {exc}",
+                                  details={"model": self._name}) from exc
         with self._translating():
             async with self.session.savepoint():
                 # The INSERT goes out first; the instances are built while the server works
@@ -428,8 +433,8 @@ class BaseRepository(Generic[ModelT]):
         """The entity with this id, or None."""
         related = prefetch_fields(self.model, prefetch)
         pk = self._pk(entity_id)
-        # The cached statement stands for query().filter(pk=...): only while query() is ours.
-        if not related and type(self).query is BaseRepository.query:
+        # The cached statement stands for query().filter(pk=...): only while query() is plain.
+        if not related and self._plain_query():
             hidden = self.hide_soft_deleted and not include_deleted
             sql = _bulk.select_by_pk_sql(self.model, self.session.dialect,
                                          self.soft_delete_field, True if hidden else None)
@@ -569,6 +574,11 @@ class BaseRepository(Generic[ModelT]):
 
     # -- reads without the QuerySet (aegis_tortoise._select) ------------------------------
 
+    def _plain_query(self) -> bool:
+        """Whether ``query()`` is the plain table, so SQL built here may stand for it: neither
+        the repository's ``query()`` nor the model's ``Meta.manager`` is overridden."""
+        return type(self).query is BaseRepository.query and _sql.plain_model(self.model)
+
     def _row_plan(self) -> _sql.RowPlan:
         return _sql.row_plan(self.model, _native_types(self.session.connection))
 
@@ -581,8 +591,8 @@ class BaseRepository(Generic[ModelT]):
             InvalidFilterError: as :meth:`_where` would, before any SQL.
         """
         kwargs = filter_kwargs(self.model, filters)
-        if type(self).query is not BaseRepository.query:
-            return None  # query() may narrow or join: only the QuerySet path honours it
+        if not self._plain_query():
+            return None  # query() or the model's manager may narrow or join: QuerySet path
         if self.hide_soft_deleted and not include_deleted:
             hidden = f"{self.soft_delete_field}__isnull"
             if kwargs.get(hidden, True) is not True:
@@ -603,7 +613,7 @@ class BaseRepository(Generic[ModelT]):
         (an ordering or prefetch the cached SQL does not cover)."""
         model = self.model
         dialect = self.session.dialect
-        if not _sql.orderable(model, ordering):
+        if not _sql.orderable(model, ordering, dialect):
             return None
         native = _native_types(self.session.connection)
         prefetches: builtins.list[tuple[str, _sql.PrefetchPlan]] = []
@@ -763,11 +773,22 @@ class BaseRepository(Generic[ModelT]):
 
 
 async def _settle(task: asyncio.Future[Any]) -> None:
-    """Stop ``task`` and wait until it has (the driver cancels a running statement itself)."""
+    """Stop ``task`` and wait until it has (the driver cancels a running statement itself).
+
+    A cancellation that arrives meanwhile is held until the task is done, so the savepoint
+    around it is never rolled back while its statement still runs; then it is raised.
+    """
     task.cancel()
-    await asyncio.wait([task])
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
     if not task.cancelled():
         task.exception()  # retrieved: the caller's own error is the one raised
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 @lru_cache(maxsize=64)

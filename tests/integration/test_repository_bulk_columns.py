@@ -102,8 +102,12 @@ async def test_values_are_converted_and_checked_like_create(db: DatabaseManager)
         assert [m.deleted_at for m in mixed] == [None, user.created_at]
         assert "deleted_at" in inserts(sql)[0]
         async with recorded_sql(session) as sql:
-            await repo.create_many([{"email": "c@x.io", "name": "C", "deleted_at": None}])
-        assert "deleted_at" not in inserts(sql)[0]  # NULL everywhere: left out
+            await repo.create_many([{"email": "c@x.io", "name": "C", "deleted_at": None},
+                                    {"email": "d@x.io", "name": "D"}])
+        # NULL everywhere: sent (a server DEFAULT must not replace it), once, not as an array.
+        assert '"deleted_at"' in inserts(sql)[0]
+        if session.dialect == "postgres":
+            assert inserts(sql)[0].count("[]") == 2  # email and name only
         stored = await repo.get_by_ids([m.id for m in mixed])
         assert [s.deleted_at for s in stored] == [None, user.created_at]
 

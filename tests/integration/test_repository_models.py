@@ -7,7 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 from tortoise import fields
+from tortoise.manager import Manager
 from tortoise.models import Model
+from tortoise.queryset import QuerySet
 
 GADGET_MODELS = ["tests.integration.test_repository_models"]
 
@@ -39,3 +41,32 @@ class Ticket(Model):
 
     class Meta:
         table = "repo_tickets"
+
+
+class ActiveOnly(Manager):
+    """A model manager that hides inactive rows from every query of the model."""
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return super().get_queryset().filter(active=True)
+
+
+class Listed(Model):
+    """A custom ``Meta.manager``: repository reads must honour it on every path."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=20)
+    active = fields.BooleanField(default=True)
+
+    class Meta:
+        table = "repo_listed"
+        manager = ActiveOnly()
+
+
+class Coded(Model):
+    """A primary key the caller gives (not generated)."""
+
+    code = fields.CharField(max_length=10, primary_key=True)
+    label = fields.CharField(max_length=20)
+
+    class Meta:
+        table = "repo_coded"
