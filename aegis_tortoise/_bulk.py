@@ -23,7 +23,6 @@ import inspect
 import operator
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from dataclasses import field as dataclass_field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -251,7 +250,6 @@ class PlanColumn:
     sql_type: str      # PostgreSQL type, for the unnest array cast
     kind: str          # "now" (auto_now/auto_now_add), "str" (checked a column at a time), "value"
     report: str        # the name a "missing required field" error uses (``user`` for user_id)
-    required: bool     # NOT NULL without any default: a missing value is an error
 
     def missing_value(self) -> Any:
         """What ``Model.__init__`` sets for a field a dict leaves out.
@@ -279,8 +277,6 @@ class BulkPlan:
     fallback_keys: frozenset[str]
     #: Why the whole model takes the row-at-a-time path ("" when it need not).
     unsupported: str
-    #: Every data field name, for building the instances returned.
-    field_names: tuple[str, ...] = dataclass_field(default=())
 
 
 def _base_method(name: str) -> Callable[..., Any]:
@@ -323,15 +319,11 @@ def bulk_plan(model: type[Model]) -> BulkPlan:
         sql_type = _pg_type(model, name)
         if sql_type.endswith("]"):
             unsupported = unsupported or f"{name} is an array column (unnest would flatten it)"
-        required = not (field.null or field.default is not None or field.has_db_default()
-                        or kind == _NOW)
-        columns.append(PlanColumn(name, column, field, sql_type, kind,
-                                  sources.get(name, name), required))
+        columns.append(PlanColumn(name, column, field, sql_type, kind, sources.get(name, name)))
     fallback = set(meta.fk_fields | meta.o2o_fields) | {"pk"}  # "pk" stands for the key
     if meta.pk.generated:
         fallback.add(meta.pk_attr)
-    return BulkPlan(model, tuple(columns), frozenset(fallback), unsupported,
-                    tuple(meta.fields_db_projection))
+    return BulkPlan(model, tuple(columns), frozenset(fallback), unsupported)
 
 
 @dataclass(slots=True)
