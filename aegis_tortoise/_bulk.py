@@ -21,7 +21,7 @@ import copy
 import functools
 import inspect
 import operator
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,7 @@ SQLITE_MAX_VARIABLES = 32_766
 PG_MAX_VARIABLES = 32_767
 
 _SERIAL_TYPES = {"SERIAL": "INT", "BIGSERIAL": "BIGINT", "SMALLSERIAL": "SMALLINT"}
+_first = operator.itemgetter(0)  # the generated key of a RETURNING row
 
 
 def _quote(name: str) -> str:
@@ -119,9 +120,10 @@ async def _insert_group(session: Session, model: type[Model], columns: tuple[str
         if not any(t.endswith("]") for t in types):
             for start in range(0, len(rows), PG_UNNEST_CHUNK):
                 chunk = rows[start:start + PG_UNNEST_CHUNK]
-                sql = _unnest_sql(model, db_columns, types, returning=returning)
+                sql = _unnest_sql(model, tuple(db_columns), tuple(types), (),
+                                  returning=returning)
                 arrays = [[values[i] for _, values in chunk] for i in range(len(columns))]
-                result = await conn.execute_query_dict(sql, arrays)
+                result = await fetch_rows(conn, sql, arrays)
                 _assign(model, chunk, result, returning=returning)
             return
         limit, placeholder = PG_MAX_VARIABLES, "$"
@@ -132,23 +134,12 @@ async def _insert_group(session: Session, model: type[Model], columns: tuple[str
         chunk = rows[start:start + per_chunk]
         sql = _values_sql(model, db_columns, len(chunk), placeholder, returning=returning)
         params = [value for _, values in chunk for value in values]
-        result = await conn.execute_query_dict(sql, params)
+        result = await fetch_rows(conn, sql, params)
         _assign(model, chunk, result, returning=returning)
 
 
 def _returning_sql(model: type[Model], returning: bool) -> str:
     return f" RETURNING {_quote(model._meta.db_pk_column)}" if returning else ""
-
-
-def _unnest_sql(model: type[Model], db_columns: list[str], types: list[str], *,
-                returning: bool) -> str:
-    cols = ", ".join(_quote(c) for c in db_columns)
-    aliases = [f"c{i}" for i in range(len(db_columns))]
-    arrays = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
-    # Identifiers come from the model's metadata, values are bind parameters.
-    return (f"INSERT INTO {_table(model)} ({cols}) SELECT {', '.join(aliases)} "  # noqa: S608
-            f"FROM unnest({arrays}) WITH ORDINALITY AS u({', '.join(aliases)}, ord) "
-            f"ORDER BY ord{_returning_sql(model, returning)}")
 
 
 def _values_sql(model: type[Model], db_columns: list[str], nrows: int, placeholder: str, *,
@@ -166,12 +157,11 @@ def _values_sql(model: type[Model], db_columns: list[str], nrows: int, placehold
 
 
 def _assign(model: type[Model], chunk: list[tuple[Model, list[Any]]],
-            result: list[dict[str, Any]], *, returning: bool) -> None:
+            result: list[Any], *, returning: bool) -> None:
     if not returning:
         return
-    column = model._meta.db_pk_column
     pk_field = model._meta.pk
-    keys = sorted(row[column] for row in result)
+    keys = sorted(map(_first, result))
     if len(keys) != len(chunk):  # pragma: no cover - the server inserted every row or raised
         raise RuntimeError(f"INSERT returned {len(keys)} keys for {len(chunk)} rows")
     for (instance, _), key in zip(chunk, keys, strict=True):
@@ -279,17 +269,12 @@ class BulkPlan:
     unsupported: str
 
 
-def _base_method(name: str) -> Callable[..., Any]:
-    method: Callable[..., Any] = getattr(Field, name)
-    return method
-
-
 def _plain_char(field: Field[Any]) -> bool:
     """A CharField with Tortoise's own conversions and only its max-length validator."""
     kind = type(field)
     return (isinstance(field, CharField)
-            and kind.to_db_value is _base_method("to_db_value")
-            and kind.to_python_value is _base_method("to_python_value")
+            and kind.to_db_value is Field.to_db_value
+            and kind.to_python_value is Field.to_python_value
             and [type(v) for v in field.validators] == [MaxLengthValidator])
 
 
@@ -461,10 +446,8 @@ async def insert_batch(session: Session, plan: BulkPlan, batch: Batch, nrows: in
     conn = session.connection
     keys: list[Any] = []
     if session.dialect == "postgres":
-        sql = _batch_unnest_sql(model, tuple(db_columns),
-                                tuple(c.sql_type for c in batch.sent),
-                                tuple(c.sql_type for c, _ in batch.scalars),
-                                returning=returning)
+        sql = _unnest_sql(model, tuple(db_columns), tuple(c.sql_type for c in batch.sent),
+                          tuple(c.sql_type for c, _ in batch.scalars), returning=returning)
         tail = [value for _, value in batch.scalars]
         for start in range(0, nrows, PG_UNNEST_CHUNK):
             params = (batch.arrays if nrows <= PG_UNNEST_CHUNK else
@@ -485,21 +468,17 @@ async def insert_batch(session: Session, plan: BulkPlan, batch: Batch, nrows: in
     return keys if returning else []
 
 
-_first = operator.itemgetter(0)
-
-
 async def fetch_rows(connection: Any, sql: str, params: list[Any]) -> list[Any]:
     """Rows of ``sql`` through the session client's ``fetch_rows`` (Records, not dicts)."""
-    fetch = getattr(connection, "fetch_rows", None)
-    if fetch is None:  # pragma: no cover - every session client has it
-        return [tuple(row.values()) for row in await connection.execute_query_dict(sql, params)]
-    rows: list[Any] = await fetch(sql, params)
+    rows: list[Any] = await connection.fetch_rows(sql, params)
     return rows
 
 
 @lru_cache(maxsize=512)
-def _batch_unnest_sql(model: type[Model], db_columns: tuple[str, ...], types: tuple[str, ...],
-                      scalar_types: tuple[str, ...], *, returning: bool) -> str:
+def _unnest_sql(model: type[Model], db_columns: tuple[str, ...], types: tuple[str, ...],
+                scalar_types: tuple[str, ...], *, returning: bool) -> str:
+    """``INSERT ... SELECT c0, .., $k::T FROM unnest($1::T[], ..) WITH ORDINALITY .. ORDER BY
+    ord``: one array per column in ``types``, one scalar per column in ``scalar_types``."""
     cols = ", ".join(_quote(c) for c in db_columns)
     aliases = [f"c{i}" for i in range(len(types))]
     arrays = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))

@@ -114,14 +114,10 @@ class RowPlan:
         return out
 
 
-def row_plan(model: type[Model], native: frozenset[type]) -> RowPlan:
-    """The cached :class:`RowPlan` of ``model`` for a dialect whose driver returns ``native``
-    types as they are (the executor's ``DB_NATIVE``)."""
-    return _row_plan(model, native)
-
-
 @lru_cache(maxsize=512)
-def _row_plan(model: type[Model], native: frozenset[type]) -> RowPlan:
+def row_plan(model: type[Model], native: frozenset[type]) -> RowPlan:
+    """The :class:`RowPlan` of ``model`` (cached) for a dialect whose driver returns
+    ``native`` types as they are (the executor's ``DB_NATIVE``)."""
     meta = model._meta
     attrs = tuple(meta.fields_db_projection)
     plain: list[tuple[int, type]] = []

@@ -438,11 +438,8 @@ class BaseRepository(Generic[ModelT]):
             hidden = self.hide_soft_deleted and not include_deleted
             sql = _bulk.select_by_pk_sql(self.model, self.session.dialect,
                                          self.soft_delete_field, True if hidden else None)
-            with translate_errors(entity=self._name):
-                _, rows = await self.session.connection.execute_query(
-                    sql, [self.model._meta.pk.to_db_value(pk, self.model)])
-            found: builtins.list[ModelT] = self._row_plan().build(rows[:1])
-            return found[0] if found else None
+            return await self._one_row(self.session.connection, sql,
+                                       [self.model._meta.pk.to_db_value(pk, self.model)])
         queryset = self.query(include_deleted=include_deleted).filter(pk=pk)
         queryset = queryset.prefetch_related(*related)
         with translate_errors(entity=self._name):
@@ -714,7 +711,7 @@ class BaseRepository(Generic[ModelT]):
             query = query.where(marker.isnull() if where_null else marker.notnull())
         query = query.returning(*meta.fields_db_projection.values())  # type: ignore[operator]
         sql, params = query.get_parameterized_sql()
-        return await self._returned_row(conn, sql, params)
+        return await self._one_row(conn, sql, params)
 
     async def _update_cached(self, pk: Any, values: dict[str, Any],
                              where_null: bool | None) -> ModelT | None:
@@ -729,11 +726,12 @@ class BaseRepository(Generic[ModelT]):
             params = [meta.fields_map[key].to_db_value(value, self.model)
                       for key, value in values.items()]
         params.append(meta.pk.to_db_value(pk, self.model))
-        return await self._returned_row(self.session.connection, sql, params)
+        return await self._one_row(self.session.connection, sql, params)
 
-    async def _returned_row(self, connection: Any, sql: str,
+    async def _one_row(self, connection: Any, sql: str,
                             params: builtins.list[Any]) -> ModelT | None:
-        """The one row a ``... RETURNING <every column>`` statement gave, as an instance."""
+        """The first row of a statement that selects or returns every column, as an
+        instance (None if there is none)."""
         with translate_errors(entity=self._name):
             rows = await _bulk.fetch_rows(connection, sql, params)
         found: builtins.list[ModelT] = self._row_plan().build(rows[:1])
