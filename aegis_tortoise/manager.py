@@ -2,28 +2,43 @@
 
 Each manager owns a :class:`tortoise.context.TortoiseContext`, so several managers (different
 databases, same or different models) live in one process and event loop independently.
-Tortoise 1.1.9 keeps some state on the model classes themselves (the connection alias and the
-SQL dialect of the prepared base queries); :func:`_activate` switches it between dialects
-only while no session of another dialect uses those models, and raises a clear error
-otherwise.
+Tortoise 1.1.9 keeps some state on the model classes themselves (the connection name and the
+SQL dialect of the prepared base queries); :mod:`aegis_tortoise._model_state` switches it
+between managers, and raises a clear error when two dialects want it at once. Time zone and
+routers are per context (:mod:`aegis_tortoise._tortoise_state`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import itertools
 import logging
-import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
+from zoneinfo import ZoneInfoNotFoundError
 
-from tortoise.context import TortoiseContext, _current_context
+import tortoise.context as tortoise_context
+from tortoise.config import TortoiseConfig
+from tortoise.context import TortoiseContext, _current_context, set_global_context
+from tortoise.exceptions import BaseORMException
+from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
 from tortoise.log import db_client_logger
+from tortoise.timezone import parse_timezone
 from tortoise.utils import generate_schema_for_client
 
+from aegis_tortoise import _model_state, _tortoise_state
 from aegis_tortoise._backends import Backend, PostgresBackend, SqliteBackend
+from aegis_tortoise._tortoise_config import (
+    DEFAULT_CONNECTION,
+    config_from_url,
+    load_tortoise_config,
+    primary_connection,
+    url_of_connection,
+)
+from aegis_tortoise._tortoise_state import keep_process_state
 from aegis_tortoise.config import DatabaseSettings, DatabaseURL, parse_database_url
 from aegis_tortoise.errors import (
     ConfigurationError,
@@ -43,68 +58,9 @@ __all__ = ["DatabaseManager"]
 logger = logging.getLogger("aegis_tortoise.manager")
 sql_logger = logging.getLogger("aegis_tortoise.sql")
 
-APP_LABEL = "models"
 _ids = itertools.count(1)
-
-# --- model state shared between managers (Tortoise keeps it on the model classes) ------------
-
-_managers: weakref.WeakSet[DatabaseManager] = weakref.WeakSet()
-_prepared_dialect: dict[type[Model], str] = {}
-_executor_keys: dict[tuple[str, str | None, str], type[Model]] = {}
-_generation = 0
-
-
-def _conflicting_manager(manager: DatabaseManager,
-                         models: Iterable[type[Model]]) -> DatabaseManager | None:
-    """Another manager, of another dialect, with a session open on some of ``models``."""
-    wanted = set(models)
-    for other in list(_managers):
-        if other is manager or other.dialect == manager.dialect or not other._active_sessions:
-            continue
-        if wanted & set(other._models):
-            return other
-    return None
-
-
-def _dialect_error(manager: DatabaseManager, other: DatabaseManager) -> TransactionError:
-    return TransactionError(
-        f"Cannot open a {manager.dialect} session on {manager.url.masked()} while a "
-        f"{other.dialect} session on {other.url.masked()} is using the same model classes: "
-        "Tortoise ORM keeps one SQL dialect per model class, so managers of different "
-        "dialects that share models must work one after the other",
-        details={"dialect": manager.dialect, "busy_dialect": other.dialect},
-    )
-
-
-def _prepare(manager: DatabaseManager, models: Iterable[type[Model]]) -> None:
-    """Point the model classes at the manager's alias and build their base queries in its
-    dialect (synchronous, so atomic on the event loop)."""
-    global _generation
-    query_class = manager._client().query_class
-    for model in models:
-        # Mirrors tortoise.apps.Apps._build_initial_querysets (Tortoise 1.1.9).
-        meta = model._meta
-        meta.default_connection = manager.alias
-        basequery = query_class.from_(meta.basetable)
-        meta.basequery = basequery
-        meta.basequery_all_fields = basequery.select(*meta.db_fields)
-        _prepared_dialect[model] = manager.dialect
-    _generation += 1
-
-
-def _activate(manager: DatabaseManager) -> None:
-    """Make the manager's models build SQL of its dialect, unless another dialect's open
-    session uses them."""
-    if manager._generation_seen == _generation:
-        return
-    stale = [m for m in manager._models if _prepared_dialect.get(m) != manager.dialect]
-    if stale:
-        other = _conflicting_manager(manager, stale)
-        if other is not None:
-            raise _dialect_error(manager, other)
-        _prepare(manager, stale)
-    manager._generation_seen = _generation
-
+_tortoise_state.install()
+_model_state.install()
 
 class _EchoLog:
     """Stands in for Tortoise's client logger when ``echo=True``: SQL at INFO level."""
@@ -131,10 +87,17 @@ class DatabaseManager:
         pool_recycle: Connections idle longer than this many seconds are closed and replaced.
         echo: Log every SQL statement (logger ``aegis_tortoise.sql``, INFO).
         settings: A :class:`DatabaseSettings` supplying every value not given here.
+        use_tz: Timezone-aware datetimes, as Tortoise's ``use_tz`` (this manager's own).
+        timezone: The time zone of naive datetimes and ``auto_now`` fields, as Tortoise's.
+        routers: Tortoise database routers (dotted paths or classes), this manager's own.
+        global_context: Publish the manager's Tortoise context as the process's fallback
+            (as ``Tortoise.init(_enable_global_fallback=True)``): plain Tortoise calls
+            outside any session then run on this database. At most one per process.
         **driver_options: Passed to the driver (asyncpg ``connect()`` keywords such as
             ``ssl``, ``command_timeout``, ``server_settings``; sqlite pragmas).
 
-    Nothing connects until the first :meth:`session`.
+    Nothing connects until the first :meth:`session` (or :meth:`init`). The connection is
+    named ``"default"``, as Tortoise names the connection of a bare URL.
     """
 
     def __init__(
@@ -148,15 +111,29 @@ class DatabaseManager:
         pool_recycle: float | None = None,
         echo: bool | None = None,
         settings: DatabaseSettings | None = None,
+        use_tz: bool = True,
+        timezone: str = "UTC",
+        routers: Sequence[str | type] | None = None,
+        global_context: bool = False,
+        _tortoise_config: dict[str, Any] | None = None,
         **driver_options: Any,
     ) -> None:
+        config = _tortoise_config
+        if config is not None:
+            self.alias = primary_connection(config)
+            database_url = "unused"
+            models = [m for app in config["apps"].values() for m in app["models"]]
         if settings is None and None in (database_url, models, pool_size, max_overflow,
                                          pool_timeout, pool_recycle, echo):
             settings = DatabaseSettings()
         self.settings = settings
-        self.url: DatabaseURL = parse_database_url(
-            database_url if database_url is not None else settings.database_url  # type: ignore[union-attr]
-        )
+        if config is None:
+            self.alias = DEFAULT_CONNECTION
+            self.url: DatabaseURL = parse_database_url(
+                database_url if database_url is not None else settings.database_url  # type: ignore[union-attr]
+            )
+        else:
+            self.url = url_of_connection(self.alias, config["connections"][self.alias])
         self.models: list[str | ModuleType] = list(
             models if models is not None else settings.database_models  # type: ignore[union-attr]
         )
@@ -168,9 +145,16 @@ class DatabaseManager:
         self.driver_options = driver_options
         self.id = next(_ids)
         self.dialect: str = self.url.dialect
-        # One alias per dialect: Tortoise 1.1.9 caches insert/delete SQL by alias + table, and
-        # stores the alias on the model classes, which managers sharing models have in common.
-        self.alias = f"aegis_{self.dialect}"
+        if config is not None:
+            # Tortoise's precedence: the config's own use_tz/timezone/routers win.
+            use_tz = config.get("use_tz", use_tz)
+            timezone = config.get("timezone", timezone)
+            routers = config.get("routers", routers)
+        self.use_tz = _flag("use_tz", use_tz)
+        self.timezone = _zone(timezone)
+        self.routers: list[str | type] = list(routers or ())
+        self.global_context = _flag("global_context", global_context)
+        self._tortoise_config = config
         self._backend: Backend = (
             PostgresBackend(self) if self.dialect == "postgres" else SqliteBackend(self)
         )
@@ -180,13 +164,14 @@ class DatabaseManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._init_lock: asyncio.Lock | None = None
         self._models: tuple[type[Model], ...] = ()
-        self._module_names = tuple(m if isinstance(m, str) else m.__name__ for m in self.models)
+        self._model_connections: dict[type[Model], str] = {}
         self._generation_seen = -1
         self._active_sessions = 0
+        self._create_db = False
         # The session this manager has open in the current task (for nested-session rules).
         self._current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
             f"aegis_session_{self.id}", default=None)
-        _managers.add(self)
+        _model_state.register(self)
 
     def __repr__(self) -> str:
         state = "open" if self._ctx is not None else "not connected"
@@ -199,6 +184,32 @@ class DatabaseManager:
         """A manager configured entirely from settings (``DatabaseSettings()`` by default)."""
         settings = settings if settings is not None else DatabaseSettings()
         return cls(settings=settings, **overrides)
+
+    @classmethod
+    def from_tortoise_config(
+        cls, config: Mapping[str, Any] | TortoiseConfig | str, **options: Any,
+    ) -> Self:
+        """A manager for a plain Tortoise config, honoured whole.
+
+        Args:
+            config: A ``TORTOISE_ORM`` dict, a ``TortoiseConfig``, a dotted path to either
+                (``"app.config.TORTOISE_ORM"``) or a ``.json``/``.yml`` file. Its URLs keep
+                Tortoise's meaning (``sqlite:///tmp/x.db`` is ``/tmp/x.db``).
+            **options: This library's options (``pool_size``, ``pool_timeout``, ``echo``,
+                ``global_context``...); ``use_tz``/``timezone``/``routers`` apply where the
+                config does not set them, as in ``Tortoise.init``.
+
+        Every app label and connection of the config is loaded. Sessions run on the
+        ``"default"`` connection (else the only one, else the first app's); the others
+        serve their models as plain Tortoise does. Without ``pool_size``, an asyncpg
+        ``maxsize`` in the session connection's credentials sizes the pool.
+        """
+        loaded = load_tortoise_config(config)
+        credentials = loaded["connections"][primary_connection(loaded)].get("credentials", {})
+        if "pool_size" not in options and "maxsize" in credentials:
+            options["pool_size"] = int(credentials["maxsize"])
+            options.setdefault("max_overflow", 0)
+        return cls(_tortoise_config=loaded, **options)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -240,54 +251,80 @@ class DatabaseManager:
         if self._backend.move_to_loop(self._root_client):
             self._loop = loop
         else:
+            _unpublish(self._ctx)
             self._ctx = None
             self._root_client = None
             self._generation_seen = -1
 
+    def _config(self) -> dict[str, Any]:
+        """The Tortoise config this manager initialises its context with.
+
+        The session connection gets the pool's own settings, which win over driver options
+        of the same name (the backend already bounds a given connect timeout by
+        pool_timeout), and sqlite connections get this library's engine (a daemon thread).
+        """
+        if self._tortoise_config is None:
+            connection = self.url.tortoise_connection(**self.driver_options)
+            config = config_from_url(connection, self.models, self.alias)
+        else:
+            config = copy.deepcopy(self._tortoise_config)
+            primary = config["connections"][self.alias]
+            primary.setdefault("credentials", {}).update(self.driver_options)
+        config["connections"][self.alias]["credentials"].update(self._backend.pool_options())
+        for connection in config["connections"].values():
+            if connection.get("engine") == "tortoise.backends.sqlite":
+                connection["engine"] = "aegis_tortoise._sqlite"
+        return config
+
+    async def init(self) -> None:
+        """Set up the Tortoise context now (the first session does it otherwise).
+
+        With ``global_context=True`` this publishes the context, so plain Tortoise calls
+        outside sessions work from here on. Connections are still opened on first use.
+        """
+        await self._ensure_initialized()
+
     async def _initialize(self) -> TortoiseContext:
-        global _generation
-        # The pool's own settings win over driver options of the same name (the backend
-        # already bounds a given connect timeout by pool_timeout).
-        connection = self.url.tortoise_connection(
-            **{**self.driver_options, **self._backend.pool_options()})
-        if self.dialect == "sqlite":
-            connection["engine"] = "aegis_tortoise._sqlite"  # a daemon aiosqlite thread
+        config = self._config()
         ctx = TortoiseContext()
         token = _current_context.set(ctx)
         try:
-            with translate_errors(connecting=True):
+            # keep_process_state: the context keeps its own time zone and routers; the
+            # process-wide copies that Tortoise 1.1.9's init rewrites are put back.
+            with translate_errors(connecting=True), keep_process_state():
                 if self.models:
-                    await ctx.init(config={
-                        "connections": {self.alias: connection},
-                        # Tortoise 1.1.9's config takes module paths only, not module objects.
-                        "apps": {APP_LABEL: {"models": list(self._module_names),
-                                             "default_connection": self.alias}},
-                    })
+                    await ctx.init(config=config, use_tz=self.use_tz, timezone=self.timezone,
+                                   routers=self.routers, _create_db=self._create_db)
                 else:
                     # Tortoise 1.1.9 rejects a config without models; a manager used only for
                     # raw SQL (session.execute) needs just the connection.
-                    await ctx.connections._init({self.alias: connection}, False)
-        except Exception:
+                    await ctx.connections._init(config["connections"], self._create_db)
+                    ctx._inited = True
+                    ctx._use_tz, ctx._timezone = self.use_tz, self.timezone
+            if self.global_context:
+                _publish(ctx, self)
+        except BaseException:
             await ctx.close_connections()
             raise
         finally:
             _current_context.reset(token)
         models = tuple(m for app in (ctx.apps.apps.values() if ctx.apps else ())
                        for m in app.values())
-        # Tortoise's init has just prepared the model classes for this dialect. If another
+        self._model_connections = {m: str(m._meta.default_connection) for m in models}
+        # Tortoise's init has just prepared the model classes for this manager. If another
         # dialect's open session uses some of them, put those back before anything awaits
         # (the other session's next query must not see this dialect), then refuse. The
         # check is by class, so a module that re-exports another's models is caught too.
-        other = _conflicting_manager(self, models)
+        other = _model_state.conflicting_manager(self, models)
         if other is not None:
-            _prepare(other, [m for m in models if m in other._models])
-            await ctx.close_connections()
-            raise _dialect_error(self, other)
+            _model_state.prepare(other, [m for m in models if m in other._models])
+            await self._close_context(ctx)
+            raise _model_state.dialect_error(self, other)
         for model in models:
-            key = (self.alias, model._meta.schema, model._meta.db_table)
-            known = _executor_keys.setdefault(key, model)
+            key = (self._model_connections[model], model._meta.schema, model._meta.db_table)
+            known = _model_state.table_owners.setdefault(key, model)
             if known is not model:
-                await ctx.close_connections()
+                await self._close_context(ctx)
                 raise ConfigurationError(
                     f"Models {known.__module__}.{known.__name__} and "
                     f"{model.__module__}.{model.__name__} both map to table "
@@ -295,10 +332,9 @@ class DatabaseManager:
                     "one of them another db_table",
                     details={"table": model._meta.db_table},
                 )
-            _prepared_dialect[model] = self.dialect
-        _generation += 1
         self._models = models
-        self._generation_seen = _generation
+        _model_state.record(self, models)
+        self._generation_seen = _model_state.generation()
         # Read once, outside any session: inside one, connections.get(alias) answers with
         # the session's transaction client, which the contextvar binds to the alias.
         self._root_client = ctx.connections.get(self.alias)
@@ -306,6 +342,10 @@ class DatabaseManager:
         self._ctx = ctx
         logger.info("initialised %r with %d models", self, len(models))
         return ctx
+
+    async def _close_context(self, ctx: TortoiseContext) -> None:
+        _unpublish(ctx)
+        await ctx.close_connections()
 
     async def generate_schemas(self, safe: bool = True) -> None:
         """Create the models' tables (for tests and demos; use aerich migrations in production).
@@ -318,9 +358,16 @@ class DatabaseManager:
 
     async def close(self) -> None:
         """Close every connection. A later :meth:`session` initialises the manager again."""
-        self._ctx = None
+        ctx, self._ctx = self._ctx, None
         client, self._root_client = self._root_client, None
         self._generation_seen = -1
+        if ctx is not None:
+            _unpublish(ctx)
+            same_loop = self._loop is asyncio.get_running_loop()
+            # The config's other connections (not the sessions'): as Tortoise closes them.
+            for name, other in list(ctx.connections._get_storage().items()):
+                if name != self.alias and same_loop:
+                    await other.close()
         if client is not None:
             # The client itself, not TortoiseContext.close_connections(): Tortoise 1.1.9
             # looks the client up again, and from another event loop than the one that
@@ -357,7 +404,7 @@ class DatabaseManager:
                 details={"dialect": "sqlite"},
             )
         ctx = await self._ensure_initialized()
-        _activate(self)
+        _model_state.activate(self)
         client = self._client()
         self._active_sessions += 1
         try:
@@ -401,7 +448,10 @@ class DatabaseManager:
                 logger.warning("could not return a connection to the pool", exc_info=True)
         if error is not None:
             raise error
-        if exc is not None and isinstance(exc, Exception):
+        # Tortoise's own exceptions (DoesNotExist, IntegrityError...) come from plain
+        # Tortoise calls in the block: they leave it as they are, so the service's handlers
+        # (tortoise_exception_handlers) keep matching. Raw driver errors are translated.
+        if isinstance(exc, Exception) and not isinstance(exc, BaseORMException):
             translated = translate_exception(exc)
             if translated is not exc:
                 raise translated from exc
@@ -508,3 +558,41 @@ def _seconds(name: str, value: float | None, settings: DatabaseSettings | None, 
         raise ConfigurationError(f"{name} must be a number of seconds {bound}, got {value!r}",
                                  details={"field": name})
     return float(value)
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, got {value!r}",
+                                 details={"field": name})
+    return value
+
+
+def _zone(name: object) -> str:
+    if not isinstance(name, str):
+        raise ConfigurationError(f"timezone must be a time zone name such as 'UTC' or "
+                                 f"'Europe/Berlin', got {name!r}", details={"field": "timezone"})
+    try:
+        parse_timezone(name)
+    except (ValueError, ZoneInfoNotFoundError) as exc:
+        raise ConfigurationError(f"Unknown time zone {name!r}; use an IANA name such as "
+                                 "'UTC' or 'Asia/Shanghai'", details={"field": "timezone"}
+                                 ) from exc
+    return name
+
+
+def _publish(ctx: TortoiseContext, manager: DatabaseManager) -> None:
+    """Make ``ctx`` the process's fallback Tortoise context (global_context=True)."""
+    try:
+        set_global_context(ctx)
+    except TortoiseConfigurationError as exc:
+        raise ConfigurationError(
+            f"{manager!r} cannot publish its Tortoise context: another one (a Tortoise.init "
+            "or RegisterTortoise with _enable_global_fallback=True, or a manager with "
+            "global_context=True) already serves plain Tortoise calls in this process. Give "
+            "this one global_context=False (_enable_global_fallback=False)",
+            details={"field": "global_context"}) from exc
+
+
+def _unpublish(ctx: TortoiseContext | None) -> None:
+    if ctx is not None and tortoise_context._global_context is ctx:
+        tortoise_context._global_context = None

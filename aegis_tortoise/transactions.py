@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from aegis_tortoise.errors import ConfigurationError, translate_errors
+from tortoise.exceptions import BaseORMException
+
+from aegis_tortoise.errors import ConfigurationError, translate_exception
 from aegis_tortoise.session import Session
 
 if TYPE_CHECKING:
@@ -27,6 +29,9 @@ class TransactionManager:
     inside it undoes only its own work, re-raises, and the session stays usable (on
     PostgreSQL too, where an error would otherwise abort the whole transaction).
     ``TransactionManager(db).transaction()`` opens a new session and yields it.
+
+    Errors of plain Tortoise calls in the block (``DoesNotExist``, ``IntegrityError``) leave
+    it as Tortoise raised them; driver errors become this library's errors.
     """
 
     def __init__(self, target: Session | DatabaseManager) -> None:
@@ -46,9 +51,16 @@ class TransactionManager:
         """Run the block all or nothing; yields the session it runs in."""
         if isinstance(self.target, Session):
             session = self.target
-            with translate_errors():
+            try:
                 async with session.savepoint():
                     yield session
+            except BaseORMException:
+                raise  # a plain Tortoise call's own error (DoesNotExist, IntegrityError...)
+            except Exception as exc:
+                translated = translate_exception(exc)
+                if translated is exc:
+                    raise
+                raise translated from exc
         else:
             async with self.target.session() as session:
                 yield session

@@ -75,7 +75,7 @@ class TortoiseContender(Contender):
     def __init__(self, url: str, backend: str = "postgres") -> None:
         self.url = url
         self.backend = backend
-        self.alias = f"aegis_{backend}"
+        self.alias = "default"  # what a plain Tortoise service names its connection
         self.ctx: TortoiseContext | None = None
 
     async def start(self) -> None:

@@ -16,6 +16,7 @@ from aegis_tortoise import (
     with_db_retry,
 )
 from aegis_tortoise.examples.models import Policy, User
+from aegis_tortoise.examples.repositories import UserRepository
 from tests.conftest import EXAMPLE_MODELS, count_rows
 
 
@@ -83,9 +84,9 @@ async def test_duplicate_is_not_retried(db: DatabaseManager) -> None:
     async def op() -> None:
         nonlocal calls
         calls += 1
-        async with db.session():
-            await User.create(email="same@x", name="A")
-            await User.create(email="same@x", name="B")
+        async with db.session() as session:
+            await UserRepository(session).create({"email": "same@x", "name": "A"})
+            await UserRepository(session).create({"email": "same@x", "name": "B"})
 
     with pytest.raises(DuplicateEntityError):
         await op()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import tortoise.exceptions
 
 from aegis_tortoise import (
     ConfigurationError,
@@ -37,9 +38,9 @@ async def test_savepoint_undoes_only_its_own_work(db: DatabaseManager) -> None:
                 await Policy.create(user=user, title="P")
                 await User.create(email="before@x", name="dup")  # fails: unique email
 
-        with pytest.raises(DuplicateEntityError) as info:
+        # A plain Tortoise call's error leaves the block as Tortoise raised it (API.md).
+        with pytest.raises(tortoise.exceptions.IntegrityError):
             await failing_block()
-        assert info.value.__cause__ is not None
         # The session stays usable, on PostgreSQL too (no "current transaction is aborted").
         assert await User.all().count() == 1
         await User.create(email="after@x", name="A")
@@ -162,7 +163,8 @@ async def test_transactional_method_commits_or_rolls_back(db: DatabaseManager) -
     assert await service.create_two("a@x", "b@x") == 2
     assert isinstance(service.sessions[0], Session)
     assert not service.sessions[0].is_active
-    with pytest.raises(DuplicateEntityError):
+    # Plain Tortoise calls in the method keep Tortoise's own error (API.md).
+    with pytest.raises(tortoise.exceptions.IntegrityError):
         await service.create_two("c@x", "a@x")  # the second one is a duplicate
     assert await _emails(db) == ["a@x", "b@x"]  # c@x was rolled back with it
     await service.create_plain("p@x")
@@ -173,7 +175,7 @@ async def test_transactional_inside_an_open_session_uses_a_savepoint(db: Databas
     service = UserService(db)
     async with db.session() as session:
         await User.create(email="outer@x", name="O")
-        with pytest.raises(DuplicateEntityError):
+        with pytest.raises(tortoise.exceptions.IntegrityError):
             await service.create_two("in@x", "outer@x", session=session)
         assert service.sessions == [session]
         assert await User.all().count() == 1  # the session is still usable

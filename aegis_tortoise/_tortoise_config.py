@@ -1,0 +1,180 @@
+"""Tortoise configs as a manager reads them: loading, the primary connection, app labels.
+
+A service that runs on plain Tortoise has a ``TORTOISE_ORM`` dict (or a ``TortoiseConfig``,
+a dotted path to either, or a JSON/YAML file). :func:`load_tortoise_config` accepts each of
+these and returns the plain dict Tortoise itself would use; its URLs keep Tortoise's meaning
+(``sqlite:///tmp/x.db`` is ``/tmp/x.db``). :func:`config_from_url` builds the same shape for
+a ``DatabaseManager(database_url, models)``, with one connection named ``"default"`` and an
+app for every label the model modules declare.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+import os
+from collections.abc import Iterable, Mapping
+from types import ModuleType
+from typing import Any
+
+from tortoise.backends.base.config_generator import expand_db_url
+from tortoise.config import TortoiseConfig
+from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
+from tortoise.models import Model
+
+from aegis_tortoise.config import DatabaseURL
+from aegis_tortoise.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_CONNECTION",
+    "app_labels",
+    "config_from_url",
+    "load_tortoise_config",
+    "primary_connection",
+    "url_of_connection",
+]
+
+DEFAULT_CONNECTION = "default"
+DEFAULT_APP = "models"
+_ENGINES = {
+    "tortoise.backends.asyncpg": "postgres",
+    "tortoise.backends.sqlite": "sqlite",
+    "aegis_tortoise._sqlite": "sqlite",
+}
+_CONFIG_FILE_SUFFIXES = (".json", ".yml", ".yaml")
+
+
+def load_tortoise_config(config: Mapping[str, Any] | TortoiseConfig | str) -> dict[str, Any]:
+    """A Tortoise config as a dict, from a dict, a TortoiseConfig, a dotted path or a file.
+
+    Connections given as URLs are expanded the way Tortoise expands them.
+
+    Raises:
+        ConfigurationError: the config cannot be found or Tortoise rejects it.
+    """
+    source = config
+    if isinstance(config, str):
+        config = _resolve_reference(config)
+    try:
+        if isinstance(config, TortoiseConfig):
+            typed = config
+        elif isinstance(config, Mapping):
+            typed = TortoiseConfig.from_dict(config)
+        else:
+            raise ConfigurationError(
+                f"A Tortoise config must be a dict, a TortoiseConfig, a dotted path or a "
+                f".json/.yml file; {source!r} is a {type(config).__name__}",
+                details={"config": type(config).__name__})
+        result = copy.deepcopy(typed.to_dict())
+        result["connections"] = {
+            name: expand_db_url(conn) if isinstance(conn, str) else conn
+            for name, conn in result["connections"].items()}
+    except TortoiseConfigurationError as exc:
+        raise ConfigurationError(f"Invalid Tortoise config: {exc}") from exc
+    return result
+
+
+def _resolve_reference(reference: str) -> Any:
+    """A config file's path, or ``"package.module.NAME"`` naming a dict or TortoiseConfig."""
+    if reference.endswith(_CONFIG_FILE_SUFFIXES) or os.path.sep in reference:
+        if not os.path.isfile(reference):
+            raise ConfigurationError(f"Tortoise config file {reference!r} does not exist",
+                                     details={"config_file": reference})
+        try:
+            return TortoiseConfig.from_config_file(reference)
+        except (TortoiseConfigurationError, ValueError, ImportError) as exc:
+            raise ConfigurationError(f"Cannot read Tortoise config file {reference!r}: {exc}",
+                                     details={"config_file": reference}) from exc
+    module_name, _, attribute = reference.rpartition(".")
+    if not module_name:
+        raise ConfigurationError(
+            f"{reference!r} is neither a config file nor a dotted path such as "
+            "'app.config.TORTOISE_ORM'", details={"config": reference})
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"Cannot import {module_name!r} for the Tortoise config "
+                                 f"{reference!r}: {exc}", details={"config": reference}) from exc
+    if not hasattr(module, attribute):
+        raise ConfigurationError(f"Module {module_name!r} has no {attribute!r} (the Tortoise "
+                                 f"config {reference!r})", details={"config": reference})
+    return getattr(module, attribute)
+
+
+def primary_connection(config: Mapping[str, Any]) -> str:
+    """The connection a manager's sessions use: ``"default"``, the only one, or the first
+    app's ``default_connection`` (as Tortoise picks its default connection)."""
+    connections = config["connections"]
+    if DEFAULT_CONNECTION in connections or not connections:
+        return DEFAULT_CONNECTION
+    if len(connections) == 1:
+        return str(next(iter(connections)))
+    for app in config["apps"].values():
+        name = app.get("default_connection", DEFAULT_CONNECTION)
+        if name in connections:
+            return str(name)
+    return str(next(iter(connections)))
+
+
+def url_of_connection(name: str, connection: Mapping[str, Any]) -> DatabaseURL:
+    """The DatabaseURL of a Tortoise connection dict (for messages and the dialect)."""
+    engine = str(connection.get("engine", ""))
+    dialect = _ENGINES.get(engine)
+    if dialect is None:
+        raise ConfigurationError(
+            f"Connection {name!r} uses engine {engine!r}; aegis-tortoise sessions run on "
+            "tortoise.backends.asyncpg (PostgreSQL) and tortoise.backends.sqlite",
+            details={"connection": name, "engine": engine})
+    credentials = dict(connection.get("credentials") or {})
+    if dialect == "sqlite":
+        return DatabaseURL(dialect="sqlite", scheme="sqlite",
+                           database=str(credentials.get("file_path", ":memory:")))
+    port = credentials.get("port")
+    return DatabaseURL(
+        dialect="postgres", scheme="asyncpg", host=credentials.get("host"),
+        port=int(port) if port not in (None, "") else None, user=credentials.get("user"),
+        password=credentials.get("password"), database=credentials.get("database"))
+
+
+def _module_models(module: ModuleType) -> list[type[Model]]:
+    """The models Tortoise 1.1.9's ``Apps._discover_models`` would find in ``module``."""
+    candidates = getattr(module, "__models__", None)
+    if candidates:
+        try:
+            candidates = [*candidates]
+        except TypeError:
+            candidates = None
+    if not candidates:
+        candidates = [getattr(module, name) for name in dir(module)]
+    return [c for c in candidates
+            if inspect.isclass(c) and issubclass(c, Model) and not c._meta.abstract]
+
+
+def app_labels(modules: Iterable[str | ModuleType]) -> dict[str, list[str | ModuleType]]:
+    """Model modules grouped by the app labels their models declare (``Meta.app``).
+
+    Tortoise discovers a model only under its own label, so a module whose models say
+    ``app = "shop"`` must be listed under ``"shop"``; models without a label go to
+    ``"models"`` (and keep it: Tortoise writes the label onto the class).
+    """
+    labels: dict[str, list[str | ModuleType]] = {}
+    for entry in modules:
+        try:
+            module = importlib.import_module(entry) if isinstance(entry, str) else entry
+        except ImportError as exc:
+            raise ConfigurationError(f'Model module "{entry}" not found: {exc}',
+                                     details={"module": str(entry)}) from exc
+        found = {model._meta.app or DEFAULT_APP for model in _module_models(module)}
+        for label in sorted(found) or [DEFAULT_APP]:
+            labels.setdefault(label, []).append(entry)
+    return labels
+
+
+def config_from_url(connection: dict[str, Any], modules: Iterable[str | ModuleType],
+                    name: str = DEFAULT_CONNECTION) -> dict[str, Any]:
+    """A Tortoise config with one connection and the apps of ``modules``."""
+    apps = {label: {"models": [m if isinstance(m, str) else m.__name__ for m in entries],
+                    "default_connection": name}
+            for label, entries in app_labels(modules).items()}
+    return {"connections": {name: connection}, "apps": apps}

@@ -1,0 +1,153 @@
+"""Per-context time zone and routers for Tortoise ORM (which keeps both process-wide).
+
+Tortoise 1.1.9 stores ``use_tz``/``timezone`` in ``os.environ`` (read through cached
+functions in ``tortoise.timezone``) and its routers in one module-level ``ConnectionRouter``.
+Every ``TortoiseContext.init`` rewrites both, so two managers (or a manager and a
+``Tortoise.init``) with different settings clobber each other. Each ``TortoiseContext``
+does keep its own copy (``_use_tz``, ``_timezone``, ``_routers``): :func:`install` makes
+Tortoise read those of the current context, and falls back to the process-wide values when
+no initialised context is current, which is exactly what Tortoise does with one context.
+
+:func:`keep_process_state` undoes what a context's ``init`` writes to the process, so a
+manager's initialisation leaves ``os.environ`` and the global router as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import weakref
+from collections.abc import Iterator
+from datetime import tzinfo
+from typing import TYPE_CHECKING, Any
+
+import tortoise.fields.data as tortoise_data
+from tortoise import timezone as tortoise_tz
+from tortoise.context import TortoiseContext, get_current_context
+from tortoise.router import ConnectionRouter, router
+
+if TYPE_CHECKING:
+    from tortoise.backends.base.client import BaseDBAsyncClient
+    from tortoise.models import Model
+
+__all__ = ["install", "keep_process_state"]
+
+# The process-wide readers as Tortoise 1.1.9 defines them (cached, from os.environ).
+_env_use_tz = tortoise_tz.get_use_tz
+_env_timezone = tortoise_tz.get_timezone
+_parse_timezone = functools.lru_cache(maxsize=64)(tortoise_tz.parse_timezone)
+_router_instances: weakref.WeakKeyDictionary[TortoiseContext, list[Any]] = (
+    weakref.WeakKeyDictionary())
+_installed = False
+
+
+def _context() -> TortoiseContext | None:
+    ctx = get_current_context()
+    return ctx if ctx is not None and ctx._inited else None
+
+
+def get_use_tz() -> bool:
+    """``use_tz`` of the current Tortoise context (else the process-wide setting)."""
+    ctx = _context()
+    return ctx._use_tz if ctx is not None else _env_use_tz()
+
+
+def get_timezone() -> str:
+    """``timezone`` of the current Tortoise context (else the process-wide setting)."""
+    ctx = _context()
+    return ctx._timezone if ctx is not None else _env_timezone()
+
+
+def get_default_timezone() -> tzinfo:
+    """The current context's time zone as a tzinfo (parsed once per name)."""
+    return _parse_timezone(get_timezone())
+
+
+def _routers(default: ConnectionRouter) -> list[Any] | None:
+    ctx = _context()
+    if ctx is None:
+        return default._routers
+    instances = _router_instances.get(ctx)
+    if instances is None or len(instances) != len(ctx._routers):
+        # Tortoise instantiates each router class once, at init; so do we, per context.
+        instances = [cls() for cls in ctx._routers]
+        _router_instances[ctx] = instances
+    return instances
+
+
+def _route(self: ConnectionRouter, model: type[Model], action: str) -> BaseDBAsyncClient | None:
+    # Mirrors ConnectionRouter._router_func/_db_route (Tortoise 1.1.9) over the context's
+    # routers instead of the process-wide list.
+    from tortoise.connection import get_connection
+    from tortoise.exceptions import ConfigurationError
+
+    for instance in _routers(self) or ():
+        method = getattr(instance, action, None)
+        if method is None:
+            continue
+        chosen = method(model)
+        if chosen:
+            try:
+                return get_connection(chosen)
+            except ConfigurationError:
+                return None
+    return None
+
+
+def _db_for_read(self: ConnectionRouter, model: type[Model]) -> BaseDBAsyncClient | None:
+    return _route(self, model, "db_for_read")
+
+
+def _db_for_write(self: ConnectionRouter, model: type[Model]) -> BaseDBAsyncClient | None:
+    return _route(self, model, "db_for_write")
+
+
+def _cache_clear() -> None:
+    _env_use_tz.cache_clear()
+    _env_timezone.cache_clear()
+
+
+# tortoise.timezone._reset_timezone_cache() (called by every init) clears the caches of the
+# functions it finds under these names: ours clear the process-wide readers'.
+get_use_tz.cache_clear = _cache_clear  # type: ignore[attr-defined]
+get_timezone.cache_clear = _cache_clear  # type: ignore[attr-defined]
+get_default_timezone.cache_clear = _cache_clear  # type: ignore[attr-defined]
+
+
+def install() -> None:
+    """Make Tortoise read time zone and routers from the current context (idempotent).
+
+    Replaces module attributes of Tortoise 1.1.9: ``tortoise.timezone.get_use_tz`` /
+    ``get_timezone`` / ``get_default_timezone`` (``now()``, ``localtime()`` and the other
+    helpers there look them up at call time), the copies ``tortoise.fields.data`` imported by
+    name, and ``ConnectionRouter.db_for_read`` / ``db_for_write``.
+    """
+    global _installed
+    if _installed:
+        return
+    tortoise_tz.get_use_tz = get_use_tz  # type: ignore[assignment]
+    tortoise_tz.get_timezone = get_timezone  # type: ignore[assignment]
+    tortoise_tz.get_default_timezone = get_default_timezone  # type: ignore[assignment]
+    tortoise_data.get_use_tz = get_use_tz  # type: ignore[attr-defined,assignment]
+    tortoise_data.get_default_timezone = get_default_timezone  # type: ignore[attr-defined,assignment]
+    ConnectionRouter.db_for_read = _db_for_read  # type: ignore[method-assign]
+    ConnectionRouter.db_for_write = _db_for_write  # type: ignore[method-assign]
+    _installed = True
+
+
+@contextlib.contextmanager
+def keep_process_state() -> Iterator[None]:
+    """Restore ``USE_TZ``/``TIMEZONE`` and the global routers that a context's init rewrites."""
+    saved_env = {name: os.environ.get(name) for name in ("USE_TZ", "TIMEZONE")}
+    saved_routers = router._routers
+    try:
+        yield
+    finally:
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _cache_clear()
+        router._routers = saved_routers
