@@ -17,10 +17,20 @@ from collections.abc import AsyncIterator
 
 from fastapi import Depends, params
 
+from aegis_tortoise._register import (
+    RegisterTortoise,
+    register_tortoise,
+    tortoise_exception_handlers,
+)
 from aegis_tortoise.manager import DatabaseManager
 from aegis_tortoise.session import Session
 
-__all__ = ["session_dependency"]
+__all__ = [
+    "RegisterTortoise",
+    "register_tortoise",
+    "session_dependency",
+    "tortoise_exception_handlers",
+]
 
 
 def session_dependency(db: DatabaseManager) -> params.Depends:

@@ -59,8 +59,6 @@ logger = logging.getLogger("aegis_tortoise.manager")
 sql_logger = logging.getLogger("aegis_tortoise.sql")
 
 _ids = itertools.count(1)
-_tortoise_state.install()
-_model_state.install()
 
 class _EchoLog:
     """Stands in for Tortoise's client logger when ``echo=True``: SQL at INFO level."""
@@ -118,6 +116,9 @@ class DatabaseManager:
         _tortoise_config: dict[str, Any] | None = None,
         **driver_options: Any,
     ) -> None:
+        # Importing the library changes nothing in Tortoise; the first manager does.
+        _tortoise_state.install()
+        _model_state.install()
         config = _tortoise_config
         if config is not None:
             self.alias = primary_connection(config)
@@ -355,6 +356,11 @@ class DatabaseManager:
         """
         async with self.session() as session:
             await generate_schema_for_client(session.connection, safe)
+            # A config's other connections serve their own apps' models (plain clients).
+            ctx = session._ctx
+            for name in ctx.connections.db_config:
+                if name != self.alias:
+                    await generate_schema_for_client(ctx.connections.get(name), safe)
 
     async def close(self) -> None:
         """Close every connection. A later :meth:`session` initialises the manager again."""
