@@ -23,8 +23,9 @@ IMPLEMENTATIONS = ["tortoise.contrib.fastapi", "aegis_tortoise.fastapi"]
 
 def _run(args: list[str], register: str, db_url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DROPIN_REGISTER": register, "DROPIN_DB_URL": db_url}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    return subprocess.run(  # noqa: S603 - our own interpreter and test suite
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300, check=False)
 
 
 @pytest.mark.parametrize("register", IMPLEMENTATIONS)

@@ -10,7 +10,6 @@ import tortoise.exceptions
 from aegis_tortoise import (
     ConfigurationError,
     DatabaseManager,
-    DuplicateEntityError,
     Session,
     TransactionManager,
     ValidationError,

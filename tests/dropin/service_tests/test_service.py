@@ -63,10 +63,14 @@ async def test_orm_calls_in_the_test_body(client: httpx.AsyncClient) -> None:
         "SELECT count(*) AS n FROM dropin_event"))[0]["n"] == 1
     async with in_transaction("default") as conn:
         await Event.create(title="in tx", using_db=conn)
-    with pytest.raises(RuntimeError):
+
+    async def rolled_back() -> None:
         async with in_transaction():
             await Event.create(title="rolled back")
             raise RuntimeError("undo")
+
+    with pytest.raises(RuntimeError):
+        await rolled_back()
     assert sorted(await Event.all().values_list("title", flat=True)) == ["direct", "in tx"]
     assert (await client.get("/events")).json() == {"events": 2, "notes": 1}
 
