@@ -22,6 +22,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+import tortoise.context as tortoise_context
 from tortoise.backends.base.config_generator import generate_config
 from tortoise.config import TortoiseConfig
 from tortoise.context import TortoiseContext, _current_context
@@ -118,6 +119,7 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
         self._context: TortoiseContext | None = None
         self._manager: DatabaseManager | None = None
         self._owned = False
+        self._published = False
         self._token: contextvars.Token[TortoiseContext | None] | None = None
         if add_exception_handlers and app is not None:
             _add_exception_handlers_lazily()
@@ -162,6 +164,11 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
         ctx = manager._ctx
         assert ctx is not None  # noqa: S101 - init() sets it
         self._context = ctx
+        if (not self._owned and self._enable_global_fallback
+                and tortoise_context._global_context is None):
+            # The test's manager serves the app's tasks too, for the test's duration.
+            tortoise_context.set_global_context(ctx)
+            self._published = True
         # As Tortoise.init: the context is current in the task that registered it.
         self._token = _current_context.set(ctx)
         if self.app is not None:
@@ -181,6 +188,10 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
             except ValueError:
                 logger.debug("RegisterTortoise left in another context than it entered")
             self._token = None
+        if self._published:
+            if tortoise_context._global_context is self._context:
+                tortoise_context._global_context = None
+            self._published = False
         if self._manager is not None and self._owned:
             await self._manager.close()
         if self.app is not None:

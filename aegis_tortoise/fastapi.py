@@ -20,6 +20,7 @@ from fastapi import Depends, params
 from aegis_tortoise._register import (
     RegisterTortoise,
     register_tortoise,
+    test_manager,
     tortoise_exception_handlers,
 )
 from aegis_tortoise.manager import DatabaseManager
@@ -54,7 +55,9 @@ def session_dependency(db: DatabaseManager) -> params.Depends:
     """
 
     async def request_session() -> AsyncIterator[Session]:
-        async with db.session() as session:
+        # Under the pytest plugin's app_client, requests run on the test's manager.
+        manager = test_manager.get() or db
+        async with manager.session() as session:
             yield session
 
     dependency: params.Depends = Depends(request_session, scope="function")

@@ -402,7 +402,8 @@ class DatabaseManager:
 
     async def _open_session(self, session: Session) -> None:
         outer = self._current.get()
-        if outer is not None and outer.is_active and self.dialect == "sqlite":
+        if (outer is not None and outer.is_active and self.dialect == "sqlite"
+                and not getattr(self._backend, "pinned", False)):
             raise TransactionError(
                 "A sqlite session is already open in this task; sqlite has a single "
                 "connection, so a nested session would deadlock. Use the open session, or "

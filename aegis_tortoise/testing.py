@@ -6,10 +6,19 @@ Installed with the package; nothing to enable. Configuration:
 - models: ``--aegis-models``, the ini setting ``aegis_models`` or ``DATABASE_MODELS``
   (comma- or newline-separated module paths).
 
-Every test starts on empty tables whose ids start at 1. In-memory sqlite: a new database per
-test. PostgreSQL (or a sqlite file): the models' tables are dropped and created once per test
-run, then emptied (``TRUNCATE ... RESTART IDENTITY``) before each test; point the option at a
-database reserved for tests.
+Every test starts on empty tables whose ids start at 1 (the models' tables are created once
+per test run on PostgreSQL or a sqlite file; in-memory sqlite is a new database per test).
+
+Isolation is by rollback, Django TestCase style: the manager is pinned to one connection
+and one outer transaction, every session of the test (``db_session``, the app's request
+sessions, sessions the test opens) is a savepoint on it, and the outer transaction is rolled
+back when the test ends. A session therefore sees what another wrote, even uncommitted, and
+costs no TRUNCATE. A test that needs real commits (other connections, several event loops,
+``LISTEN``) is marked ``@pytest.mark.aegis_commit``: its tables are emptied with
+``TRUNCATE ... RESTART IDENTITY`` before and after it instead.
+
+``aegis_client`` runs the test's FastAPI app (a fixture named ``app``) with its lifespan
+on the test's manager and yields an httpx client (see :func:`app_client`).
 
 Both fixtures run on the test function's event loop (pinned ``loop_scope="function"``,
 whatever ``asyncio_default_fixture_loop_scope`` says): a connection opened on one loop and
@@ -20,6 +29,8 @@ fixture that uses ``db_manager`` on another loop fails with a clear error instea
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
 import os
 import re
@@ -27,17 +38,21 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
 
 import pytest
+from tortoise.context import _current_context
 
+from aegis_tortoise._pinned import pin
+from aegis_tortoise._register import test_manager
 from aegis_tortoise.config import DatabaseURL, parse_database_url
 from aegis_tortoise.errors import ConfigurationError, TransactionError
 from aegis_tortoise.manager import DatabaseManager
 from aegis_tortoise.session import Session
 
-__all__ = ["ENV_DATABASE_URL", "db_manager", "db_session"]
+__all__ = ["ENV_DATABASE_URL", "aegis_client", "app_client", "db_manager", "db_session"]
 
 ENV_DATABASE_URL = "AEGIS_TEST_DATABASE_URL"
 DEFAULT_URL = "sqlite+aiosqlite:///:memory:"
-_FIXTURES = frozenset({"db_manager", "db_session"})
+_FIXTURES = frozenset({"db_manager", "db_session", "aegis_client"})
+COMMIT_MARKER = "aegis_commit"
 
 # Persistent databases whose tables this process has (re)created: (url, models).
 _prepared: set[tuple[str, tuple[str, ...]]] = set()
@@ -102,6 +117,9 @@ def _settings(config: pytest.Config) -> PluginSettings:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{COMMIT_MARKER}: the db_manager fixture commits for real (TRUNCATE "
+        "before and after the test) instead of rolling back one outer transaction")
     _settings(config)  # a bad URL is a usage error before any test runs
 
 
@@ -211,12 +229,20 @@ async def _empty(manager: DatabaseManager) -> None:
 async def _db_manager(request: pytest.FixtureRequest) -> AsyncIterator[DatabaseManager]:
     """A DatabaseManager on empty tables of the configured models (ids start at 1).
 
-    Closed after the test. Open sessions with ``async with db_manager.session() as s:``.
+    Rolled back (or, with ``@pytest.mark.aegis_commit``, emptied) and closed after the test.
+    Plain Tortoise calls in the test run on it. Open sessions with
+    ``async with db_manager.session() as s:``.
     """
     s = _settings(request.config)
+    if not s.models:
+        pytest.fail("aegis-tortoise: db_manager needs the Tortoise model modules of your app: "
+                    "set the ini option aegis_models (e.g. 'aegis_models = app.models' in "
+                    "pytest.ini or [tool.pytest.ini_options]), --aegis-models or "
+                    "DATABASE_MODELS", pytrace=False)
     manager = _FixtureManager(s.url, models=list(s.models), pool_size=5, max_overflow=10,
                               pool_timeout=30, pool_recycle=3600)
     manager._aegis_loop = asyncio.get_running_loop()
+    commits = request.node.get_closest_marker(COMMIT_MARKER) is not None
     try:
         key = (s.url, s.models)
         if s.parsed.is_memory:
@@ -224,9 +250,20 @@ async def _db_manager(request: pytest.FixtureRequest) -> AsyncIterator[DatabaseM
         elif key not in _prepared:
             await _drop_and_create(manager)
             _prepared.add(key)
-        else:
+        elif commits:
             await _empty(manager)
-        yield manager
+        # Plain Tortoise calls in the test (and its fixtures) find the manager's context.
+        token = _current_context.set(manager._ctx)
+        try:
+            if commits:
+                yield manager
+                await _empty(manager)
+            else:
+                async with pin(manager, _tables):
+                    yield manager
+        finally:
+            with contextlib.suppress(ValueError):  # torn down in another context than set
+                _current_context.reset(token)
     finally:
         await manager.close()
 
@@ -246,6 +283,61 @@ async def _db_session(db_manager: DatabaseManager) -> AsyncIterator[Session]:
             await session.rollback()
 
 
+def _request_context(app: Any, manager: DatabaseManager) -> Any:
+    """``app`` with each request run in a context of its own, bound to ``manager`` only.
+
+    A request must not inherit the test's open ``db_session``: as in production, the app's
+    plain Tortoise calls autocommit (a savepoint each, under rollback isolation) and its
+    sessions are its own (savepoints too), instead of joining the test's transaction.
+    """
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        context = contextvars.Context()
+        context.run(_current_context.set, manager._ctx)
+        context.run(test_manager.set, manager)
+        task = asyncio.get_running_loop().create_task(app(scope, receive, send),
+                                                      context=context)
+        await task
+
+    return asgi
+
+
+@contextlib.asynccontextmanager
+async def app_client(app: Any, manager: DatabaseManager, *, base_url: str = "http://test"
+                     ) -> AsyncIterator[Any]:
+    """Run ``app``'s lifespan on ``manager`` and yield an httpx client for it.
+
+    While it runs, the app's ``RegisterTortoise``/``register_tortoise`` and
+    ``session_dependency`` use ``manager`` (the test's database) instead of their own, so
+    what the test writes through its fixtures is what the app's requests see::
+
+        async def test_get_user(app, db_manager, db_session):
+            await User.create(email="a@example.com", name="A")
+            async with app_client(app, db_manager) as client:
+                assert (await client.get("/users/1")).status_code == 200
+
+    Needs httpx; a FastAPI/Starlette app's lifespan runs in the test's task.
+    """
+    import httpx
+
+    token = test_manager.set(manager)
+    try:
+        lifespan = getattr(getattr(app, "router", None), "lifespan_context", None)
+        async with lifespan(app) if lifespan is not None else contextlib.nullcontext():
+            transport = httpx.ASGITransport(app=_request_context(app, manager))
+            async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+                yield client
+    finally:
+        test_manager.reset(token)
+
+
+async def _aegis_client(request: pytest.FixtureRequest,
+                        db_manager: DatabaseManager) -> AsyncIterator[Any]:
+    """An httpx client of the test's ``app`` fixture, running on ``db_manager``."""
+    async with app_client(request.getfixturevalue("app"), db_manager) as client:
+        yield client
+
+
 def _missing_pytest_asyncio() -> NoReturn:
     pytest.fail("aegis-tortoise's db_manager/db_session fixtures need pytest-asyncio: "
                 "pip install 'aegis-tortoise[test]'", pytrace=False)
@@ -261,3 +353,4 @@ def _fixture(function: Callable[..., Any], name: str) -> Any:
 
 db_manager = _fixture(_db_manager, "db_manager")
 db_session = _fixture(_db_session, "db_session")
+aegis_client = _fixture(_aegis_client, "aegis_client")
