@@ -6,9 +6,9 @@ is a savepoint on the pinned connection, so a session opened while another is op
 test's ``db_session`` and the app's request sessions) sees what the other wrote, and
 nothing is ever committed. Plain Tortoise calls outside any session run on the same
 connection, each in a savepoint of its own, which is what autocommit means inside a
-transaction: a failed statement undoes only itself. PostgreSQL sequences are restarted
-inside the outer transaction (``ALTER SEQUENCE ... RESTART`` is transactional), so ids
-start at 1 in every test, and the rollback puts them back.
+transaction: a failed statement undoes only itself. After the rollback, PostgreSQL
+sequences are set back to 1 (``nextval`` is never rolled back), so ids start at 1 in every
+test. On PostgreSQL the connection is one for the whole run (:mod:`_loop_bridge`).
 
 Savepoints nest by time. Sessions that overlap without nesting (two requests gathered
 at once) are released in whatever order they end: a release that is not the innermost
@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 from tortoise.backends.base.client import ConnectionWrapper
 
 from aegis_tortoise._backends import Backend, _PgSessionClient, _SqliteSessionClient
-from aegis_tortoise.errors import PoolTimeoutError, TransactionError, translate_errors
+from aegis_tortoise._loop_bridge import shared_connection
+from aegis_tortoise.errors import TransactionError, translate_errors
 from aegis_tortoise.session import Session, _SessionState
 
 if TYPE_CHECKING:
@@ -61,8 +62,12 @@ class _Pin:
         self.lock = asyncio.Lock()
         self.stack: list[_Savepoint] = []
 
-    async def run(self, sql: str) -> None:
-        await self.raw.execute(sql)
+    async def run(self, *statements: str) -> None:
+        if self.manager.dialect == "postgres":
+            await self.raw.execute("; ".join(statements))  # one round trip
+        else:
+            for sql in statements:
+                await self.raw.execute(sql)
 
     async def open(self) -> _Savepoint:
         savepoint = _Savepoint()
@@ -83,8 +88,8 @@ class _Pin:
     async def rollback(self, savepoint: _Savepoint) -> None:
         if savepoint.lost or savepoint not in self.stack:
             return
-        await self.run(f"ROLLBACK TO SAVEPOINT {savepoint.name}")
-        await self.run(f"RELEASE SAVEPOINT {savepoint.name}")
+        await self.run(f"ROLLBACK TO SAVEPOINT {savepoint.name}",
+                       f"RELEASE SAVEPOINT {savepoint.name}")
         while self.stack:
             top = self.stack.pop()
             if top is savepoint:
@@ -219,7 +224,7 @@ class PinnedBackend:
         await self.real.close(client, same_loop=same_loop)
 
 
-async def _restart_sequences(manager: DatabaseManager, raw: Any, tables: list[str]) -> None:
+async def _sequences_of(manager: DatabaseManager, raw: Any, tables: list[str]) -> list[str]:
     key = (str(manager.url), tuple(tables))
     names = _sequences.get(key)
     if names is None:
@@ -228,20 +233,15 @@ async def _restart_sequences(manager: DatabaseManager, raw: Any, tables: list[st
             "JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
             "WHERE d.refobjid = ANY($1::regclass[])", tables)
         names = _sequences[key] = [row["name"] for row in rows]
-    if names:
-        await raw.execute("; ".join(f"ALTER SEQUENCE {name} RESTART" for name in names))
+    return names
 
 
 async def _connect(manager: DatabaseManager) -> tuple[Any, Any]:
-    """The connection to pin, and how to give it back."""
+    """The connection to pin, and the lease to give back (sqlite's one connection)."""
     client = manager._client()
     if manager.dialect == "postgres":
-        pool = await manager._backend._pool(client)  # type: ignore[union-attr]
-        try:
-            proxy = await pool.acquire(timeout=manager.pool_timeout)
-        except TimeoutError as exc:
-            raise PoolTimeoutError("No connection to pin for the test") from exc
-        return proxy._con, proxy
+        # One connection for the whole run, whatever loop each test has (_loop_bridge).
+        return await shared_connection(client), None
     session = Session(manager)
     await manager._backend.acquire(session, client)  # takes the one connection's lock
     return session._conn, session
@@ -262,11 +262,12 @@ async def pin(manager: DatabaseManager,
     raw, lease = await _connect(manager)
     ctx = manager._ctx
     assert ctx is not None  # noqa: S101 - init() sets it
+    sequences: list[str] = []
     try:
         if manager.dialect == "postgres":
             outer = raw.transaction()  # asyncpg's: nested asyncpg transactions are savepoints
             await outer.start()
-            await _restart_sequences(manager, raw, tables(manager))
+            sequences = await _sequences_of(manager, raw, tables(manager))
         else:
             await raw.execute("BEGIN")
         the_pin = _Pin(manager, raw)
@@ -289,12 +290,26 @@ async def pin(manager: DatabaseManager,
             if root is not None:
                 storage[manager.alias] = root
             async with the_pin.lock:
-                if manager.dialect == "postgres":
-                    await outer.rollback()
-                else:
-                    await raw.execute("ROLLBACK")
+                await _end(manager, raw, outer if manager.dialect == "postgres" else None,
+                           sequences)
     finally:
-        if manager.dialect == "postgres":
-            await manager._client()._pool.release(lease)
-        else:
+        if lease is not None:
             await real.release(lease, manager._client())
+
+
+async def _end(manager: DatabaseManager, raw: Any, outer: Any, sequences: list[str]) -> None:
+    """Roll the test back; on PostgreSQL, put the sequences back at 1 (nextval is never
+    rolled back, and the tables are empty again)."""
+    if outer is None:
+        await raw.execute("ROLLBACK")
+        return
+    try:
+        await outer.rollback()
+        if sequences:
+            await raw.execute("SELECT " + ", ".join(
+                f"setval('{name}', 1, false)" for name in sequences))
+    except BaseException:
+        # The connection is in an unknown state (a cancelled statement): the next test
+        # opens a new one rather than inherit it.
+        raw.terminate()
+        raise

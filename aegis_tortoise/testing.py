@@ -40,6 +40,7 @@ from typing import Any, NoReturn
 import pytest
 from tortoise.context import _current_context
 
+from aegis_tortoise._loop_bridge import close_all
 from aegis_tortoise._pinned import pin
 from aegis_tortoise._register import test_manager
 from aegis_tortoise.config import DatabaseURL, parse_database_url
@@ -121,6 +122,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", f"{COMMIT_MARKER}: the db_manager fixture commits for real (TRUNCATE "
         "before and after the test) instead of rolling back one outer transaction")
     _settings(config)  # a bad URL is a usage error before any test runs
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    close_all()  # the run's PostgreSQL connection of rollback isolation, and its thread
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -253,6 +259,7 @@ async def _db_manager(request: pytest.FixtureRequest) -> AsyncIterator[DatabaseM
         elif commits:
             await _empty(manager)
         # Plain Tortoise calls in the test (and its fixtures) find the manager's context.
+        await manager.init()
         token = _current_context.set(manager._ctx)
         try:
             if commits:

@@ -1,0 +1,179 @@
+"""The plugin with a FastAPI app: rollback isolation, the app on the test's database,
+@pytest.mark.aegis_commit, and a clear failure without models. Run as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from tests.conftest import PgServer
+
+pytest_plugins = ["pytester"]
+
+INI = """
+[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = function
+asyncio_default_test_loop_scope = function
+filterwarnings = error
+aegis_models = aegis_tortoise.examples.models
+"""
+
+APP_TESTS = '''
+from contextlib import asynccontextmanager
+
+import pytest
+from fastapi import FastAPI
+from tortoise.contrib.fastapi import tortoise_exception_handlers
+
+from aegis_tortoise import DatabaseManager, Session
+from aegis_tortoise.examples.models import User
+from aegis_tortoise.examples.repositories import UserRepository
+from aegis_tortoise.fastapi import RegisterTortoise, session_dependency
+
+# The app's own database: under the plugin it is never used, the test's is.
+CONFIG = {"connections": {"default": "sqlite:///nonexistent-dir/app.db"},
+          "apps": {"models": {"models": ["aegis_tortoise.examples.models"]}}}
+own_db = DatabaseManager("sqlite:///nonexistent-dir/other.db",
+                         models=["aegis_tortoise.examples.models"])
+
+
+@asynccontextmanager
+async def lifespan(app):
+    async with RegisterTortoise(app, config=CONFIG):
+        yield
+
+
+def make_app():
+    app = FastAPI(lifespan=lifespan, exception_handlers=tortoise_exception_handlers())
+
+    @app.get("/users/{user_id}")
+    async def plain_get(user_id: int):
+        user = await User.get(id=user_id)  # plain Tortoise: 404 by the handlers
+        return {"id": user.id, "email": user.email}
+
+    @app.post("/users")
+    async def plain_create(body: dict):
+        user = await User.create(**body)  # IntegrityError -> 422 by the handlers
+        return {"id": user.id}
+
+    @app.get("/count")
+    async def count(session: Session = session_dependency(own_db)):
+        return {"users": await UserRepository(session).count()}
+
+    return app
+
+
+@pytest.fixture
+def app():
+    return make_app()
+
+
+@pytest.mark.parametrize("run", range(3))
+async def test_app_sees_what_the_test_wrote(db_session, aegis_client, run):
+    user = await User.create(email=f"t{run}@x", name="T")  # uncommitted, in db_session
+    assert user.id == 1  # every test starts on empty tables, ids at 1
+    got = await aegis_client.get(f"/users/{user.id}")
+    assert got.status_code == 200
+    assert got.json() == {"id": 1, "email": f"t{run}@x"}
+    assert (await aegis_client.get("/count")).json() == {"users": 1}
+    assert (await aegis_client.get("/users/99")).status_code == 404
+
+
+async def test_a_failed_request_leaves_the_test_usable(db_session, aegis_client):
+    await User.create(email="dup@x", name="first")
+    response = await aegis_client.post("/users", json={"email": "dup@x", "name": "again"})
+    assert response.status_code == 422
+    assert (await aegis_client.post("/users", json={"email": "new@x", "name": "n"})
+            ).status_code == 200
+    assert await User.all().count() == 2
+    assert (await aegis_client.get("/count")).json() == {"users": 2}
+
+
+async def test_nested_sessions_and_plain_calls(db_manager, db_session):
+    await User.create(email="outer@x", name="o")
+    async with db_manager.session() as inner:  # sqlite too: a savepoint, not a deadlock
+        assert await UserRepository(inner).count() == 1
+        await UserRepository(inner).create({"email": "inner@x", "name": "i"})
+    assert await User.all().count() == 2
+
+
+async def test_plain_calls_without_a_session(db_manager):
+    await User.create(email="plain@x", name="p")
+    async with db_manager.session() as session:
+        assert await UserRepository(session).count() == 1
+
+
+@pytest.mark.aegis_commit
+async def test_real_commits_when_marked(db_manager):
+    async with db_manager.session():
+        await User.create(email="committed@x", name="c")
+    if db_manager.url.is_memory:  # one connection: a later session must see it
+        async with db_manager.session() as session:
+            assert await UserRepository(session).count() == 1
+        return
+    other = DatabaseManager(db_manager.url.masked().replace("***", ""),
+                            models=["aegis_tortoise.examples.models"])
+    try:
+        async with other.session() as session:  # another connection sees the commit
+            assert await UserRepository(session).count() == 1
+    finally:
+        await other.close()
+
+
+async def test_after_the_marked_test_tables_are_empty(db_manager):
+    async with db_manager.session() as session:
+        assert await UserRepository(session).count() == 0
+'''
+
+NO_MODELS = '''
+async def test_needs_models(db_session):
+    pass
+'''
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    pytester.makeini(INI)
+    pytester.makepyfile(test_app=APP_TESTS)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+
+
+def test_app_on_the_test_database_sqlite(pytester: pytest.Pytester) -> None:
+    result = _run(pytester)
+    result.assert_outcomes(passed=8)
+
+
+@pytest.mark.postgres
+def test_app_on_the_test_database_postgres(pytester: pytest.Pytester,
+                                           pg_server: PgServer) -> None:
+    database = pg_server.create_database(f"plugin_app_{uuid.uuid4().hex[:8]}")
+    url = pg_server.url_for(database)
+    result = _run(pytester, f"--aegis-db-url={url}")
+    result.assert_outcomes(passed=8)
+    assert asyncio.run(_count_users(url)) == 0  # nothing of the run stayed
+
+
+def test_app_on_a_sqlite_file(pytester: pytest.Pytester) -> None:
+    result = _run(pytester, f"--aegis-db-url=sqlite:///{pytester.path}/tests.db")
+    result.assert_outcomes(passed=8)
+
+
+async def _count_users(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        count: int = await conn.fetchval("SELECT count(*) FROM users")
+        return count
+    finally:
+        await conn.close()
+
+
+def test_without_models_the_failure_names_the_setting(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI.replace("aegis_models = aegis_tortoise.examples.models", ""))
+    pytester.makepyfile(test_none=NO_MODELS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*db_manager needs the Tortoise model modules*aegis_models*"])
+    assert "cannot be None" not in result.stdout.str()
