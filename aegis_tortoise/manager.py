@@ -24,6 +24,7 @@ from tortoise.log import db_client_logger
 from tortoise.utils import generate_schema_for_client
 
 from aegis_tortoise._backends import Backend, PostgresBackend, SqliteBackend
+from aegis_tortoise._modules import check_model_modules
 from aegis_tortoise.config import DatabaseSettings, DatabaseURL, parse_database_url
 from aegis_tortoise.errors import (
     ConfigurationError,
@@ -246,6 +247,7 @@ class DatabaseManager:
 
     async def _initialize(self) -> TortoiseContext:
         global _generation
+        check_model_modules(self.models)  # a wrong module: our ConfigurationError, naming it
         # The pool's own settings win over driver options of the same name (the backend
         # already bounds a given connect timeout by pool_timeout).
         connection = self.url.tortoise_connection(
