@@ -108,8 +108,38 @@ class ErrorBody(BaseModel):
     details: ErrorDetails = Field(description="Safe context; keys appear only when known.")
 
 
-ERROR_BODY_SCHEMA: dict[str, Any] = ErrorBody.model_json_schema()
-"""The JSON Schema of the error body (draft 2020-12, as pydantic writes it)."""
+_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
+
+ERROR_BODY_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "ErrorBody",
+    "description": "The body of every error answer of this library's handlers. Keys of "
+                   "details appear only when known; an application's own ServiceException "
+                   "subclasses may carry details of their own.",
+    "type": "object",
+    "required": ["error_code", "message", "details"],
+    "additionalProperties": False,
+    "properties": {
+        "error_code": {"type": "string", "pattern": "^[A-Z]+_[0-9]{4}$",
+                       "description": "A stable code, e.g. COMMON_1005"},
+        "message": {"type": "string", "description": "A fixed, human-readable sentence"},
+        "details": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "entity_type": {"type": "string", "pattern": _NAME_PATTERN,
+                                "description": "The model concerned, e.g. User"},
+                "field": {"type": "string",
+                          "pattern": "^[A-Za-z_][A-Za-z0-9_]*(, [A-Za-z_][A-Za-z0-9_]*)*$",
+                          "description": "The field at fault, e.g. email or user_id"},
+                "fields": {"type": "array", "items": {"type": "string"},
+                           "description": "Several fields at fault; for request "
+                                          "validation their locations, e.g. body.email"},
+            },
+        },
+    },
+}
+"""The JSON Schema (draft 2020-12) of the error body, as documented in the README."""
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
