@@ -38,7 +38,7 @@ from aegis_tortoise.fastapi import (
     database_lifespan,
     install_health_route,
 )
-from tests.conftest import EXAMPLE_MODELS, PgServer, reset_pg_schema
+from tests.conftest import EXAMPLE_MODELS, reset_pg_schema
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # What a body must never show: SQLSTATEs, driver and SQL words, constraint names.
