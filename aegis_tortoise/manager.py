@@ -25,6 +25,8 @@ from tortoise.utils import generate_schema_for_client
 
 from aegis_tortoise._backends import Backend, PostgresBackend, SqliteBackend
 from aegis_tortoise._modules import check_model_modules
+from aegis_tortoise._observe import acquire as observed_acquire
+from aegis_tortoise._observe import stats as observed_stats
 from aegis_tortoise.config import DatabaseSettings, DatabaseURL, parse_database_url
 from aegis_tortoise.errors import (
     ConfigurationError,
@@ -363,7 +365,7 @@ class DatabaseManager:
         client = self._client()
         self._active_sessions += 1
         try:
-            await self._backend.acquire(session, client)
+            await observed_acquire(self, session, client)  # the backend's, counted and timed
         except BaseException as exc:
             self._active_sessions -= 1
             if isinstance(exc, Exception):
@@ -483,6 +485,10 @@ class DatabaseManager:
             self._backend.discard(session)
             if not isinstance(exc, Exception):
                 raise  # cancellation: the connection is gone, let it propagate
+
+    def stats(self) -> dict[str, Any]:
+        """Pool state, waits, timeouts, statement and retry counts (see ``_observe.stats``)."""
+        return observed_stats(self)
 
     def _echo_sql(self, sql: str, values: list[Any]) -> None:
         if self.echo:
