@@ -1,7 +1,8 @@
 """Observability: statement timings, the slow-query log, pool and retry counters.
 
-Statements are timed when ``slow_query_ms`` (``DATABASE_SLOW_QUERY_MS``) is set or the
-``aegis_tortoise.sql`` logger is enabled for DEBUG when a connection opens (timing costs
+Statements are timed when ``slow_query_ms`` (``DATABASE_SLOW_QUERY_MS``) is set, the
+``aegis_tortoise.sql`` logger is enabled for DEBUG, or an OpenTelemetry tracer provider is
+installed (:mod:`aegis_tortoise._otel`: a span per statement) when a connection opens (timing costs
 about 2 us per statement, so it is off otherwise): each duration goes to that logger at
 DEBUG, and a statement slower than ``slow_query_ms`` is a WARNING there, with its parameter
 values redacted unless ``DATABASE_SLOW_QUERY_PARAMETERS=true``. On PostgreSQL the timing is
@@ -20,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import wraps
 from typing import TYPE_CHECKING, Any
 
+from aegis_tortoise._otel import statement_span, tracer
 from aegis_tortoise.errors import PoolTimeoutError
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ class _Observer:
             from aegis_tortoise.config import DatabaseSettings
 
             settings = DatabaseSettings()
+        self.url = db.url
+        self.tracer: Any = None
         self.slow_query_ms: float | None = settings.database_slow_query_ms
         self.log_parameters = bool(settings.database_slow_query_parameters)
         self.statements = 0
@@ -55,13 +59,17 @@ class _Observer:
         self.wait_max = 0.0
 
     def timing(self) -> bool:
-        """Whether new connections time their statements."""
-        return self.slow_query_ms is not None or sql_logger.isEnabledFor(logging.DEBUG)
+        """Whether new connections time their statements (and make OpenTelemetry spans)."""
+        self.tracer = tracer()
+        return (self.slow_query_ms is not None or self.tracer is not None
+                or sql_logger.isEnabledFor(logging.DEBUG))
 
     def statement(self, sql: str, args: Sequence[Any] | None, seconds: float,
                   error: BaseException | None) -> None:
         self.statements += 1
         ms = seconds * 1000
+        if self.tracer is not None:
+            statement_span(self.tracer, self.url, sql, seconds, error)
         if sql_logger.isEnabledFor(logging.DEBUG):
             sql_logger.debug("%.3f ms%s: %s", ms, " (failed)" if error else "", sql)
         if self.slow_query_ms is not None and ms >= self.slow_query_ms:

@@ -1,12 +1,16 @@
-"""Statement timings, the slow-query log and db.stats(), on sqlite and PostgreSQL."""
+"""Statement timings, the slow-query log, db.stats() and OpenTelemetry spans, on sqlite and
+PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import re
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +158,78 @@ async def test_stats_pool_waits_timeouts_and_retries(
         "size", "in_use", "idle", "max_size", "waiting", "acquired", "timeouts",
         "wait_mean_ms", "wait_max_ms", "statements", "slow_statements", "slow_query_ms",
         "retries"}
+
+
+SPAN_SCRIPT = '''
+import asyncio, json, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+
+from aegis_tortoise import DatabaseManager, ServiceException
+
+
+async def main(url):
+    db = DatabaseManager(url, models=["aegis_tortoise.examples.models"], pool_size=1,
+                         max_overflow=0, pool_timeout=5, pool_recycle=60, echo=False)
+    with trace.get_tracer("test").start_as_current_span("request"):
+        async with db.session() as session:
+            await session.execute("SELECT :v AS secret", {"v": "hunter2"})
+        try:
+            async with db.session() as session:
+                await session.execute("SELECT * FROM no_such_table")
+        except ServiceException:
+            pass
+    for _ in range(3):
+        await asyncio.sleep(0)
+    await db.close()
+
+
+asyncio.run(main(sys.argv[1]))
+print(json.dumps([
+    {"name": s.name, "kind": s.kind.name, "attributes": dict(s.attributes),
+     "parent": s.parent.span_id if s.parent else None, "span_id": s.context.span_id,
+     "status": s.status.status_code.name, "duration": s.end_time - s.start_time}
+    for s in exporter.get_finished_spans()]))
+'''
+
+
+async def test_opentelemetry_spans_per_statement(backend: str, db_url: str,
+                                                 tmp_path: Path) -> None:
+    """In a process of its own: a tracer provider is process-wide and cannot be unset."""
+    if backend == "postgres":
+        await reset_pg_schema(db_url)
+    url = db_url if backend == "postgres" else f"sqlite:///{tmp_path}/spans.db"
+    script = tmp_path / "spans.py"
+    script.write_text(SPAN_SCRIPT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), url, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    spans = json.loads(out)
+    (request,) = [s for s in spans if s["name"] == "request"]
+    statements = [s for s in spans if s["kind"] == "CLIENT"]
+    system = "postgresql" if backend == "postgres" else "sqlite"
+    (select,) = [s for s in statements if "AS secret" in s["attributes"]["db.query.text"]]
+    assert select["parent"] == request["span_id"]
+    attributes = select["attributes"]
+    assert attributes["db.system.name"] == system
+    assert attributes["db.operation.name"] == "SELECT"
+    assert select["name"] == f"SELECT {attributes['db.namespace']}"
+    assert select["status"] == "UNSET"
+    assert select["duration"] > 0
+    if backend == "postgres":
+        assert attributes["db.namespace"] == db_url.rsplit("/", 1)[1]
+        assert (attributes["server.address"], attributes["server.port"]) == ("127.0.0.1", 5432)
+    assert "hunter2" not in out.decode()  # parameter values are never recorded
+    (failed,) = [s for s in statements if "no_such_table" in s["attributes"]["db.query.text"]]
+    assert failed["status"] == "ERROR"
+    assert failed["attributes"]["error.type"]
+    assert failed["parent"] == request["span_id"]
