@@ -20,6 +20,7 @@ from tortoise.backends.asyncpg.client import TransactionWrapper as AsyncpgTransa
 from tortoise.backends.base.client import ConnectionWrapper, TransactionContext
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionWrapper
 
+from aegis_tortoise._observe import instrument_sqlite, pg_connection_init
 from aegis_tortoise._statements import is_plain_read, is_stateless, plain_read
 from aegis_tortoise.errors import DatabaseConnectionError, PoolTimeoutError, translate_errors
 from aegis_tortoise.session import (
@@ -199,6 +200,7 @@ class PostgresBackend:
             # shorter one (URL connect_timeout=, or timeout= among the driver options) wins.
             "timeout": min([m.pool_timeout, *_given_connect_timeouts(m)]),
             "connect": _connect,
+            "init": pg_connection_init(m),  # times each statement (aegis_tortoise._observe)
             "reset": _no_reset,
         }
 
@@ -373,6 +375,7 @@ class SqliteBackend:
                     if client.filename != ":memory:":
                         await asyncio.to_thread(_probe_sqlite_file, client.filename)
                     await client.create_connection(with_db=True)
+                    instrument_sqlite(self.manager, client._connection)  # statement timings
         except BaseException:
             client._lock.release()
             raise

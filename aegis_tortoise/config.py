@@ -287,6 +287,16 @@ class DatabaseSettings(BaseSettings):
         default=False,
         description="DATABASE_ECHO: log every SQL statement at INFO level.",
     )
+    database_slow_query_ms: float | None = Field(
+        default=None, ge=0,
+        description="DATABASE_SLOW_QUERY_MS: a WARNING on aegis_tortoise.sql for each "
+        "statement that takes at least this many milliseconds; unset: none.",
+    )
+    database_slow_query_parameters: bool = Field(
+        default=False,
+        description="DATABASE_SLOW_QUERY_PARAMETERS: show parameter values in slow-query "
+        "warnings (redacted by default).",
+    )
 
     def __init__(self, **values: Any) -> None:
         try:

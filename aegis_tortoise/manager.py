@@ -31,6 +31,9 @@ from tortoise.utils import generate_schema_for_client
 
 from aegis_tortoise import _model_state, _tortoise_state
 from aegis_tortoise._backends import Backend, PostgresBackend, SqliteBackend
+from aegis_tortoise._modules import check_model_modules
+from aegis_tortoise._observe import acquire as observed_acquire
+from aegis_tortoise._observe import stats as observed_stats
 from aegis_tortoise._tortoise_config import (
     DEFAULT_CONNECTION,
     config_from_url,
@@ -286,6 +289,7 @@ class DatabaseManager:
         await self._ensure_initialized()
 
     async def _initialize(self) -> TortoiseContext:
+        check_model_modules(self.models)  # a wrong module: our ConfigurationError, naming it
         config = self._config()
         ctx = TortoiseContext()
         token = _current_context.set(ctx)
@@ -415,7 +419,7 @@ class DatabaseManager:
         client = self._client()
         self._active_sessions += 1
         try:
-            await self._backend.acquire(session, client)
+            await observed_acquire(self, session, client)  # the backend's, counted and timed
         except BaseException as exc:
             self._active_sessions -= 1
             if isinstance(exc, Exception):
@@ -538,6 +542,10 @@ class DatabaseManager:
             self._backend.discard(session)
             if not isinstance(exc, Exception):
                 raise  # cancellation: the connection is gone, let it propagate
+
+    def stats(self) -> dict[str, Any]:
+        """Pool state, waits, timeouts, statement and retry counts (see ``_observe.stats``)."""
+        return observed_stats(self)
 
     def _echo_sql(self, sql: str, values: list[Any]) -> None:
         if self.echo:

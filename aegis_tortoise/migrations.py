@@ -3,7 +3,9 @@
 ``pyproject.toml`` names ``aegis_tortoise.migrations.TORTOISE_ORM`` under ``[tool.aerich]``,
 so ``aerich upgrade`` needs no flags. The config is built, each time aerich reads it, from the
 same settings the application uses: ``DATABASE_URL`` (SQLAlchemy- or Tortoise-style) and
-``DATABASE_MODELS`` (default: the example models), plus ``aerich.models``.
+``DATABASE_MODELS``, plus ``aerich.models``. Both must be set: an unset ``DATABASE_MODELS``
+is refused rather than replaced by the example models, since a migration generated from
+the wrong models would drop the service's own tables.
 
 aerich 0.10 initialises Tortoise in the *current* context and re-prepares the model classes
 for its own connection. :func:`upgrade` and :func:`downgrade` therefore run aerich in a task
@@ -42,7 +44,8 @@ __all__ = [
 APP_LABEL = "models"
 """The Tortoise app label (``DatabaseManager`` uses it too; ``"models.User"`` references)."""
 EXAMPLE_MODELS = ("aegis_tortoise.examples.models",)
-"""Model modules used when ``DATABASE_MODELS`` is empty."""
+"""The example models, whose migrations this repository's ``migrations/`` holds
+(``DATABASE_MODELS=aegis_tortoise.examples.models``); never used unless named."""
 DEFAULT_LOCATION = "./migrations"
 """aerich's migrations folder, relative to the working directory (``[tool.aerich] location``)."""
 _AERICH_MODELS = "aerich.models"
@@ -59,13 +62,14 @@ def tortoise_config(database_url: str | None = None, models: Iterable[str] | Non
 
     Args:
         database_url: A database URL; default ``settings.database_url`` (``DATABASE_URL``).
-        models: Model modules; default ``settings.database_models`` (``DATABASE_MODELS``),
-            and the example models when that is empty. ``aerich.models`` is always added.
+        models: Model modules; default ``settings.database_models`` (``DATABASE_MODELS``).
+            ``aerich.models`` is always added.
         settings: The settings to read; default ``DatabaseSettings()`` (environment, ``.env``).
 
     Raises:
         ConfigurationError: the URL is invalid, or it is an in-memory sqlite database (the
-            default when ``DATABASE_URL`` is unset), which a migration could not outlive.
+            default when ``DATABASE_URL`` is unset), which a migration could not outlive; or
+            no model module is given (``DATABASE_MODELS`` unset).
     """
     if database_url is None or models is None:
         settings = settings if settings is not None else DatabaseSettings()
@@ -78,8 +82,17 @@ def tortoise_config(database_url: str | None = None, models: Iterable[str] | Non
             "DATABASE_URL=postgresql+asyncpg://user:password@localhost/dbname aerich upgrade",
             details={"scheme": url.scheme},
         )
-    modules = list(models if models is not None else settings.database_models)  # type: ignore[union-attr]
-    modules = modules or list(EXAMPLE_MODELS)
+    modules = [m for m in (models if models is not None else settings.database_models)  # type: ignore[union-attr]
+               if m != _AERICH_MODELS]
+    if not modules:
+        # Never a fallback: `aerich migrate` against other models than the service's would
+        # write a migration that drops the service's tables.
+        raise ConfigurationError(
+            "No model modules for the migrations: set DATABASE_MODELS to the service's "
+            "model modules, e.g. DATABASE_MODELS=app.models aerich migrate (this "
+            "repository's own migrations: DATABASE_MODELS=aegis_tortoise.examples.models)",
+            details={"setting": "DATABASE_MODELS"},
+        )
     if _AERICH_MODELS not in modules:
         modules.append(_AERICH_MODELS)
     # The same alias as DatabaseManager's: Tortoise stores the alias on the model classes and
@@ -105,7 +118,7 @@ async def upgrade(database_url: str | None = None, models: Iterable[str] | None 
 
     Args:
         database_url: Default ``DATABASE_URL``.
-        models: Default ``DATABASE_MODELS``, else the example models.
+        models: Default ``DATABASE_MODELS`` (required when not given).
         location: The migrations folder (it holds ``models/``).
 
     Returns:

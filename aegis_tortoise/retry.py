@@ -23,6 +23,7 @@ from tenacity import (
     wait_random,
 )
 
+from aegis_tortoise._observe import count_retry
 from aegis_tortoise.errors import (
     ConfigurationError,
     DatabaseConnectionError,
@@ -92,6 +93,7 @@ def _defaults() -> tuple[int, float]:
 
 def _log_retry(func_name: str) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
+        count_retry()  # db.stats()["retries"]
         exc = state.outcome.exception() if state.outcome else None
         logger.warning("%s: attempt %d failed with %s: %s; retrying in %.2f s", func_name,
                        state.attempt_number, type(exc).__name__, exc,

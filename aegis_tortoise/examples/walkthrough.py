@@ -1,14 +1,23 @@
-"""The seed's walkthrough, step by step, on any database (``python -m aegis_tortoise demo``)."""
+"""The seed's walkthrough, step by step, on any database (``python -m aegis_tortoise demo``).
+
+It never changes or deletes data it did not create. On PostgreSQL it works in a schema of
+its own (``aegis_demo``), which it creates, marks with a comment and drops at the end; a
+schema of that name that it did not create is refused. On a sqlite file it refuses a
+database holding tables it did not create, unless ``allow_existing_data=True`` (the
+command line's ``--allow-existing-data``), which lets it empty ``users`` and ``policies``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aegis_tortoise import (
+    ConfigurationError,
     DatabaseConnectionError,
     DatabaseError,
     DatabaseManager,
@@ -17,12 +26,19 @@ from aegis_tortoise import (
     TransactionManager,
     with_db_retry,
 )
+from aegis_tortoise.config import parse_database_url
 from aegis_tortoise.examples.models import Policy, User
 from aegis_tortoise.examples.repositories import PolicyRepository, UserRepository
 
-__all__ = ["MODELS", "run_walkthrough"]
+__all__ = ["DEMO_SCHEMA", "MODELS", "run_walkthrough"]
 
 MODELS = ["aegis_tortoise.examples.models"]
+DEMO_SCHEMA = "aegis_demo"
+"""The PostgreSQL schema the demo creates, works in and drops."""
+_MARK = "created by the aegis-tortoise demo; dropped when it ends"
+_MARK_TABLE = "aegis_tortoise_demo"  # in a sqlite file: the demo made this database
+_TABLES = frozenset({"users", "policies", _MARK_TABLE})
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 logger = logging.getLogger("aegis_tortoise.demo")
 
 
@@ -40,21 +56,39 @@ class _Steps:
 
 
 async def run_walkthrough(database_url: str = "sqlite+aiosqlite:///:memory:",
-                          out: Callable[[str], Any] = print) -> None:
+                          out: Callable[[str], Any] = print, *, schema: str = DEMO_SCHEMA,
+                          allow_existing_data: bool = False) -> None:
     """Run every example of the seed against ``database_url`` and print what happens.
 
-    The example tables (``users``, ``policies``) are created if missing and emptied first.
+    Args:
+        database_url: The database; in-memory sqlite by default.
+        out: Where each line goes.
+        schema: PostgreSQL: the schema of the demo's own, created here and dropped at the
+            end; refused if it exists and the demo did not create it.
+        allow_existing_data: sqlite file: run even though it holds tables the demo did not
+            create, emptying ``users`` and ``policies``.
+
+    Raises:
+        ConfigurationError: the database holds data the demo did not create.
     """
     s = _Steps(out)
+    options: dict[str, Any] = {}
+    url = parse_database_url(database_url)
+    if url.dialect == "postgres":
+        await _claim_schema(database_url, schema)
+        options["server_settings"] = {"search_path": schema}
+    elif not url.is_memory:
+        await _claim_sqlite_file(database_url, allow_existing_data=allow_existing_data)
     db = DatabaseManager(database_url=database_url, models=MODELS, pool_size=20,
-                         max_overflow=10, pool_timeout=30)
+                         max_overflow=10, pool_timeout=30, **options)
     s.step(f"DatabaseManager on {db.url.masked()}")
-    s.say(repr(db))
+    s.say(repr(db) + (f", in schema {schema!r} of its own" if options else ""))
     try:
         await db.generate_schemas()
-        async with db.session() as session:
-            await session.execute("DELETE FROM policies")
-            await session.execute("DELETE FROM users")
+        if not options:  # sqlite: tables the demo made (or was allowed to use)
+            async with db.session() as session:
+                await session.execute("DELETE FROM policies")
+                await session.execute("DELETE FROM users")
         await _sessions(db, s)
         await _crud(db, s)
         await _transactions(db, s)
@@ -64,6 +98,75 @@ async def run_walkthrough(database_url: str = "sqlite+aiosqlite:///:memory:",
     finally:
         await db.close()
         s.step("db.close(): every connection released")
+        if options:
+            await _drop_schema(database_url, schema)
+            s.say(f"schema {schema!r} dropped: nothing of the demo is left")
+
+
+def _admin(database_url: str) -> DatabaseManager:
+    """A manager for the demo's own bookkeeping: one connection, no settings read."""
+    return DatabaseManager(database_url, models=[], pool_size=1, max_overflow=0,
+                           pool_timeout=30, pool_recycle=3600, echo=False)
+
+
+def _refuse(message: str, **details: Any) -> ConfigurationError:
+    return ConfigurationError(message, details=details)
+
+
+async def _claim_schema(database_url: str, schema: str) -> None:
+    """Create the demo's schema; refuse one that exists and was not made by the demo."""
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise _refuse(f"Invalid schema name {schema!r}: lower-case letters, digits and _",
+                      schema=schema)
+    admin = _admin(database_url)
+    try:
+        async with admin.session() as session:
+            result = await session.execute(
+                "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace "
+                "WHERE nspname = :schema", {"schema": schema})
+            row = result.fetchone()
+            if row is not None and row[0] != _MARK:
+                raise _refuse(
+                    f"Schema {schema!r} exists and was not created by the demo; the demo "
+                    "never touches data it did not create: choose another with --schema",
+                    schema=schema)
+            if row is not None:  # left by an earlier demo run that was killed
+                await session.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            await session.execute(f'CREATE SCHEMA "{schema}"')
+            await session.execute(f"COMMENT ON SCHEMA \"{schema}\" IS '{_MARK}'")
+    finally:
+        await admin.close()
+
+
+async def _drop_schema(database_url: str, schema: str) -> None:
+    admin = _admin(database_url)
+    try:
+        async with admin.session() as session:
+            await session.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await admin.close()
+
+
+async def _claim_sqlite_file(database_url: str, *, allow_existing_data: bool) -> None:
+    """Refuse a sqlite file holding tables the demo did not create; mark it as the demo's."""
+    admin = _admin(database_url)
+    try:
+        async with admin.session() as session:
+            result = await session.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+            tables = set(result.scalars().all())
+            foreign = sorted(tables - _TABLES) if _MARK_TABLE in tables else sorted(tables)
+            if foreign and not allow_existing_data:
+                shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+                raise _refuse(
+                    f"The database holds tables the demo did not create ({shown}); the demo "
+                    "empties users and policies, so it runs only on a new sqlite file, one "
+                    "it made, or with --allow-existing-data",
+                    tables=len(foreign))
+            await session.execute(f'CREATE TABLE IF NOT EXISTS "{_MARK_TABLE}" (note TEXT)')
+    finally:
+        await admin.close()
 
 
 async def _sessions(db: DatabaseManager, s: _Steps) -> None:

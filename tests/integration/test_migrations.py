@@ -35,6 +35,7 @@ def _fresh_database(pg_server: PgServer) -> str:
 def _aerich(database_url: str, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "TORTOISE_"))}
     env["DATABASE_URL"] = database_url
+    env["DATABASE_MODELS"] = EXAMPLE_MODELS[0]  # this repository's migrations: the examples
     proc = subprocess.run(  # noqa: S603 - our own executable and arguments
         [str(AERICH), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
         check=False)
@@ -126,7 +127,7 @@ async def test_cli_upgrade_migrate_downgrade(pg_server: PgServer) -> None:
 def test_tortoise_orm_follows_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://app:s3cret@db.internal:6543/shop")
-    monkeypatch.delenv("DATABASE_MODELS", raising=False)
+    monkeypatch.setenv("DATABASE_MODELS", "aegis_tortoise.examples.models")
     # Exactly what `aerich` loads: the path in [tool.aerich] of pyproject.toml.
     config = load_tortoise_config(config_file=ROOT / "pyproject.toml")
     assert config == {
@@ -147,6 +148,33 @@ def test_tortoise_orm_follows_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     explicit = tortoise_config("sqlite:///data/app.db", ["app.models", "aerich.models"])
     assert explicit["connections"]["aegis_sqlite"]["credentials"]["file_path"] == "data/app.db"
     assert explicit["apps"]["models"]["models"] == ["app.models", "aerich.models"]
+
+
+def test_unset_database_models_is_refused_not_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No silent fallback to the example models: it would migrate a service's tables away."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://app:s3cret@db.internal:6543/shop")
+    for unset in ("", " , "):
+        monkeypatch.setenv("DATABASE_MODELS", unset)
+        with pytest.raises(ConfigurationError, match="DATABASE_MODELS") as info:
+            load_tortoise_config(config_file=ROOT / "pyproject.toml")
+        assert "s3cret" not in str(info.value)
+    monkeypatch.delenv("DATABASE_MODELS")
+    with pytest.raises(ConfigurationError, match="DATABASE_MODELS"):
+        tortoise_config()
+    with pytest.raises(ConfigurationError, match="DATABASE_MODELS"):
+        tortoise_config(models=["aerich.models"])
+
+
+def test_aerich_cli_without_database_models_names_the_variable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "TORTOISE_"))}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path}/service.db"
+    proc = subprocess.run(  # noqa: S603 - our own executable and arguments
+        [str(AERICH), "heads"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        check=False)
+    assert proc.returncode != 0
+    assert "DATABASE_MODELS" in proc.stdout + proc.stderr
+    assert not (tmp_path / "service.db").exists()
 
 
 def test_in_memory_database_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -173,7 +201,7 @@ async def test_python_api_leaves_live_managers_alone(pg_server: PgServer,
 
         async with live.session() as session:
             await User.create(email="before@pg", name="A")
-            applied = await upgrade(target, location=ROOT / "migrations")
+            applied = await upgrade(target, EXAMPLE_MODELS, location=ROOT / "migrations")
             # Same session, same transaction, same connection after aerich ran.
             await User.create(email="after@pg", name="B")
             emails = await User.all().order_by("id").values_list("email", flat=True)
@@ -189,10 +217,10 @@ async def test_python_api_leaves_live_managers_alone(pg_server: PgServer,
         # aerich wrote to the target database only.
         assert {"aerich", "users", "policies"} <= await _tables(target)
         assert "aerich" not in await _tables(pg_database)
-        assert await upgrade(target, location=ROOT / "migrations") == []
+        assert await upgrade(target, EXAMPLE_MODELS, location=ROOT / "migrations") == []
 
         async with live.session():
-            reverted = await downgrade(target, location=ROOT / "migrations")
+            reverted = await downgrade(target, EXAMPLE_MODELS, location=ROOT / "migrations")
             await User.create(email="during-downgrade@pg", name="C")
         assert reverted == _version_files()[-1:]
         assert await _tables(target) == {"aerich"}
@@ -206,4 +234,5 @@ async def test_python_api_leaves_live_managers_alone(pg_server: PgServer,
 
 async def test_python_api_needs_the_migrations_folder(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="No migrations folder"):
-        await upgrade("postgresql://nobody@127.0.0.1/none", location=tmp_path / "missing")
+        await upgrade("postgresql://nobody@127.0.0.1/none", EXAMPLE_MODELS,
+                      location=tmp_path / "missing")
