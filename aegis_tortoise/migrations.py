@@ -29,6 +29,7 @@ from aerich.migrate import Migrate
 from tortoise.context import TortoiseContext, _current_context
 from tortoise.models import Model
 
+from aegis_tortoise._tortoise_config import DEFAULT_CONNECTION
 from aegis_tortoise.config import DatabaseSettings, parse_database_url
 from aegis_tortoise.errors import ConfigurationError
 
@@ -95,9 +96,9 @@ def tortoise_config(database_url: str | None = None, models: Iterable[str] | Non
         )
     if _AERICH_MODELS not in modules:
         modules.append(_AERICH_MODELS)
-    # The same alias as DatabaseManager's: Tortoise stores the alias on the model classes and
-    # caches SQL per alias, so aerich running next to a live manager leaves both unchanged.
-    alias = f"aegis_{url.dialect}"
+    # The same connection name as DatabaseManager's (and a plain Tortoise config's):
+    # Tortoise stores it on the model classes and caches SQL per name.
+    alias = DEFAULT_CONNECTION
     return {
         "connections": {alias: url.tortoise_connection()},
         "apps": {APP_LABEL: {"models": modules, "default_connection": alias}},

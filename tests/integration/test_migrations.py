@@ -131,13 +131,13 @@ def test_tortoise_orm_follows_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     # Exactly what `aerich` loads: the path in [tool.aerich] of pyproject.toml.
     config = load_tortoise_config(config_file=ROOT / "pyproject.toml")
     assert config == {
-        "connections": {"aegis_postgres": {
+        "connections": {"default": {
             "engine": "tortoise.backends.asyncpg",
             "credentials": {"host": "db.internal", "port": 6543, "user": "app",
                             "password": "s3cret", "database": "shop"},
         }},
         "apps": {"models": {"models": ["aegis_tortoise.examples.models", "aerich.models"],
-                            "default_connection": "aegis_postgres"}},
+                            "default_connection": "default"}},
     }
 
     monkeypatch.setenv("DATABASE_MODELS", "app.models, app.more_models")
@@ -146,7 +146,7 @@ def test_tortoise_orm_follows_settings(monkeypatch: pytest.MonkeyPatch) -> None:
                                                   "aerich.models"]
 
     explicit = tortoise_config("sqlite:///data/app.db", ["app.models", "aerich.models"])
-    assert explicit["connections"]["aegis_sqlite"]["credentials"]["file_path"] == "data/app.db"
+    assert explicit["connections"]["default"]["credentials"]["file_path"] == "data/app.db"
     assert explicit["apps"]["models"]["models"] == ["app.models", "aerich.models"]
 
 
