@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from aegis_tortoise import DatabaseManager
 from aegis_tortoise.examples.models import User
 from aegis_tortoise.examples.repositories import UserRepository
+from aegis_tortoise.fastapi import RegisterTortoise
 from bench.base import Contender, PoolEnv
-from bench.workload import EXAMPLE_MODELS, MAX_OVERFLOW, PAGE, POOL_SIZE
+from bench.c_tortoise import _config as tortoise_config
+from bench.c_tortoise import dropin_unit
+from bench.workload import EXAMPLE_MODELS, MAX_CONNECTIONS, MAX_OVERFLOW, PAGE, POOL_SIZE
 
 
 def _manager(url: str, max_overflow: int = MAX_OVERFLOW) -> DatabaseManager:
@@ -48,6 +52,7 @@ class AegisContender(Contender):
         self.backend = backend
         self.repo = repo_class
         self.db = _manager(url)
+        self.register: RegisterTortoise | None = None
 
     async def start(self) -> None:
         if self.backend == "sqlite":
@@ -55,9 +60,25 @@ class AegisContender(Contender):
         else:
             async with self.db.session():
                 pass
+            # The drop-in: the plain-Tortoise config D uses, under our RegisterTortoise.
+            self.register = RegisterTortoise(
+                config=tortoise_config(self.url, "default", MAX_CONNECTIONS),
+                _enable_global_fallback=False)
+            await self.register.__aenter__()
 
     async def close(self) -> None:
         await self.db.close()
+        if self.register is not None:
+            await self.register.__aexit__(None, None, None)
+
+    def activate(self) -> contextlib.AbstractContextManager[Any]:
+        """The registration's Tortoise context, for the drop-in op's plain calls."""
+        if self.register is None:
+            return contextlib.nullcontext()
+        return self.register.db._ctx  # type: ignore[return-value]
+
+    async def dropin(self, user_id: int, name: str) -> Any:
+        return await dropin_unit(user_id, name)
 
     async def create(self, row: tuple[str, str]) -> Any:
         async with self.db.session() as session:

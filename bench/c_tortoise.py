@@ -52,6 +52,14 @@ async def _get_update(user_id: int, name: str) -> Any:
         return user
 
 
+async def dropin_unit(user_id: int, name: str) -> Any:
+    """A service's plain Tortoise calls outside any transaction (autocommit)."""
+    user = await User.get(id=user_id)
+    user.name = name
+    await user.save(update_fields=["name", "updated_at"])
+    return user
+
+
 class _Env(PoolEnv):
     def __init__(self, ctx: TortoiseContext) -> None:
         self.ctx = ctx
@@ -117,6 +125,10 @@ class TortoiseContender(Contender):
 
     async def relations(self, ids: list[int]) -> Any:
         return await User.filter(id__in=ids).order_by("id").prefetch_related("policies")
+
+    async def dropin(self, user_id: int, name: str) -> Any:
+        """Under Tortoise's RegisterTortoise: Tortoise.init's context, which is D's."""
+        return await dropin_unit(user_id, name)
 
     async def create_many(self, rows: list[tuple[str, str]]) -> None:
         async with in_transaction():

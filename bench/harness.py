@@ -193,6 +193,13 @@ class Bench:
             async def calls() -> None:
                 for i, name in zip(ids, names, strict=True):
                     await c.update(i, name)
+        elif base == "dropin":
+            ids = self._ids(op, round_no, units)
+            names = [f"dropin {round_no}-{k}" for k in range(units)]
+
+            async def calls() -> None:
+                for i, name in zip(ids, names, strict=True):
+                    await c.dropin(i, name)
         elif base == "relations":
             rel_ids = self.seeded["rel_ids"]
 
@@ -331,6 +338,12 @@ class Bench:
             if after is None or before is None or after[2] != "checked name" or (
                     got is not None and got != after) or after[1] != before[1]:
                 self._fail(slot, op, f"update returned {got!r}; database has {after!r}")
+        elif base == "dropin":
+            user_id = self._ids("check-dropin", 0, 1)[0]
+            got = c.norm_user(await c.dropin(user_id, "dropin checked"))
+            after = await row_of(user_id)
+            if after is None or after[2] != "dropin checked" or got != after:
+                self._fail(slot, op, f"dropin returned {got!r}; database has {after!r}")
         elif base == "concurrent":
             env = await c.pool_env()
             ids = self._ids("check-concurrent", 0, CONCURRENT_TASKS, distinct=True)
@@ -417,6 +430,7 @@ def _ops_of(contender: Contender, ops: list[Op]) -> tuple[str, ...]:
     method = {"create": "create", "get": "get", "list_first": "list_page",
               "list_mid": "list_page", "list_last": "list_page", "count": "count",
               "update": "update", "concurrent": "pool_env", "relations": "relations",
+              "dropin": "dropin",
               "create_many": "create_many", "create_many_dicts": "create_many_dicts"}
     return tuple(op.key for op in ops if contender.has(method[op.key.removeprefix("sqlite_")]))
 

@@ -55,6 +55,10 @@ OPS: tuple[Op, ...] = (
     Op("create_many", "create_many of N rows (model instances)", "row", "postgres",
        2.0, 3.0, 0.7),
     Op("create_many_dicts", "create_many of N rows (dicts)", "row", "postgres", 2.0, 3.0, 0.7),
+    # The drop-in: a service's own plain Tortoise calls (no session) under our
+    # RegisterTortoise (E) against Tortoise's (D); A and B have no such thing.
+    Op("dropin", "plain Tortoise outside sessions: get + save (RegisterTortoise)", "op",
+       "postgres", 1.5, 0.95),
     Op("sqlite_create", "sqlite: create one row", "op", "sqlite", 1.5, 0.95),
     Op("sqlite_get", "sqlite: get by primary key", "op", "sqlite", 1.5, 0.95),
     Op("sqlite_create_many", "sqlite: create_many of N rows", "row", "sqlite", 2.0, 3.0),
@@ -80,7 +84,7 @@ class Sizes:
             "create": n(400, 3), "get": n(1500, 5), "list_first": n(400, 3),
             "list_mid": n(400, 3), "list_last": n(400, 3), "count": n(400, 3),
             "update": n(400, 3), "concurrent": CONCURRENT_TASKS * n(3),
-            "relations": n(40, 1), "create_many": 1, "create_many_dicts": 1,
+            "relations": n(40, 1), "dropin": n(400, 3), "create_many": 1, "create_many_dicts": 1,
             "sqlite_create": n(1000, 3), "sqlite_get": n(3000, 5), "sqlite_create_many": 1,
         }
         return cls(scale=scale, seed_users=n(10_000, 400), batch_rows=n(10_000, 100),
