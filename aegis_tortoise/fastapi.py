@@ -406,6 +406,13 @@ def database_lifespan(db: DatabaseManager, *, generate_schemas: bool = False,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Under the pytest plugin's app_client the app runs on the test's manager, which
+        # the test owns: nothing to create, check or close here.
+        manager = test_manager.get()
+        if manager is not None:
+            app.state.db = manager
+            yield
+            return
         app.state.db = db
         try:
             if generate_schemas:

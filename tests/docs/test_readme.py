@@ -3,7 +3,8 @@
 Blocks run one by one, each in a fresh namespace holding an open ``session`` (on an empty
 database with the example models' tables), with top-level ``await`` allowed; a block that
 calls ``asyncio.run`` runs in a thread of its own. For the PostgreSQL run, the in-memory
-sqlite URL in a block is replaced by that same database. The comment line before a block
+sqlite URL in a block (``sqlite+aiosqlite:///:memory:``, and ``sqlite://:memory:`` in a
+Tortoise config) is replaced by that same database. The comment line before a block
 can say:
 
 - ``<!-- file: NAME -->``: the block is a module, written to a temporary folder on
@@ -32,6 +33,7 @@ pytest_plugins = ["pytester"]
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SQLITE_URL = "sqlite+aiosqlite:///:memory:"
+TORTOISE_SQLITE_URL = "sqlite://:memory:"
 _BLOCK = re.compile(r"(?P<before>[^\n]*\n)?```python\n(?P<code>.*?)```", re.DOTALL)
 _MARK = re.compile(r"<!--\s*(?P<kind>file|pytest-file|no-test)\s*:?\s*(?P<arg>[^>]*?)\s*-->")
 
@@ -91,6 +93,9 @@ async def test_readme_block(line: int, code: str, backend: str, db_url: str,
                             db: DatabaseManager) -> None:
     if backend == "postgres":
         code = code.replace(SQLITE_URL, db_url)
+        # A Tortoise config's in-memory sqlite, in Tortoise's URL form.
+        code = code.replace(TORTOISE_SQLITE_URL,
+                            db_url.replace("postgresql://", "postgres://", 1))
     filename = f"README.md:{line}"
     if "asyncio.run(" in code:
         compiled = compile(code, filename, "exec")
@@ -118,7 +123,7 @@ def _run_pytest_file(pytester: pytest.Pytester, *args: str) -> None:
     pytester.makefile(".ini", pytest=INI)
     pytester.makepyfile(test_users=PYTEST_FILES[0])
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=6)
 
 
 def test_readme_pytest_file_on_sqlite(pytester: pytest.Pytester) -> None:
