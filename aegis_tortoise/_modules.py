@@ -17,7 +17,7 @@ from tortoise.models import Model
 
 from aegis_tortoise.errors import ConfigurationError
 
-__all__ = ["check_model_modules"]
+__all__ = ["check_model_modules", "module_models"]
 
 
 def check_model_modules(modules: Iterable[str | ModuleType]) -> None:
@@ -50,11 +50,23 @@ def check_model_modules(modules: Iterable[str | ModuleType]) -> None:
 
 
 def _require_models(module: ModuleType) -> None:
-    # What Tortoise discovers: __models__ if the module sets it, else every model class in it.
-    names = getattr(module, "__models__", None)
-    values = [getattr(module, n) for n in names] if names is not None else vars(module).values()
-    if not any(inspect.isclass(v) and issubclass(v, Model) for v in values):
+    if not module_models(module):
         raise ConfigurationError(
             f"Model module {module.__name__!r} defines no Tortoise models: check "
             "DATABASE_MODELS (or models=)",
             details={"module": module.__name__})
+
+
+def module_models(module: ModuleType) -> list[type[Model]]:
+    """The models Tortoise 1.1.9's ``Apps._discover_models`` would find in ``module``:
+    ``__models__`` if the module sets it, else every concrete model class in it."""
+    candidates = getattr(module, "__models__", None)
+    if candidates:
+        try:
+            candidates = [*candidates]
+        except TypeError:
+            candidates = None
+    if not candidates:
+        candidates = [getattr(module, name) for name in dir(module)]
+    return [c for c in candidates
+            if inspect.isclass(c) and issubclass(c, Model) and not c._meta.abstract]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import inspect
 import os
 from collections.abc import Iterable, Mapping
 from types import ModuleType
@@ -21,8 +20,8 @@ from typing import Any
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.config import TortoiseConfig
 from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
-from tortoise.models import Model
 
+from aegis_tortoise._modules import module_models
 from aegis_tortoise.config import DatabaseURL
 from aegis_tortoise.errors import ConfigurationError
 
@@ -137,35 +136,18 @@ def url_of_connection(name: str, connection: Mapping[str, Any]) -> DatabaseURL:
         password=credentials.get("password"), database=credentials.get("database"))
 
 
-def _module_models(module: ModuleType) -> list[type[Model]]:
-    """The models Tortoise 1.1.9's ``Apps._discover_models`` would find in ``module``."""
-    candidates = getattr(module, "__models__", None)
-    if candidates:
-        try:
-            candidates = [*candidates]
-        except TypeError:
-            candidates = None
-    if not candidates:
-        candidates = [getattr(module, name) for name in dir(module)]
-    return [c for c in candidates
-            if inspect.isclass(c) and issubclass(c, Model) and not c._meta.abstract]
-
-
 def app_labels(modules: Iterable[str | ModuleType]) -> dict[str, list[str | ModuleType]]:
     """Model modules grouped by the app labels their models declare (``Meta.app``).
 
     Tortoise discovers a model only under its own label, so a module whose models say
     ``app = "shop"`` must be listed under ``"shop"``; models without a label go to
-    ``"models"`` (and keep it: Tortoise writes the label onto the class).
+    ``"models"`` (and keep it: Tortoise writes the label onto the class). The modules are
+    importable: the manager checked them first (``_modules.check_model_modules``).
     """
     labels: dict[str, list[str | ModuleType]] = {}
     for entry in modules:
-        try:
-            module = importlib.import_module(entry) if isinstance(entry, str) else entry
-        except ImportError as exc:
-            raise ConfigurationError(f'Model module "{entry}" not found: {exc}',
-                                     details={"module": str(entry)}) from exc
-        found = {model._meta.app or DEFAULT_APP for model in _module_models(module)}
+        module = importlib.import_module(entry) if isinstance(entry, str) else entry
+        found = {model._meta.app or DEFAULT_APP for model in module_models(module)}
         for label in sorted(found) or [DEFAULT_APP]:
             labels.setdefault(label, []).append(entry)
     return labels
