@@ -120,13 +120,19 @@ def activate(manager: DatabaseManager) -> None:
 
 
 def _build_initial_querysets(self: Apps) -> None:
-    """Tortoise's own, then: these models' class state is no longer any manager's."""
+    """Tortoise's own, then forget what no longer holds for these models: the cached SQL
+    and a manager's claim where the dialect changed, the claim where the connection did."""
     global _generation
-    for app in self.apps.values():
-        for model in app.values():
-            _forget_sql(model, model._meta.default_connection)
-            _prepared.pop(model, None)
+    models = [model for app in self.apps.values() for model in app.values()]
+    dialects = {model: type(model._meta.basequery) for model in models}
     _original_build(self)
+    for model in models:
+        meta = model._meta
+        if type(meta.basequery) is not dialects[model]:
+            _forget_sql(model, meta.default_connection)
+            _prepared.pop(model, None)
+        elif (claim := _prepared.get(model)) is not None and claim[1] != meta.default_connection:
+            _prepared.pop(model, None)
     _generation += 1
 
 

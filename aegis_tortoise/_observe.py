@@ -14,7 +14,9 @@ once. Waits for a connection are always timed, around the backend's ``acquire``.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,6 +27,7 @@ from aegis_tortoise._otel import statement_span, tracer
 from aegis_tortoise.errors import PoolTimeoutError
 
 if TYPE_CHECKING:
+    from aegis_tortoise.config import DatabaseSettings
     from aegis_tortoise.manager import DatabaseManager
     from aegis_tortoise.session import Session
 
@@ -37,15 +40,22 @@ _SQLITE_METHODS = ("execute", "execute_insert", "execute_fetchall", "executemany
                    "executescript")
 
 
+@functools.lru_cache(maxsize=8)
+def _environment_settings(*variables: str | None) -> DatabaseSettings:
+    """Settings from the environment (and .env), read once per value of the variables this
+    module uses: reading them costs ~2 ms, which a manager per test would pay each time."""
+    from aegis_tortoise.config import DatabaseSettings
+
+    return DatabaseSettings()
+
+
 class _Observer:
     """One manager's counters and slow-query settings."""
 
     def __init__(self, db: DatabaseManager) -> None:
-        settings = db.settings
-        if settings is None:
-            from aegis_tortoise.config import DatabaseSettings
-
-            settings = DatabaseSettings()
+        settings = db.settings if db.settings is not None else _environment_settings(
+            os.environ.get("DATABASE_SLOW_QUERY_MS"),
+            os.environ.get("DATABASE_SLOW_QUERY_PARAMETERS"))
         self.url = db.url
         self.tracer: Any = None
         self.slow_query_ms: float | None = settings.database_slow_query_ms

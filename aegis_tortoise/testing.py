@@ -245,8 +245,9 @@ async def _db_manager(request: pytest.FixtureRequest) -> AsyncIterator[DatabaseM
                     "set the ini option aegis_models (e.g. 'aegis_models = app.models' in "
                     "pytest.ini or [tool.pytest.ini_options]), --aegis-models or "
                     "DATABASE_MODELS", pytrace=False)
+    # Every option given: no DatabaseSettings() to read from the environment per test.
     manager = _FixtureManager(s.url, models=list(s.models), pool_size=5, max_overflow=10,
-                              pool_timeout=30, pool_recycle=3600)
+                              pool_timeout=30, pool_recycle=3600, echo=False)
     manager._aegis_loop = asyncio.get_running_loop()
     commits = request.node.get_closest_marker(COMMIT_MARKER) is not None
     try:
