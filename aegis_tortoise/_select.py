@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from pypika_tortoise.terms import Term
 from tortoise import timezone
+from tortoise.expressions import Expression
 from tortoise.fields.base import Field
 from tortoise.fields.data import DatetimeField, JSONField
 from tortoise.filters import is_in, is_null
@@ -191,6 +193,8 @@ def shape_of(model: type[Model], kwargs: Mapping[str, Any], dialect: str) -> Sha
             return None
         if not _plain_column(field, dialect):
             return None
+        if isinstance(value, Expression | Term):
+            return None  # F("other"), Subquery(...): Tortoise renders those
         info: Mapping[str, Any] = meta.get_filter(key)
         sql = _OPERATORS.get(info.get("operator"))  # type: ignore[arg-type]
         if (sql is None or "table" in info or info.get("field") != name

@@ -8,13 +8,17 @@ Tortoise transaction client to the manager's connection alias for the current ta
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import re
+import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar, Token
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, overload
 
+import asyncpg
 from tortoise.backends.base.client import (
     BaseDBAsyncClient,
     ConnectionWrapper,
@@ -29,7 +33,9 @@ from aegis_tortoise.errors import (
     NoResultFoundError,
     TransactionError,
     ValidationError,
+    driver_error,
     translate_errors,
+    translate_exception,
 )
 
 if TYPE_CHECKING:
@@ -41,8 +47,7 @@ logger = logging.getLogger("aegis_tortoise.session")
 
 # --- :name parameters ---------------------------------------------------------------------
 
-_TOKEN_RE = re.compile(
-    r"""
+_TOKENS = r"""
       '(?:[^']|'')*'                                   # string literal
     | "(?:[^"]|"")*"                                   # quoted identifier
     | --[^\n]*                                         # line comment
@@ -50,9 +55,16 @@ _TOKEN_RE = re.compile(
     | \$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?\$(?P=tag)\$    # dollar-quoted string ($$ or $tag$)
     | ::                                               # PostgreSQL cast
     | :(?P<name>[A-Za-z_]\w*)                          # a :name parameter
-    """,
-    re.VERBOSE | re.DOTALL,
-)
+"""
+# Each dialect's own quoting, tried first. PostgreSQL: E'...' takes backslash escapes (E'\'').
+# sqlite: [a:b] and `a:b` are quoted identifiers; on PostgreSQL [ ] are array subscripts
+# (arr[:n] holds a parameter), so those are sqlite's only.
+_DIALECT_TOKENS = {
+    "postgres": r"(?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*' |",
+    "sqlite": r"\[[^\]]*\] | `(?:[^`]|``)*` |",
+}
+_TOKEN_RE = {dialect: re.compile(extra + _TOKENS, re.VERBOSE | re.DOTALL)
+             for dialect, extra in _DIALECT_TOKENS.items()}
 
 
 @lru_cache(maxsize=512)
@@ -73,7 +85,7 @@ def _compile(sql: str, dialect: str) -> tuple[str, tuple[str, ...]]:
         order.append(name)
         return "?"
 
-    return _TOKEN_RE.sub(replace, sql), tuple(order)
+    return _TOKEN_RE[dialect].sub(replace, sql), tuple(order)
 
 
 def compile_params(
@@ -304,43 +316,130 @@ class Result(_Consumable):
 # --- transaction clients bound to a session ---------------------------------------------------
 
 
+#: The operation (a repository call, execute, a savepoint block...) the current context runs
+#: in; tasks it starts inherit it (create_many's INSERT task).
+_operation: ContextVar[object | None] = ContextVar("aegis_operation", default=None)
+
+
 class _BeginningConnectionWrapper(ConnectionWrapper[Any]):
     """Tortoise's per-client lock, plus: begin the session's transaction before the first
-    statement (so a session that runs nothing costs no BEGIN/COMMIT)."""
+    statement (so a session that runs nothing costs no BEGIN/COMMIT); wait while another
+    task's operation runs on the session; refuse statements once the transaction has failed;
+    note a statement the server rejected."""
 
-    __slots__ = ()
+    __slots__ = ("_turn",)
 
     async def __aenter__(self) -> Any:
-        await self._lock.acquire()
+        session: Session = self.client._aegis_session  # type: ignore[attr-defined]
+        # A client kept past its session (session.connection, a queryset's using_db)
+        # would otherwise run on a connection that now belongs to someone else.
+        session._check_open()
+        # A statement outside the running operation (a plain Tortoise call in another task)
+        # waits for it to end and holds the turn meanwhile, so it never lands in the middle
+        # of the operation's savepoint.
+        self._turn = session._op is None or _operation.get() is not session._op
+        if self._turn:
+            await session._op_lock.acquire()
         try:
-            session: Session = self.client._aegis_session  # type: ignore[attr-defined]
-            # A client kept past its session (session.connection, a queryset's using_db)
-            # would otherwise run on a connection that now belongs to someone else.
-            session._check_open()
+            await self._lock.acquire()
+        except BaseException:
+            if self._turn:
+                session._op_lock.release()
+            raise
+        try:
+            if session._failed is not None:
+                raise session._pending_error()  # noqa: TRY301 - released below, then raised
             if not session._began and not plain_read.get():
                 await session._begin_now()
         except BaseException:
-            self._lock.release()
+            self._release()
             raise
         return self.connection
 
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        if exc_val is not None:
+            session: Session = self.client._aegis_session  # type: ignore[attr-defined]
+            if session._began and not plain_read.get():
+                session._statement_failed(exc_val)
+        self._release()
+
+    def _release(self) -> None:
+        self._lock.release()
+        if self._turn:
+            self.client._aegis_session._op_lock.release()  # type: ignore[attr-defined]
+
+
+def _rejected_by_server(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database ran the statement and failed it (PostgreSQL then
+    aborts the transaction), not a value the driver could not send."""
+    root = driver_error(exc)
+    if isinstance(root, asyncpg.PostgresError):
+        # asyncpg raises DataError (22000) itself for an argument it cannot encode, before
+        # anything is sent: only the server's errors carry a severity.
+        return getattr(root, "severity", None) is not None
+    return isinstance(root, sqlite3.Error) and not isinstance(
+        root, (sqlite3.ProgrammingError, sqlite3.InterfaceError))
+
 
 class _NestedContext(NestedTransactionContext):
-    """A savepoint; the session's transaction is begun first (it may still be pending)."""
+    """A savepoint; the session's transaction is begun first (it may still be pending).
 
-    __slots__ = ("session",)
+    The block is one operation of the session (another task's calls wait for its end). A
+    statement that failed inside it and was caught there leaves the block needing a
+    rollback: the block's end rolls back to the savepoint and raises TransactionError, on
+    both backends (PostgreSQL could not release it anyway).
+    """
+
+    __slots__ = ("failure", "session", "token")
 
     def __init__(self, client: TransactionalDBClient, session: Session) -> None:
         super().__init__(client)
         self.session = session
+        self.failure: BaseException | None = None
+        self.token: Token[object | None] | None = None
 
     async def __aenter__(self) -> TransactionalDBClient:
-        self.session._check_open()
-        if not self.session._began:
-            async with self.session._lock:
-                if not self.session._began:
-                    await self.session._begin_now()
-        return await super().__aenter__()
+        session = self.session
+        session._check_open()
+        self.token = await session._enter_op()
+        try:
+            if session._failed is not None:
+                raise session._pending_error()  # noqa: TRY301 - the op ends below, then raised
+            if not session._began:
+                async with session._lock:
+                    if not session._began:
+                        await session._begin_now()
+            client = await super().__aenter__()
+        except BaseException:
+            session._exit_op(self.token)
+            raise
+        session._savepoints.append(self)
+        return client
+
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        session = self.session
+        failure = self.failure
+        caught = exc_type is None and failure is not None
+        try:
+            # Tortoise rolls back to the savepoint for any exception type but its own
+            # TransactionManagementError.
+            await super().__aexit__(TransactionError if caught else exc_type, exc_val, exc_tb)
+        except BaseException as exc:
+            # The savepoint could be neither released nor rolled back: the enclosing level
+            # needs the rollback now.
+            self._pop()
+            session._statement_failed(failure or exc)
+            raise
+        finally:
+            self._pop()
+            session._exit_op(self.token)
+        if caught:
+            raise session._pending_error(failure, savepoint=True)
+
+    def _pop(self) -> None:
+        stack = self.session._savepoints
+        if stack and stack[-1] is self:
+            stack.pop()
 
 
 class _SessionState(enum.Enum):
@@ -358,8 +457,9 @@ class Session:
     """
 
     __slots__ = (
-        "_began", "_client", "_conn", "_ctx", "_ctx_token", "_dirty", "_lease", "_lock",
-        "_manager", "_state", "_storage_token", "_task_token",
+        "_began", "_client", "_conn", "_ctx", "_ctx_token", "_dirty", "_failed", "_failed_as",
+        "_lease", "_lock", "_manager", "_op", "_op_lock", "_savepoints", "_state",
+        "_storage_token", "_task_token",
     )
 
     def __init__(self, manager: DatabaseManager) -> None:
@@ -377,6 +477,14 @@ class Session:
         self._storage_token: Any = None
         self._task_token: Any = None
         self._lock: Any = None
+        # A statement the server rejected outside any savepoint: the transaction can only be
+        # rolled back ("pending rollback"); _failed_as is its translation, for messages.
+        self._failed: BaseException | None = None
+        self._failed_as: BaseException | None = None
+        self._savepoints: list[_NestedContext] = []
+        # One operation at a time (see _enter_op); _op identifies the running one.
+        self._op: object | None = None
+        self._op_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return (f"<Session {self._state.value} of {self._manager.url.masked()!r}"
@@ -430,6 +538,74 @@ class Session:
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         await self._manager._close_session(self, exc)
 
+    # -- one operation at a time, pending rollback ------------------------------------------
+
+    async def _enter_op(self) -> Token[object | None] | None:
+        """Begin an operation (a repository call, execute, commit, a savepoint block): wait
+        for another task's to end. None when the caller already runs inside this session's
+        operation (a repository method calling another, create_many's INSERT task)."""
+        if self._op is not None and _operation.get() is self._op:
+            return None
+        await self._op_lock.acquire()
+        op = self._op = object()
+        return _operation.set(op)
+
+    def _exit_op(self, token: Token[object | None] | None) -> None:
+        if token is None:
+            return
+        try:
+            _operation.reset(token)
+        except ValueError:  # ended in another context than it began (a generator's close)
+            _operation.set(None)
+        self._op = None
+        self._op_lock.release()
+
+    def _statement_failed(self, exc: BaseException) -> None:
+        """Note a failed statement: the innermost savepoint, else the whole transaction,
+        can now only be rolled back."""
+        if not _rejected_by_server(exc):
+            return
+        if self._savepoints:
+            level = self._savepoints[-1]
+            level.failure = level.failure or exc
+        elif self._failed is None:
+            self._failed = exc
+
+    def _failed_as_shown(self, original: BaseException, shown: BaseException) -> None:
+        """The repository's translation of the failure (it names the model and field)."""
+        if (self._failed is not None and self._failed_as is None
+                and driver_error(self._failed) is driver_error(original)):
+            self._failed_as = shown
+
+    def _pending_error(self, failure: BaseException | None = None, *,
+                       savepoint: bool = False, rolled_back: bool = False) -> TransactionError:
+        """The error for a transaction (or savepoint block) that an earlier failed statement
+        left needing a rollback."""
+        earlier = failure or self._failed
+        shown = self._failed_as if failure is None and self._failed_as is not None else (
+            translate_exception(earlier) if earlier is not None else None)
+        name = f"{type(shown).__name__}: {shown}"
+        if savepoint:
+            what = ("The savepoint block was rolled back: a statement inside it failed "
+                    f"earlier ({name}) and the error was caught inside the block; let it leave "
+                    "the block")
+        elif rolled_back:
+            what = (f"The transaction was rolled back, nothing of it is written: a statement "
+                    f"failed earlier ({name}). Let such an error leave the session, or wrap "
+                    "the statement in TransactionManager(session).transaction() (a "
+                    "savepoint) to keep going after it")
+        else:
+            what = (f"The session's transaction is aborted and must be rolled back: a "
+                    f"statement failed earlier ({name}). Call session.rollback(), or wrap "
+                    "statements that may fail in TransactionManager(session).transaction() "
+                    "(a savepoint)")
+        return TransactionError(what, details={"earlier_error": type(shown).__name__},
+                                cause=earlier)
+
+    def _clear_failure(self) -> None:
+        self._failed = self._failed_as = None
+        self._savepoints.clear()
+
     # -- transaction control -----------------------------------------------------------------
 
     async def _begin_now(self) -> None:
@@ -441,16 +617,24 @@ class Session:
         self._check_open()
         if not self._began:
             return
-        async with self._lock:
-            await self._manager._commit(self)
+        token = await self._enter_op()
+        try:
+            async with self._lock:
+                await self._manager._commit(self)
+        finally:
+            self._exit_op(token)
 
     async def rollback(self) -> None:
         """Roll back the current transaction; later statements run in a new one."""
         self._check_open()
         if not self._began:
             return
-        async with self._lock:
-            await self._manager._rollback(self)
+        token = await self._enter_op()
+        try:
+            async with self._lock:
+                await self._manager._rollback(self)
+        finally:
+            self._exit_op(token)
 
     def savepoint(self) -> TransactionContext:
         """A savepoint context: ``async with session.savepoint(): ...``.
@@ -487,6 +671,10 @@ class Session:
         self._manager._echo_sql(sql, values)
         if not is_stateless(sql):
             self._dirty = True
-        with translate_errors():
-            async with self._client.acquire_connection() as conn:
-                return await self._manager._backend.run_raw(conn, sql, values)
+        token = await self._enter_op()
+        try:
+            with translate_errors():
+                async with self._client.acquire_connection() as conn:
+                    return await self._manager._backend.run_raw(conn, sql, values)
+        finally:
+            self._exit_op(token)
