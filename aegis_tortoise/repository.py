@@ -479,7 +479,8 @@ class BaseRepository(Generic[ModelT]):
                    filters: Mapping[str, Any] | None = None, order_by: OrderBy | None = None,
                    *, include_deleted: bool = False,
                    prefetch: Prefetches | None = None) -> builtins.list[ModelT]:
-        """Entities matching ``filters``, ordered by ``order_by`` (default: primary key).
+        """Entities matching ``filters``, ordered by ``order_by`` (default: the model's
+        ``Meta.ordering``, then the primary key).
 
         Args:
             skip: Rows to skip.
