@@ -21,6 +21,7 @@ from tortoise.backends.asyncpg.client import TransactionWrapper as AsyncpgTransa
 from tortoise.backends.base.client import ConnectionWrapper, TransactionContext
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionWrapper
 
+from aegis_tortoise._operations import BeginningConnectionWrapper, NestedContext
 from aegis_tortoise._statements import is_plain_read, is_stateless, plain_read
 from aegis_tortoise.errors import (
     DatabaseConnectionError,
@@ -28,13 +29,7 @@ from aegis_tortoise.errors import (
     TransactionError,
     translate_errors,
 )
-from aegis_tortoise.session import (
-    Result,
-    Session,
-    _BeginningConnectionWrapper,
-    _NestedContext,
-    is_dml,
-)
+from aegis_tortoise.session import Result, Session, is_dml
 
 if TYPE_CHECKING:
     from aegis_tortoise.manager import DatabaseManager
@@ -127,10 +122,10 @@ class _PgSessionClient(_LazyReads, AsyncpgTransactionWrapper):
         self._proxy: Any = None  # the pool's proxy of conn, handed back on release
 
     def acquire_connection(self) -> ConnectionWrapper[Any]:
-        return _BeginningConnectionWrapper(self._lock, self)
+        return BeginningConnectionWrapper(self._lock, self)
 
     def _in_transaction(self) -> TransactionContext:
-        return _NestedContext(AsyncpgTransactionWrapper(self), self._aegis_session)
+        return NestedContext(AsyncpgTransactionWrapper(self), self._aegis_session)
 
 
 class _SqliteSessionClient(_LazyReads, SqliteTransactionWrapper):
@@ -142,10 +137,10 @@ class _SqliteSessionClient(_LazyReads, SqliteTransactionWrapper):
         self.log = log
 
     def acquire_connection(self) -> ConnectionWrapper[Any]:
-        return _BeginningConnectionWrapper(self._lock, self)
+        return BeginningConnectionWrapper(self._lock, self)
 
     def _in_transaction(self) -> TransactionContext:
-        return _NestedContext(SqliteTransactionWrapper(self), self._aegis_session)
+        return NestedContext(SqliteTransactionWrapper(self), self._aegis_session)
 
     async def commit(self) -> None:
         try:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from tortoise.models import Model
 
+from aegis_tortoise._operations import operation
 from aegis_tortoise.errors import (
     DatabaseConnectionError,
     DatabaseError,
@@ -38,7 +39,6 @@ from aegis_tortoise.errors import (
     ValidationError,
     translate_exception,
 )
-from aegis_tortoise.session import _operation
 
 __all__ = ["public_methods", "repository_error"]
 
@@ -96,12 +96,12 @@ def _wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]
         # Session._enter_op/_exit_op, inlined: this runs on every call (~0.5 us, not ~1.3).
         session = self.session
         op = session._op
-        if op is not None and _operation.get() is op:
+        if op is not None and operation.get() is op:
             token = None  # inside this session's running operation (a nested call)
         else:
             await session._op_lock.acquire()
             op = session._op = object()
-            token = _operation.set(op)
+            token = operation.set(op)
         try:
             return await method(self, *args, **kwargs)
         except ServiceException as exc:
