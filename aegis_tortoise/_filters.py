@@ -115,10 +115,11 @@ def single_pass(filters: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     list() and paginate() read the filters more than once (validation, the count, the
     page); an iterator would be empty after the first pass.
     """
-    if filters and isinstance(filters, Mapping) and any(
-            isinstance(value, Iterator) for value in filters.values()):
-        return {key: list(value) if isinstance(value, Iterator) else value
-                for key, value in filters.items()}
+    if filters and isinstance(filters, Mapping):
+        for value in filters.values():
+            if isinstance(value, Iterator):
+                return {key: list(value) if isinstance(value, Iterator) else value
+                        for key, value in filters.items()}
     return filters
 
 

@@ -43,7 +43,7 @@ def python_values(model: type[Model], values: Mapping[str, Any]) -> dict[str, An
             (naming the field).
     """
     meta = model._meta
-    relations = meta.fk_fields | meta.o2o_fields
+    relations = _relations(model)
     result: dict[str, Any] = {}
     for name, value in values.items():
         field: Field[Any] = meta.fields_map[name]
@@ -64,6 +64,11 @@ def python_values(model: type[Model], values: Mapping[str, Any]) -> dict[str, An
         except Exception as exc:
             raise field_error(model, name, value, exc) from exc
     return result
+
+
+@lru_cache(maxsize=512)
+def _relations(model: type[Model]) -> frozenset[str]:
+    return frozenset(model._meta.fk_fields | model._meta.o2o_fields)
 
 
 @lru_cache(maxsize=512)

@@ -444,6 +444,7 @@ class Session:
     def _failed_as_shown(self, original: BaseException, shown: BaseException) -> None:
         """The repository's translation of the failure (it names the model and field)."""
         if (self._failed is not None and self._failed_as is None
+                and not isinstance(shown, TransactionError)  # the pending error itself
                 and driver_error(self._failed) is driver_error(original)):
             self._failed_as = shown
 

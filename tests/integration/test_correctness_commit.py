@@ -216,3 +216,18 @@ async def test_colon_names_inside_quotes_are_not_parameters(db: DatabaseManager,
             result = await session.execute(r"SELECT E'it\'s :no' AS s, :v::int AS n, "
                                            "(ARRAY[1,2,3])[:v] AS a", {"v": 2})
             assert result.one() == ("it's :no", 2, 2)  # [:v] is a subscript here
+
+
+async def test_the_pending_error_names_the_first_failure_once(db: DatabaseManager) -> None:
+    async def unit_of_work() -> None:
+        async with db.session() as session:
+            await User.create(**_user(1))
+            with pytest.raises(IntegrityError):
+                await User.create(**_user(1))
+            with pytest.raises(TransactionError):
+                await UserRepository(session).count()
+
+    with pytest.raises(TransactionError) as info:
+        await unit_of_work()
+    assert str(info.value).count("failed earlier") == 1
+    assert info.value.details["earlier_error"] == "DuplicateEntityError"
