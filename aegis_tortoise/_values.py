@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from pypika_tortoise.terms import Term
+from tortoise.exceptions import ValidationError as TortoiseValidationError
 from tortoise.expressions import Expression
 from tortoise.fields.base import Field
 from tortoise.fields.data import DatetimeField
@@ -24,7 +25,7 @@ from tortoise.models import Model
 
 from aegis_tortoise.errors import ValidationError
 
-__all__ = ["auto_now_values", "field_error", "python_values"]
+__all__ = ["auto_now_values", "db_values", "field_error", "python_values"]
 
 
 def field_error(model: type[Model], name: str, value: Any, exc: BaseException) -> ValidationError:
@@ -64,6 +65,27 @@ def python_values(model: type[Model], values: Mapping[str, Any]) -> dict[str, An
         except Exception as exc:
             raise field_error(model, name, value, exc) from exc
     return result
+
+
+def db_values(model: type[Model], values: Mapping[str, Any]) -> list[Any]:
+    """``values`` as the database takes them: ``to_db_value`` of the model class (no
+    ``auto_now`` side effects, as in Tortoise's own ``QuerySet.update()``).
+
+    Raises:
+        ValidationError: a value the field cannot convert, naming the field (a field
+            validator's own error is left to the repository's translation, which names it).
+    """
+    fields = model._meta.fields_map
+    params: list[Any] = []
+    append = params.append
+    try:
+        for name, value in values.items():
+            append(fields[name].to_db_value(value, model))
+    except TortoiseValidationError:
+        raise
+    except Exception as exc:
+        raise field_error(model, name, value, exc) from exc
+    return params
 
 
 @lru_cache(maxsize=512)

@@ -36,7 +36,7 @@ from aegis_tortoise._filters import (
     writable_values,
 )
 from aegis_tortoise._translate import public_methods
-from aegis_tortoise._values import auto_now_values, python_values
+from aegis_tortoise._values import auto_now_values, db_values, python_values
 from aegis_tortoise.errors import (
     ConfigurationError,
     DuplicateEntityError,
@@ -695,10 +695,7 @@ class BaseRepository(Generic[ModelT]):
         columns = tuple(meta.fields_db_projection[key] for key in values)
         sql = _bulk.update_by_pk_sql(self.model, self.session.dialect, columns,
                                      self.soft_delete_field, where_null)
-        # The model class, not an instance: no auto_now side effects, as in Tortoise's own
-        # QuerySet.update().
-        params = [meta.fields_map[key].to_db_value(value, self.model)
-                  for key, value in values.items()]
+        params = db_values(self.model, values)
         params.append(meta.pk.to_db_value(pk, self.model))
         return await self._one_row(self.session.connection, sql, params)
 

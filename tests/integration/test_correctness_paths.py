@@ -280,3 +280,16 @@ async def test_a_decimal_filter_still_uses_the_fast_path(corr: DatabaseManager) 
         assert [t.price for t in await repo.list(order_by="price")] == [Decimal("1.50"),
                                                                          Decimal("3.00")]
         assert isinstance((await repo.list(filters={"price": 3}))[0], Typed)
+
+
+async def test_conversion_errors_name_the_field_where_the_fast_path_converts(
+        corr: DatabaseManager) -> None:
+    async with corr.session() as session:
+        repo = BaseRepository(session, Typed)
+        row = await repo.create({"label": "x"})
+        await _ours(repo.list(filters={"qty": "many"}), "qty")
+        await _ours(repo.count({"qty__gte": object()}), "qty")
+        await _ours(repo.update(row.id, price="abc"), "price")
+        await _ours(BaseRepository(session, Clock).update(1, name=None), "name")
+        await _ours(repo.update(row.id, ip="nope"), "ip")
+        assert (await repo.get(row.id)).label == "x"
