@@ -110,10 +110,11 @@ def _wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]
             if named is exc:
                 raise
             raise named from exc.__cause__
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every error is translated and raised
             error = repository_error(self.model, exc)
             session._failed_as_shown(exc, error)
-            raise error from exc
+            # Chained to what it was translated from (a pending rollback's: the earlier error).
+            raise error from error.__cause__ or exc
         finally:
             if token is not None:
                 session._exit_op(token)

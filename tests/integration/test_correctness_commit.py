@@ -7,7 +7,7 @@ import asyncio
 
 import asyncpg
 import pytest
-from tortoise.exceptions import IntegrityError
+from tortoise.exceptions import IntegrityError, OperationalError
 
 from aegis_tortoise import (
     DatabaseManager,
@@ -226,8 +226,15 @@ async def test_the_pending_error_names_the_first_failure_once(db: DatabaseManage
                 await User.create(**_user(1))
             with pytest.raises(TransactionError):
                 await UserRepository(session).count()
+            with pytest.raises(TransactionError):
+                await session.execute("SELECT 1")
+            # Plain Tortoise calls raise Tortoise's error, as for PostgreSQL's aborted
+            # transaction, on both backends.
+            with pytest.raises(OperationalError, match="must be rolled back"):
+                await User.filter(name="x").count()
 
     with pytest.raises(TransactionError) as info:
         await unit_of_work()
     assert str(info.value).count("failed earlier") == 1
     assert info.value.details["earlier_error"] == "DuplicateEntityError"
+    assert "unique" in str(info.value.__cause__).lower()  # chained to the earlier failure
