@@ -145,6 +145,15 @@ async def test_a_commit_answered_with_rollback_is_an_error(pg_db: DatabaseManage
     with pytest.raises(TransactionError, match="answered COMMIT with ROLLBACK"):
         await unit_of_work()
     assert await count_rows(pg_db) == 0
+    async with pg_db.session() as session:  # an explicit commit(), and carrying on after it
+        await UserRepository(session).create(_user(2))
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await session.connection._connection.execute("SELECT 1/0")  # type: ignore[attr-defined]
+        with pytest.raises(TransactionError, match="answered COMMIT with ROLLBACK"):
+            await session.commit()
+        await UserRepository(session).create(_user(3))
+        await session.commit()
+    assert await count_rows(pg_db) == 1
 
 
 # -- item 2: two calls at once on one session ---------------------------------------------------
