@@ -3,16 +3,16 @@
 Every public coroutine method of :class:`~aegis_tortoise.repository.BaseRepository` is
 wrapped by :func:`public_methods` at class creation, so "no raw exception leaves the public
 API" holds by construction, not by an ``except`` in each method. The wrapper also makes each
-call one operation of its session (:meth:`Session._enter_op`): two calls at once on one
-session run one after the other instead of interleaving their statements.
+call one operation of its session (:mod:`aegis_tortoise._operations`): two calls at once on
+one session run one after the other instead of interleaving their statements.
 
-Nothing here runs on the success path but the operation bookkeeping; the error path maps
+Nothing here runs on the success path but the operation bookkeeping (~0.5 us a call); the
+error path maps
 
 - driver and Tortoise errors through :func:`~aegis_tortoise.errors.translate_exception`,
-- values a field cannot convert (``ValueError``, ``TypeError``, ``ArithmeticError`` such as
-  ``decimal.InvalidOperation`` and ``OverflowError``, ``AttributeError``; ``UnicodeError``
-  is a ``ValueError``)
-  to :class:`ValidationError`,
+- values a field cannot convert (``ValueError`` and ``UnicodeEncodeError``, ``TypeError``,
+  ``ArithmeticError`` such as ``decimal.InvalidOperation`` and ``OverflowError``,
+  ``AttributeError``) to :class:`ValidationError`,
 - anything else to :class:`DatabaseError`, chained,
 
 and names model fields, not database columns (``email``, not ``email_address``).
