@@ -8,6 +8,7 @@ import asyncio
 import asyncpg
 import pytest
 from tortoise.exceptions import IntegrityError, OperationalError
+from tortoise.transactions import in_transaction
 
 from aegis_tortoise import (
     DatabaseManager,
@@ -127,6 +128,22 @@ async def test_an_error_caught_inside_a_savepoint_block_rolls_the_block_back(
         with pytest.raises(TransactionError, match="savepoint block was rolled back"):
             await unit()
         await repo.create(_user(3))  # the session itself is fine
+
+        async def plain_tortoise() -> None:
+            async with in_transaction():
+                with pytest.raises(IntegrityError):
+                    await User.create(**_user(1))
+
+        with pytest.raises(OperationalError, match="savepoint block was rolled back"):
+            await plain_tortoise()  # Tortoise's in_transaction(): Tortoise's error
+
+        async def own_savepoint() -> None:
+            async with session.savepoint():
+                with pytest.raises(DuplicateEntityError):
+                    await repo.create(_user(1))
+
+        with pytest.raises(TransactionError, match="savepoint block was rolled back"):
+            await own_savepoint()
     async with db.session() as session:
         assert sorted(u.email for u in await UserRepository(session).list()) == [
             "u1@x.io", "u3@x.io"]
