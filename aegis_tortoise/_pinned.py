@@ -208,6 +208,10 @@ class PinnedBackend:
             async with self.pin.lock:
                 await bound.rollback()
 
+    async def commit(self, session: Session) -> None:
+        """A session's commit under the pin: release its savepoint."""
+        await session._client.commit()
+
     def discard(self, session: Session) -> None:
         """Nothing to close: the pinned connection outlives its sessions."""
 

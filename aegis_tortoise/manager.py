@@ -500,10 +500,19 @@ class DatabaseManager:
             raise DatabaseConnectionError(
                 "The connection was lost before COMMIT; nothing of this transaction was "
                 "committed")
+        if session._failed is not None:
+            # Commit never lies: a statement failed outside a savepoint, so nothing is written.
+            error = session._pending_error(rolled_back=True)
+            await self._rollback_quietly(session)
+            if reopen:
+                client._finalized = False
+            raise error
         try:
-            await client.commit()
+            await self._backend.commit(session)
         except Exception as exc:
             session._began = False
+            if reopen:
+                client._finalized = False  # the transaction is over either way
             translated = translate_exception(exc)
             # The connection failed, or the driver's command_timeout gave up waiting for the
             # reply (asyncpg then cancels, maybe too late): either way the server may have
@@ -524,6 +533,7 @@ class DatabaseManager:
     async def _rollback(self, session: Session) -> None:
         client = session._client
         session._began = False
+        session._clear_failure()
         try:
             with translate_errors():
                 await client.rollback()
@@ -533,6 +543,7 @@ class DatabaseManager:
     async def _rollback_quietly(self, session: Session) -> None:
         """Roll back after an error; a failure here must not hide the original error."""
         session._began = False
+        session._clear_failure()
         if self._backend.is_broken(session):
             return  # the server has already discarded the transaction
         try:
