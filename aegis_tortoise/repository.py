@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin, overload
 
 from pydantic import BaseModel
+from tortoise import timezone
 from tortoise.expressions import Expression, ResolveContext, Subquery
 from tortoise.models import Model
 from tortoise.query_utils import Prefetch
@@ -658,7 +659,8 @@ class BaseRepository(Generic[ModelT]):
         meta = self.model._meta
         table = meta.basetable
         conn = self.session.connection
-        auto_now_values(self.model, values, datetime.now(UTC))
+        # What DatetimeField.to_db_value stamps on save(): now in the context's time zone.
+        auto_now_values(self.model, values, timezone.localtime())
         if not any(isinstance(v, Expression) or k in meta.fk_fields or k in meta.o2o_fields
                    for k, v in values.items()):
             return await self._update_cached(pk, values, where_null)
