@@ -5,6 +5,8 @@ Installed with the package; nothing to enable. Configuration:
 - database: ``--aegis-db-url`` or ``AEGIS_TEST_DATABASE_URL``; default in-memory sqlite.
 - models: ``--aegis-models``, the ini setting ``aegis_models`` or ``DATABASE_MODELS``
   (comma- or newline-separated module paths).
+- pytest-xdist: each worker gets a database of its own (``app_test_gw0``, created when
+  missing; a sqlite file ``tests_gw0.db``).
 
 Every test starts on empty tables whose ids start at 1 (the models' tables are created once
 per test run on PostgreSQL or a sqlite file; in-memory sqlite is a new database per test).
@@ -36,6 +38,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 from tortoise.context import _current_context
@@ -103,12 +106,54 @@ def settings_from_config(config: pytest.Config) -> PluginSettings:
         parsed = parse_database_url(url)
     except ConfigurationError as exc:
         raise pytest.UsageError(f"aegis-tortoise: {source}: {exc.message}") from None
+    url, parsed = _per_worker(url, parsed)
     models = _split(config.getoption("aegis_models", None) or "")
     if not models:
         models = _split(str(config.getini("aegis_models") or ""))
     if not models:
         models = _split(os.environ.get("DATABASE_MODELS", ""))
     return PluginSettings(url=url, parsed=parsed, models=models, source=source)
+
+
+def _per_worker(url: str, parsed: DatabaseURL) -> tuple[str, DatabaseURL]:
+    """Under pytest-xdist, a database of each worker's own: ``app_test`` becomes
+    ``app_test_gw0`` (created when missing), ``tests.db`` becomes ``tests_gw0.db``."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker or parsed.is_memory or not parsed.database:
+        return url, parsed
+    if parsed.dialect == "sqlite":
+        stem, dot, suffix = parsed.database.rpartition(".")
+        path = f"{stem}_{worker}.{suffix}" if dot and "/" not in suffix else (
+            f"{parsed.database}_{worker}")
+        url = url.replace(parsed.database, path, 1)
+    else:
+        parts = urlsplit(url)
+        url = urlunsplit(parts._replace(path=f"/{quote(parsed.database)}_{worker}"))
+    return url, parse_database_url(url)
+
+
+_created: set[str] = set()
+
+
+async def _ensure_database(parsed: DatabaseURL) -> None:
+    """Create a worker's PostgreSQL database when it does not exist yet (once a process)."""
+    if parsed.dialect != "postgres" or not os.environ.get("PYTEST_XDIST_WORKER") or (
+            parsed.database in _created):
+        return
+    import asyncpg
+
+    options = {"host": parsed.host, "port": parsed.port, "user": parsed.user,
+               "password": parsed.password}
+    try:
+        await (await asyncpg.connect(database=parsed.database, **options)).close()
+    except asyncpg.InvalidCatalogNameError:
+        admin = await asyncpg.connect(database="postgres", **options)
+        try:
+            name = str(parsed.database).replace('"', '""')
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+    _created.add(str(parsed.database))
 
 
 def _settings(config: pytest.Config) -> PluginSettings:
@@ -250,6 +295,7 @@ async def _db_manager(request: pytest.FixtureRequest) -> AsyncIterator[DatabaseM
                               pool_timeout=30, pool_recycle=3600, echo=False)
     manager._aegis_loop = asyncio.get_running_loop()
     commits = request.node.get_closest_marker(COMMIT_MARKER) is not None
+    await _ensure_database(s.parsed)
     try:
         key = (s.url, s.models)
         if s.parsed.is_memory:

@@ -177,3 +177,65 @@ def test_without_models_the_failure_names_the_setting(pytester: pytest.Pytester)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*db_manager needs the Tortoise model modules*aegis_models*"])
     assert "cannot be None" not in result.stdout.str()
+
+
+XDIST_TESTS = '''
+import os
+
+import pytest
+
+from aegis_tortoise.examples.models import User
+
+
+@pytest.mark.parametrize("i", range(8))
+async def test_on_the_workers_database(db_manager, db_session, i):
+    worker = os.environ["PYTEST_XDIST_WORKER"]
+    assert db_manager.url.database.endswith(f"_{worker}") or \\
+        db_manager.url.database.endswith(f"_{worker}.db")
+    user = await User.create(email=f"x{i}@x", name="x")
+    assert user.id == 1
+'''
+
+
+@pytest.mark.postgres
+def test_xdist_workers_get_databases_of_their_own(pytester: pytest.Pytester,
+                                                  pg_server: PgServer,
+                                                  tmp_path_factory: pytest.TempPathFactory
+                                                  ) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(test_workers=XDIST_TESTS)
+    database = f"plugin_xdist_{uuid.uuid4().hex[:8]}"
+    url = pg_server.url_for(database)  # the base name: never created itself
+    try:
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2",
+                                               f"--aegis-db-url={url}", timeout=120)
+        result.assert_outcomes(passed=8)
+        names = asyncio.run(_databases(pg_server.admin_url, database))
+        assert names == [f"{database}_gw0", f"{database}_gw1"]
+    finally:
+        asyncio.run(_drop(pg_server.admin_url, database))
+    folder = tmp_path_factory.mktemp("xdist_sqlite")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2",
+                                           f"--aegis-db-url=sqlite:///{folder}/tests.db",
+                                           timeout=120)
+    result.assert_outcomes(passed=8)
+    assert sorted(p.name for p in folder.iterdir()) == ["tests_gw0.db", "tests_gw1.db"]
+
+
+async def _databases(admin_url: str, prefix: str) -> list[str]:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1 "
+                                "ORDER BY datname", f"{prefix}%")
+        return [row["datname"] for row in rows]
+    finally:
+        await conn.close()
+
+
+async def _drop(admin_url: str, prefix: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        for name in await _databases(admin_url, prefix):
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
