@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,7 +47,8 @@ TORTOISE_SQLITE_URL = "sqlite://:memory:"
 _BLOCK = re.compile(r"```python\n(?P<code>.*?)```", re.DOTALL)
 _MARK = re.compile(r"<!--\s*(?P<kind>file|pytest-file|no-test)\s*:?\s*(?P<arg>[^>]*?)\s*-->")
 # What the paragraph before a block must name: how to run it.
-_HOW_TO_RUN = re.compile(r"asyncio\.run|python -m asyncio|`python|pytest|[Ss]ave (it|this) as")
+_HOW_TO_RUN = re.compile(r"(?s)\b(Run it|run it|Save it as|save it as)\b.*?"
+                         r"(asyncio\.run|python -m asyncio|`python|`pytest`)")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ def _blocks(path: Path) -> list[Block]:
         mark = _MARK.search(preceding[-1]) if preceding else None
         if mark:
             preceding.pop()
+            while preceding and not preceding[-1].strip():
+                preceding.pop()
         paragraph: list[str] = []
         while preceding and preceding[-1].strip():
             paragraph.insert(0, preceding.pop())
@@ -149,6 +154,20 @@ async def test_docs_block(block: Block, backend: str, db_url: str, db: DatabaseM
             result = eval(compiled, namespace)  # noqa: S307 - the docs' own examples
             if result is not None:
                 await result
+
+
+REPL_BLOCKS = [block for block in RUNNABLE if "python -m asyncio" in block.before]
+
+
+@pytest.mark.parametrize("block", REPL_BLOCKS, ids=[b.id for b in REPL_BLOCKS])
+def test_repl_block_runs_in_python_m_asyncio(block: Block, tmp_path: Path) -> None:
+    """What the docs say: pasted into ``python -m asyncio`` (sqlite), the example runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATABASE_")}
+    result = subprocess.run(  # noqa: S603 - this environment's python
+        [sys.executable, "-m", "asyncio"], input=block.code + "\n\n", capture_output=True,
+        text=True, cwd=tmp_path, env=env, timeout=120, check=False)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output and 'File "<console>"' not in output, output
 
 
 INI = """
