@@ -79,8 +79,8 @@ def _named(model: type[Model], error: ServiceException) -> ServiceException:
 def repository_error(model: type[Model], exc: Exception) -> Exception:
     """``exc`` (raised inside a repository method on ``model``) as this library's error.
 
-    ``TimeoutError`` (the driver's ``command_timeout``) is returned unchanged, as docs/failures.md's
-    table promises: it is no connection error (retrying could run the
+    ``TimeoutError`` (the driver's ``command_timeout``) is returned unchanged, as the table
+    of docs/failures.md promises: it is no connection error (retrying could run the
     statement twice) and no bad value.
     """
     name = model.__name__
