@@ -111,6 +111,17 @@ def test_docs_cover_the_seed_examples() -> None:
             assert "tests/" in block.arg, "a skipped block must name the test that covers it"
 
 
+def test_readme_is_short_and_starts_with_the_two_commands() -> None:
+    """The rest lives in docs/ (issue 12: the README had grown to 1,700 lines)."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 250
+    first_block = lines[lines.index("```bash") + 1:lines.index("```bash") + 3]
+    assert [line.split()[:2] for line in first_block] == [["make", "demo"], ["make", "test"]]
+    linked = set(re.findall(r"\]\((docs/[^)#]+)\)", "\n".join(lines)))
+    pages = {path.relative_to(ROOT).as_posix() for path in PAGES[1:]}
+    assert linked == pages, "the README links every docs page"
+
+
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
 def test_example_says_how_to_run_it(block: Block) -> None:
     assert _HOW_TO_RUN.search(block.before), (
