@@ -32,7 +32,10 @@ lint: $(STAMP)  ## ruff and mypy --strict
 	$(VENV)/bin/ruff check aegis_tortoise compat tests examples bench
 	$(VENV)/bin/mypy
 
-clean:  ## Remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+docs: $(STAMP)  ## Build the documentation site into site/ (mkdocs build --strict)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
-.PHONY: help install demo test bench lint clean
+clean:  ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
+
+.PHONY: help install demo test bench lint docs clean

@@ -1,6 +1,6 @@
 """What a statement sent by Tortoise may do: read only, or leave state on the connection.
 
-Two per-session savings rest on this (see README, "Performance"):
+Two per-session savings rest on this (see docs/performance.md):
 
 - a plain read before the session's first write runs without BEGIN (READ COMMITTED gives
   each statement its own snapshot inside a transaction too, so the result is the same), and

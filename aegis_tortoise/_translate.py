@@ -14,7 +14,7 @@ error path maps
   ``ArithmeticError`` such as ``decimal.InvalidOperation`` and ``OverflowError``,
   ``AttributeError``) to :class:`ValidationError`,
 - anything else to :class:`DatabaseError`, chained (but for ``TimeoutError``, a
-  ``command_timeout``, which passes unchanged as the README's Failure behaviour says),
+  ``command_timeout``, which passes unchanged as docs/failures.md says),
 
 and names model fields, not database columns (``email``, not ``email_address``).
 Plain Tortoise calls (``User.create(...)``) do not pass through here and keep raising
@@ -79,8 +79,8 @@ def _named(model: type[Model], error: ServiceException) -> ServiceException:
 def repository_error(model: type[Model], exc: Exception) -> Exception:
     """``exc`` (raised inside a repository method on ``model``) as this library's error.
 
-    ``TimeoutError`` (the driver's ``command_timeout``) is returned unchanged, as the README's
-    Failure behaviour table promises: it is no connection error (retrying could run the
+    ``TimeoutError`` (the driver's ``command_timeout``) is returned unchanged, as the table
+    of docs/failures.md promises: it is no connection error (retrying could run the
     statement twice) and no bad value.
     """
     name = model.__name__

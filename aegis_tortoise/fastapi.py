@@ -150,7 +150,7 @@ ERROR_BODY_SCHEMA: dict[str, Any] = {
         },
     },
 }
-"""The JSON Schema (draft 2020-12) of the error body, as documented in the README."""
+"""The JSON Schema (draft 2020-12) of the error body, as documented in docs/reference/fastapi.md."""
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}

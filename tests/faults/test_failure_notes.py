@@ -1,7 +1,7 @@
-"""The python blocks of the README's "Failure behaviour" section run, as README blocks do (an
-open ``session`` in the namespace, top-level await), on sqlite and PostgreSQL; and on PostgreSQL
-once more through the proxy with the COMMIT of the idempotent unit lost, so the recovery paths
-run too.
+"""The python blocks of the "Failure behaviour" page (docs/failures.md) run, as the docs'
+blocks do (an open ``session`` in the namespace, top-level await), on sqlite and PostgreSQL; and
+the idempotency example on PostgreSQL once more through the proxy with the COMMIT of the
+idempotent unit lost, so the recovery paths run too.
 """
 
 from __future__ import annotations
@@ -16,16 +16,19 @@ import pytest
 from tests.faults.conftest import MakeDb, Target
 from tests.faults.proxy import CommitFault, FaultProxy
 
-NOTES = Path(__file__).resolve().parents[2] / "README.md"
-SECTION = "## Failure behaviour\n"
+NOTES = Path(__file__).resolve().parents[2] / "docs" / "failures.md"
+IDEMPOTENCY = "## When the COMMIT's reply is lost: idempotency keys\n"
 SQLITE_URL = "sqlite+aiosqlite:///:memory:"
 
 
-def _blocks() -> list[str]:
+def _blocks(heading: str = "") -> list[str]:
+    """The page's python blocks; with ``heading``, those of that section only."""
     text = NOTES.read_text(encoding="utf-8")
-    section = text[text.index(SECTION):]
-    section = section[:section.index("\n## ", len(SECTION))]
-    return re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    if heading:
+        text = text[text.index(heading):]
+        end = text.find("\n## ", len(heading))
+        text = text if end < 0 else text[:end]
+    return re.findall(r"```python\n(.*?)```", text, re.DOTALL)
 
 
 async def _run(code: str, url: str | None, make_db: MakeDb, session_url: str) -> None:
@@ -41,8 +44,9 @@ async def _run(code: str, url: str | None, make_db: MakeDb, session_url: str) ->
             await result
 
 
-def test_the_section_has_an_example() -> None:
-    assert len(_blocks()) == 1
+def test_the_idempotency_section_has_one_example() -> None:
+    assert len(_blocks(IDEMPOTENCY)) == 1
+    assert len(_blocks()) >= 2  # "Commit never lies" has its own
 
 
 @pytest.mark.parametrize("index", range(len(_blocks())))
@@ -58,7 +62,7 @@ async def test_idempotency_example_survives_a_lost_commit(
     """The COMMIT of the first unit that writes a request key is lost: its reply
     ("lose_reply": committed, the key is found) or the COMMIT itself ("drop": not committed,
     the unit runs again). Either way the example's own assertions (each account once) hold."""
-    (code,) = _blocks() or pytest.skip("notes/failure.md has moved into README.md")
+    (code,) = _blocks(IDEMPOTENCY)
     fired = fault_proxy.fail_commit(fault, containing="INSERT INTO request_keys")
     await _run(code, fault_proxy.url_for(pg_target.database), make_db, pg_target.url())
     assert fired.is_set()

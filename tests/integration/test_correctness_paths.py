@@ -297,7 +297,7 @@ async def test_conversion_errors_name_the_field_where_the_fast_path_converts(
 
 
 async def test_a_command_timeout_passes_unchanged(pg_database: str) -> None:
-    # README, Failure behaviour: asyncio's TimeoutError, unchanged (neither a connection
+    # docs/failures.md: asyncio's TimeoutError, unchanged (neither a connection
     # error, which with_db_retry would retry, nor a bad value).
     async for manager in fresh_manager(pg_database, "postgres", CORRECTNESS_MODELS,
                                        command_timeout=0.3):

@@ -40,7 +40,7 @@ from aegis_tortoise.fastapi import (
 )
 from tests.conftest import EXAMPLE_MODELS, reset_pg_schema
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+FASTAPI_PAGE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "fastapi.md"
 # What a body must never show: SQLSTATEs, driver and SQL words, constraint names.
 FORBIDDEN = re.compile(
     r"\b(23\d{3}|22\d{3}|40P01|sqlstate|sqlite_\w+|SQLITE\w*|constraint|fkey|_key|unique|"
@@ -214,11 +214,11 @@ async def test_lifespan_fails_startup_on_a_wrong_model_module(backend: str,
     assert not good.is_initialized  # closed at shutdown
 
 
-def test_readme_documents_the_error_body_schema() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_docs_document_the_error_body_schema() -> None:
+    text = FASTAPI_PAGE.read_text(encoding="utf-8")
     match = re.search(r"<!-- error-body-schema -->\n```json\n(?P<schema>.*?)```", text,
                       re.DOTALL)
-    assert match, "README's FastAPI section shows ERROR_BODY_SCHEMA"
+    assert match, "the FastAPI page (docs/reference/fastapi.md) shows ERROR_BODY_SCHEMA"
     assert json.loads(match.group("schema")) == ERROR_BODY_SCHEMA
     jsonschema.Draft202012Validator.check_schema(ERROR_BODY_SCHEMA)
     assert set(ErrorBody.model_fields) == set(ERROR_BODY_SCHEMA["properties"])
