@@ -34,8 +34,20 @@ _POSTGRES_SCHEMES = frozenset({
 _SQLITE_SCHEMES = frozenset({"sqlite+aiosqlite", "sqlite", "aiosqlite"})
 _SUPPORTED = sorted(_POSTGRES_SCHEMES | _SQLITE_SCHEMES)
 
-# Query parameters of a PostgreSQL URL that we pass on to asyncpg, with their types.
+def _url_flag(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError(value)
+
+
+# Query parameters of a PostgreSQL URL that we pass on to asyncpg, with their types
+# (pgbouncer is this library's own: see DatabaseManager's pgbouncer option).
 _PG_QUERY_PARAMS: dict[str, Any] = {
+    "pgbouncer": _url_flag,
+    "target_session_attrs": str,
     "ssl": str,
     "sslmode": str,
     "application_name": str,
@@ -113,6 +125,7 @@ class DatabaseURL:
         sslmode = options.pop("sslmode", None)
         if sslmode is not None and "ssl" not in options:
             options["ssl"] = sslmode
+        options.pop("pgbouncer", None)  # read by the manager, not a driver option
         connect_timeout = options.pop("connect_timeout", None)
         if connect_timeout is not None:
             options["timeout"] = connect_timeout
@@ -287,6 +300,26 @@ class DatabaseSettings(BaseSettings):
         default=False,
         description="DATABASE_ECHO: log every SQL statement at INFO level.",
     )
+    database_pgbouncer: bool = Field(
+        default=False,
+        description="DATABASE_PGBOUNCER: connections go through PgBouncer in transaction "
+        "pooling mode (as ?pgbouncer=true in the URL): no named prepared statements.",
+    )
+    database_replica_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="DATABASE_REPLICA_URLS: comma-separated URLs of read replicas, for "
+        "db.session(readonly=True).",
+    )
+    database_max_replica_lag: float = Field(
+        default=5.0, gt=0,
+        description="DATABASE_MAX_REPLICA_LAG: seconds a replica may lag behind before "
+        "readonly sessions skip it.",
+    )
+    database_read_your_writes: float = Field(
+        default=2.0, ge=0,
+        description="DATABASE_READ_YOUR_WRITES: seconds after a task committed a write during "
+        "which its readonly sessions use the primary; 0 disables.",
+    )
     database_slow_query_ms: float | None = Field(
         default=None, ge=0,
         description="DATABASE_SLOW_QUERY_MS: a WARNING on aegis_tortoise.sql for each "
@@ -304,10 +337,17 @@ class DatabaseSettings(BaseSettings):
         except pydantic.ValidationError as exc:
             raise _settings_error(exc) from None
 
-    @field_validator("database_models", mode="before")
+    @field_validator("database_models", "database_replica_urls", mode="before")
     @classmethod
     def _models_from_csv(cls, value: Any) -> Any:
         return _split_models(value)
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _valid_replica_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parse_database_url(url)
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -324,6 +364,8 @@ class DatabaseSettings(BaseSettings):
         for name, value in super().__repr_args__():
             if name == "database_url":
                 yield name, parse_database_url(str(value)).masked()
+            elif name == "database_replica_urls":
+                yield name, [parse_database_url(str(url)).masked() for url in value]
             else:
                 yield name, value
 
