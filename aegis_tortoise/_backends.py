@@ -22,6 +22,7 @@ from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionWrapp
 
 from aegis_tortoise._observe import instrument_sqlite, pg_connection_init
 from aegis_tortoise._statements import is_plain_read, is_stateless, plain_read
+from aegis_tortoise.config import split_hosts
 from aegis_tortoise.errors import DatabaseConnectionError, PoolTimeoutError, translate_errors
 from aegis_tortoise.session import (
     Result,
@@ -186,6 +187,10 @@ async def _connect(*args: Any, **kwargs: Any) -> Any:
     attempt = _acquire_attempt.get()
     if attempt is not None:
         attempt.connecting = True
+    host = kwargs.get("host")
+    if isinstance(host, str) and "," in host:
+        # A multi-host URL: Tortoise 1.1.9 takes one port (int(port)); asyncpg takes lists.
+        kwargs["host"], kwargs["port"] = split_hosts(host, kwargs.get("port"))
     return await asyncpg.connect(*args, **kwargs)
 
 

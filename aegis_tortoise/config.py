@@ -24,6 +24,7 @@ __all__ = [
     "DatabaseURL",
     "Settings",
     "parse_database_url",
+    "split_hosts",
 ]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///:memory:"
@@ -76,6 +77,7 @@ class DatabaseURL:
 
     dialect: Literal["postgres", "sqlite"]
     scheme: str
+    #: One host, or several as libpq writes them (``h1:5432,h2:5433``): see split_hosts.
     host: str | None = None
     port: int | None = None
     user: str | None = None
@@ -98,7 +100,7 @@ class DatabaseURL:
         elif self.password:
             auth = ":***@"
         host = self.host or ""
-        port = f":{self.port}" if self.port else ""
+        port = f":{self.port}" if self.port and "," not in host else ""
         return f"{self.scheme}://{auth}{host}{port}/{self.database or ''}"
 
     def __str__(self) -> str:
@@ -132,6 +134,31 @@ class DatabaseURL:
         credentials.update(options)
         credentials.update(driver_options)
         return {"engine": "tortoise.backends.asyncpg", "credentials": credentials}
+
+
+def split_hosts(host: str, port: Any = None) -> tuple[list[str], list[int]]:
+    """The hosts and ports of a multi-host ``host`` (``"h1:5432,h2:5433"``), for asyncpg.
+
+    A host without a port gets ``port`` (5432 when none). ``[::1]:5433`` is an IPv6 host.
+    """
+    default = int(port) if port else 5432
+    hosts: list[str] = []
+    ports: list[int] = []
+    for raw in host.split(","):
+        spec = raw.strip()
+        if spec.startswith("["):
+            name, _, rest = spec[1:].partition("]")
+            number = rest[1:] if rest.startswith(":") else ""
+        else:
+            name, _, number = spec.partition(":")
+        if not name or (number and not number.isdigit()):
+            raise ConfigurationError(
+                f"Invalid host {spec!r} in a multi-host database URL; write host:port pairs "
+                "separated by commas (postgresql://user@h1:5432,h2:5433/db)",
+                details={"host": spec})
+        hosts.append(name)
+        ports.append(int(number) if number else default)
+    return hosts, ports
 
 
 def _scheme_of(url: str) -> str:
@@ -210,6 +237,15 @@ def _parse_postgres(url: str, scheme: str) -> DatabaseURL:
             "'?' or '#'; percent-encode them (urllib.parse.quote(password, safe=''))",
             details={"scheme": scheme},
         )
+    auth, at, hostlist = authority_and_rest[:cut].rpartition("@")
+    if "," in hostlist:
+        # Several hosts (libpq, asyncpg: tried in order, see target_session_attrs).
+        hosts, ports = split_hosts(hostlist)
+        single = _parse_postgres(
+            f"{scheme}://{auth}{at}multihost{authority_and_rest[cut:]}", scheme)
+        joined = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+                          for h, p in zip(hosts, ports, strict=True))
+        return dataclasses.replace(single, host=joined, port=None)
     try:
         parts: SplitResult = urlsplit(url)
         port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2]
