@@ -408,6 +408,9 @@ class SqliteBackend:
                         await asyncio.to_thread(_probe_sqlite_file, client.filename)
                     await client.create_connection(with_db=True)
                     instrument_sqlite(self.manager, client._connection)  # statement timings
+            if getattr(session, "readonly", False):
+                # db.session(readonly=True): sqlite has no replica; writes fail as there.
+                await client._connection.execute("PRAGMA query_only = ON")
         except BaseException:
             client._lock.release()
             raise
@@ -428,7 +431,11 @@ class SqliteBackend:
                 # rollback runs before any later statement.
                 await asyncio.shield(conn.rollback())
         finally:
-            client._lock.release()
+            try:
+                if getattr(session, "readonly", False):
+                    await asyncio.shield(conn.execute("PRAGMA query_only = OFF"))
+            finally:
+                client._lock.release()
 
     def discard(self, session: Session) -> None:
         """Nothing to close: sqlite's one connection is kept, and release() rolls it back."""

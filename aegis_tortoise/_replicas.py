@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import asyncpg
 
+from aegis_tortoise._backends import _acquire_attempt, _AcquireAttempt
 from aegis_tortoise.config import DatabaseSettings, DatabaseURL, parse_database_url
 from aegis_tortoise.errors import ConfigurationError
 from aegis_tortoise.session import Session
@@ -185,14 +186,23 @@ class ReplicaSet:
         if fresh and replica.lag is not None and replica.lag > self.max_replica_lag:
             return None
         timeout = self.manager.pool_timeout
+        attempt = _AcquireAttempt()  # did the pool have to connect? (see _backends)
+        token = _acquire_attempt.set(attempt)
         try:
             if replica.pool is None:
                 replica.pool = await asyncpg.create_pool(**self._pool_options(replica.url))
             proxy = await replica.pool.acquire(timeout=timeout)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if isinstance(exc, TimeoutError) and not attempt.connecting:
+                # Every connection of its pool stayed busy: overloaded, not down.
+                logger.info("%r had no free connection within pool_timeout=%g s",
+                            replica, timeout)
+                return None
             replica.down_until = time.monotonic() + DOWN_FOR
             logger.info("skipping %r for %g s: %r", replica, DOWN_FOR, exc)
             return None
+        finally:
+            _acquire_attempt.reset(token)
         if fresh:
             return proxy
         try:

@@ -344,6 +344,11 @@ def _translate_sqlite(exc: sqlite3.Error, entity: str | None) -> ServiceExceptio
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         return TransactionConflictError(f"The sqlite database is busy: {exc}", details=details,
                                         cause=exc)
+    if name == "SQLITE_READONLY":
+        return TransactionError(
+            "Cannot write: a readonly session (db.session(readonly=True)) runs with sqlite's "
+            f"query_only, or the database file is read-only; write in a db.session() ({exc})",
+            details=details, cause=exc)
     if name.startswith("SQLITE_CANTOPEN"):
         return ConfigurationError(f"Cannot open the sqlite database file: {exc}",
                                   details=details, cause=exc)

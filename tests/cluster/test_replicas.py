@@ -127,6 +127,8 @@ async def test_readonly_sessions_land_on_standbys_round_robin(truncated: Topolog
                 recovery, port = await _where(session)
                 assert recovery is True
                 ports.add(port)
+                # Session state on a replica connection: reset before it is reused.
+                await session.execute("SET statement_timeout = 5000")
                 users = await Users(session).list(filters={"email": "a@x.org"})
                 assert [u.email for u in users] == ["a@x.org"]
                 assert await Users(session).count() == 1
