@@ -91,7 +91,16 @@ def _manager(topology: Topology, *replicas: str, **options: object) -> DatabaseM
 
 @pytest.fixture
 async def truncated(replicated: Topology) -> Topology:
+    """Empty tables, on the primary and replayed on both standbys."""
     await _sql(replicated.primary, "TRUNCATE users CASCADE")
+    lsn = await _sql(replicated.primary, "SELECT pg_current_wal_lsn()::text")
+    for standby in replicated.standbys.values():
+        for _ in range(200):
+            if await _sql(standby, f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"{standby.name} did not replay the TRUNCATE")
     return replicated
 
 
