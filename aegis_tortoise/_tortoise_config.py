@@ -79,7 +79,11 @@ def _expand(url: str) -> dict[str, Any]:
     which Tortoise 1.1.9 cannot parse (``h1:5432,h2:5433``)."""
     rest = url.partition("://")[2]
     if "," in rest.split("/", 1)[0] and parse_database_url(url).dialect == "postgres":
-        return parse_database_url(url).tortoise_connection()
+        parsed = parse_database_url(url)
+        connection = parsed.tortoise_connection()
+        if "pgbouncer" in parsed.options:  # read by the manager, as Tortoise would keep it
+            connection["credentials"]["pgbouncer"] = parsed.options["pgbouncer"]
+        return connection
     expanded: dict[str, Any] = expand_db_url(url)
     return expanded
 

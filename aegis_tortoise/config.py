@@ -24,6 +24,7 @@ __all__ = [
     "DatabaseURL",
     "Settings",
     "parse_database_url",
+    "pgbouncer_option",
     "split_hosts",
 ]
 
@@ -404,6 +405,24 @@ class DatabaseSettings(BaseSettings):
                 yield name, [parse_database_url(str(url)).masked() for url in value]
             else:
                 yield name, value
+
+
+def pgbouncer_option(value: bool | None, url: DatabaseURL, config: dict[str, Any] | None,
+                     alias: str, settings: DatabaseSettings | None) -> bool:
+    """A manager's ``pgbouncer``: the option, else the URL's (or Tortoise config
+    connection's) ``pgbouncer``, else ``DATABASE_PGBOUNCER``."""
+    if value is None and config is not None:
+        given = config["connections"][alias].get("credentials", {}).get("pgbouncer")
+        value = given if given is None or isinstance(given, bool) else (
+            str(given).lower() in ("true", "1", "yes", "on"))
+    if value is None:
+        value = url.options.get("pgbouncer")
+    if value is None:
+        value = (settings if settings is not None else DatabaseSettings()).database_pgbouncer
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"pgbouncer must be True or False, got {value!r}",
+                                 details={"field": "pgbouncer"})
+    return value
 
 
 def _settings_error(exc: pydantic.ValidationError) -> ConfigurationError:

@@ -43,7 +43,12 @@ from aegis_tortoise._tortoise_config import (
     url_of_connection,
 )
 from aegis_tortoise._tortoise_state import keep_process_state
-from aegis_tortoise.config import DatabaseSettings, DatabaseURL, parse_database_url
+from aegis_tortoise.config import (
+    DatabaseSettings,
+    DatabaseURL,
+    parse_database_url,
+    pgbouncer_option,
+)
 from aegis_tortoise.errors import (
     ConfigurationError,
     DatabaseConnectionError,
@@ -172,7 +177,7 @@ class DatabaseManager:
         self.timezone = _zone(timezone)
         self.routers: list[str | type] = list(routers or ())
         self.global_context = _flag("global_context", global_context)
-        self.pgbouncer = _pgbouncer(pgbouncer, self.url, config, self.alias, settings)
+        self.pgbouncer = pgbouncer_option(pgbouncer, self.url, config, self.alias, settings)
         self._replicas = ReplicaSet.configure(self, replica_urls, max_replica_lag,
                                               read_your_writes)
         self._tortoise_config = config
@@ -571,20 +576,6 @@ class DatabaseManager:
     def _echo_sql(self, sql: str, values: list[Any]) -> None:
         if self.echo:
             sql_logger.info("%s %r", sql, values)
-
-
-def _pgbouncer(value: bool | None, url: DatabaseURL, config: dict[str, Any] | None,
-               alias: str, settings: DatabaseSettings | None) -> bool:
-    """The pgbouncer option, else the URL's (or config's) ``pgbouncer``, else the setting."""
-    if value is None and config is not None:
-        given = config["connections"][alias].get("credentials", {}).get("pgbouncer")
-        value = given if given is None or isinstance(given, bool) else (
-            str(given).lower() in ("true", "1", "yes", "on"))
-    if value is None:
-        value = url.options.get("pgbouncer")
-    if value is None:
-        value = (settings if settings is not None else DatabaseSettings()).database_pgbouncer
-    return _flag("pgbouncer", value)
 
 
 def _positive_int(name: str, value: int | None, settings: DatabaseSettings | None, *,

@@ -131,5 +131,8 @@ def test_multi_host_urls_in_settings_and_configs(monkeypatch: pytest.MonkeyPatch
               "apps": {"models": {"models": ["aegis_tortoise.examples.models"]}}}
     from_config = DatabaseManager.from_tortoise_config(config)
     assert from_config.url.masked() == "asyncpg://app:***@db1:5432,db2:5433/shop"
+    assert from_config.pgbouncer is False
+    config["connections"]["default"] += "&pgbouncer=true"
+    assert DatabaseManager.from_tortoise_config(config).pgbouncer is True
     with pytest.raises(ConfigurationError, match="host:port"):
         DatabaseManager("postgresql://u@db1:x,db2/db", models=[])
