@@ -213,6 +213,9 @@ class ReplicaSet:
             replica.down_until = time.monotonic() + DOWN_FOR
             logger.info("skipping %r for %g s: %r", replica, DOWN_FOR, exc)
             return None
+        except BaseException:  # cancelled while measuring: the connection must not leak
+            await _give_back(replica.pool, proxy, broken=True)
+            raise
         if replica.lag > self.max_replica_lag:
             await _give_back(replica.pool, proxy, broken=False)
             logger.info("skipping %r: it lags %.1f s (max_replica_lag=%g s)", replica,

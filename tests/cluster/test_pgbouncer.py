@@ -125,3 +125,15 @@ async def test_without_the_flag_the_first_failure_names_it(db: DatabaseManager,
     root = driver_error(caught.value)
     assert isinstance(root, (asyncpg.DuplicatePreparedStatementError,
                              asyncpg.InvalidSQLStatementNameError)), repr(root)
+
+
+async def test_raw_sql_details_through_the_bouncer(db: DatabaseManager) -> None:
+    async with db.session() as session:
+        # No row: the column names come from the statement's description (unnamed here).
+        result = await session.execute("SELECT id, email FROM users WHERE false")
+        assert result.keys() == ("id", "email")
+        assert result.all() == []
+        await session.execute("SET LOCAL statement_timeout = 5000")
+        assert (await session.execute("SHOW statement_timeout")).scalar() == "5s"
+    async with db.session() as session:  # SET LOCAL ended with the transaction
+        assert (await session.execute("SHOW statement_timeout")).scalar() == "0"
