@@ -24,6 +24,7 @@ from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionWrapp
 from aegis_tortoise._observe import instrument_sqlite, pg_connection_init
 from aegis_tortoise._operations import BeginningConnectionWrapper, NestedContext
 from aegis_tortoise._statements import is_plain_read, is_stateless, plain_read
+from aegis_tortoise.config import split_hosts
 from aegis_tortoise.errors import (
     DatabaseConnectionError,
     PoolTimeoutError,
@@ -121,6 +122,13 @@ class _PgSessionClient(_LazyReads, AsyncpgTransactionWrapper):
         self._aegis_session = session
         self.log = log
         self._proxy: Any = None  # the pool's proxy of conn, handed back on release
+        self._home: Any = None  # the pool it came from (the primary's, or a replica's)
+
+    async def begin(self) -> None:
+        # db.session(readonly=True): READ ONLY, on a replica and on the primary alike.
+        self.transaction = self._connection.transaction(
+            readonly=getattr(self._aegis_session, "readonly", False))
+        await self.transaction.start()
 
     def acquire_connection(self) -> ConnectionWrapper[Any]:
         return BeginningConnectionWrapper(self._lock, self)
@@ -176,6 +184,10 @@ async def _connect(*args: Any, **kwargs: Any) -> Any:
     attempt = _acquire_attempt.get()
     if attempt is not None:
         attempt.connecting = True
+    host = kwargs.get("host")
+    if isinstance(host, str) and "," in host:
+        # A multi-host URL: Tortoise 1.1.9 takes one port (int(port)); asyncpg takes lists.
+        kwargs["host"], kwargs["port"] = split_hosts(host, kwargs.get("port"))
     return await asyncpg.connect(*args, **kwargs)
 
 
@@ -203,6 +215,9 @@ class PostgresBackend:
             "connect": _connect,
             "init": pg_connection_init(m),  # times each statement (aegis_tortoise._observe)
             "reset": _no_reset,
+            # PgBouncer (transaction pooling) may run each transaction on another server
+            # connection: asyncpg's named, cached statements would not be there.
+            **({"statement_cache_size": 0} if m.pgbouncer else {}),
         }
 
     async def _pool(self, client: AsyncpgDBClient) -> Any:
@@ -214,6 +229,24 @@ class PostgresBackend:
 
     async def acquire(self, session: Session, client: Any) -> None:
         pool = await self._pool(client)
+        replica = None
+        if getattr(session, "readonly", False):
+            replica = await self.manager._replicas.acquire()  # None: the primary serves
+        if replica is not None:
+            proxy, pool = replica
+        else:
+            proxy = await self._acquire(pool)
+        # The session and its Tortoise client use the connection itself, not asyncpg's pool
+        # proxy: asyncpg 0.32 detaches the proxy of a connection the server closed (and
+        # gives its slot back) at once, after which every call on the proxy, is_closed()
+        # included, raises "released back to the pool" instead of saying what happened.
+        raw = proxy._con
+        session._conn = raw
+        session._client = _PgSessionClient(client, raw, session, self.manager._sql_log)
+        session._client._proxy = proxy
+        session._client._home = pool
+
+    async def _acquire(self, pool: Any) -> Any:
         timeout = self.manager.pool_timeout
         # asyncpg 0.32's acquire(timeout) bounds waiting for a free slot and connecting
         # together, and both end in the same TimeoutError. _connect marks the attempt when a
@@ -239,14 +272,7 @@ class PostgresBackend:
             ) from exc
         finally:
             _acquire_attempt.reset(token)
-        # The session and its Tortoise client use the connection itself, not asyncpg's pool
-        # proxy: asyncpg 0.32 detaches the proxy of a connection the server closed (and
-        # gives its slot back) at once, after which every call on the proxy, is_closed()
-        # included, raises "released back to the pool" instead of saying what happened.
-        raw = proxy._con
-        session._conn = raw
-        session._client = _PgSessionClient(client, raw, session, self.manager._sql_log)
-        session._client._proxy = proxy
+        return proxy
 
     async def release(self, session: Session, client: Any) -> None:
         raw = session._conn
@@ -254,7 +280,7 @@ class PostgresBackend:
             return
         session._conn = None
         proxy = session._client._proxy
-        pool = client._pool
+        pool = session._client._home if client._pool is not None else None
         handed_back = False
         try:
             if pool is None:
@@ -266,7 +292,9 @@ class PostgresBackend:
                 # connection with an active transaction" as an event-loop error.
                 raw._top_xact = None
                 await raw.execute("ROLLBACK")
-            if session._dirty and not raw.is_closed():
+            # Through PgBouncer the connection is no longer ours once the transaction ended:
+            # a reset query would run on whichever server connection it hands out.
+            if session._dirty and not raw.is_closed() and not self.manager.pgbouncer:
                 await raw.execute(raw.get_reset_query())
             handed_back = True
             await pool.release(proxy)  # a no-op when asyncpg released a lost one already
@@ -405,6 +433,9 @@ class SqliteBackend:
                         await asyncio.to_thread(_probe_sqlite_file, client.filename)
                     await client.create_connection(with_db=True)
                     instrument_sqlite(self.manager, client._connection)  # statement timings
+            if getattr(session, "readonly", False):
+                # db.session(readonly=True): sqlite has no replica; writes fail as there.
+                await client._connection.execute("PRAGMA query_only = ON")
         except BaseException:
             client._lock.release()
             raise
@@ -425,7 +456,11 @@ class SqliteBackend:
                 # rollback runs before any later statement.
                 await asyncio.shield(conn.rollback())
         finally:
-            client._lock.release()
+            try:
+                if getattr(session, "readonly", False):
+                    await asyncio.shield(conn.execute("PRAGMA query_only = OFF"))
+            finally:
+                client._lock.release()
 
     def discard(self, session: Session) -> None:
         """Nothing to close: sqlite's one connection is kept, and release() rolls it back."""

@@ -22,7 +22,7 @@ from tortoise.config import TortoiseConfig
 from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
 
 from aegis_tortoise._modules import module_models
-from aegis_tortoise.config import DatabaseURL
+from aegis_tortoise.config import DatabaseURL, parse_database_url
 from aegis_tortoise.errors import ConfigurationError
 
 __all__ = [
@@ -67,11 +67,25 @@ def load_tortoise_config(config: Mapping[str, Any] | TortoiseConfig | str) -> di
                 details={"config": type(config).__name__})
         result = copy.deepcopy(typed.to_dict())
         result["connections"] = {
-            name: expand_db_url(conn) if isinstance(conn, str) else conn
+            name: _expand(conn) if isinstance(conn, str) else conn
             for name, conn in result["connections"].items()}
     except TortoiseConfigurationError as exc:
         raise ConfigurationError(f"Invalid Tortoise config: {exc}") from exc
     return result
+
+
+def _expand(url: str) -> dict[str, Any]:
+    """Tortoise's expansion of a connection URL; ours for a multi-host PostgreSQL URL,
+    which Tortoise 1.1.9 cannot parse (``h1:5432,h2:5433``)."""
+    rest = url.partition("://")[2]
+    if "," in rest.split("/", 1)[0] and parse_database_url(url).dialect == "postgres":
+        parsed = parse_database_url(url)
+        connection = parsed.tortoise_connection()
+        if "pgbouncer" in parsed.options:  # read by the manager, as Tortoise would keep it
+            connection["credentials"]["pgbouncer"] = parsed.options["pgbouncer"]
+        return connection
+    expanded: dict[str, Any] = expand_db_url(url)
+    return expanded
 
 
 def _resolve_reference(reference: str) -> Any:

@@ -24,6 +24,8 @@ __all__ = [
     "DatabaseURL",
     "Settings",
     "parse_database_url",
+    "pgbouncer_option",
+    "split_hosts",
 ]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///:memory:"
@@ -34,8 +36,20 @@ _POSTGRES_SCHEMES = frozenset({
 _SQLITE_SCHEMES = frozenset({"sqlite+aiosqlite", "sqlite", "aiosqlite"})
 _SUPPORTED = sorted(_POSTGRES_SCHEMES | _SQLITE_SCHEMES)
 
-# Query parameters of a PostgreSQL URL that we pass on to asyncpg, with their types.
+def _url_flag(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", ""):
+        return False
+    raise ValueError(value)
+
+
+# Query parameters of a PostgreSQL URL that we pass on to asyncpg, with their types
+# (pgbouncer is this library's own: see DatabaseManager's pgbouncer option).
 _PG_QUERY_PARAMS: dict[str, Any] = {
+    "pgbouncer": _url_flag,
+    "target_session_attrs": str,
     "ssl": str,
     "sslmode": str,
     "application_name": str,
@@ -64,6 +78,7 @@ class DatabaseURL:
 
     dialect: Literal["postgres", "sqlite"]
     scheme: str
+    #: One host, or several as libpq writes them (``h1:5432,h2:5433``): see split_hosts.
     host: str | None = None
     port: int | None = None
     user: str | None = None
@@ -86,7 +101,7 @@ class DatabaseURL:
         elif self.password:
             auth = ":***@"
         host = self.host or ""
-        port = f":{self.port}" if self.port else ""
+        port = f":{self.port}" if self.port and "," not in host else ""
         return f"{self.scheme}://{auth}{host}{port}/{self.database or ''}"
 
     def __str__(self) -> str:
@@ -113,12 +128,38 @@ class DatabaseURL:
         sslmode = options.pop("sslmode", None)
         if sslmode is not None and "ssl" not in options:
             options["ssl"] = sslmode
+        options.pop("pgbouncer", None)  # read by the manager, not a driver option
         connect_timeout = options.pop("connect_timeout", None)
         if connect_timeout is not None:
             options["timeout"] = connect_timeout
         credentials.update(options)
         credentials.update(driver_options)
         return {"engine": "tortoise.backends.asyncpg", "credentials": credentials}
+
+
+def split_hosts(host: str, port: Any = None) -> tuple[list[str], list[int]]:
+    """The hosts and ports of a multi-host ``host`` (``"h1:5432,h2:5433"``), for asyncpg.
+
+    A host without a port gets ``port`` (5432 when none). ``[::1]:5433`` is an IPv6 host.
+    """
+    default = int(port) if port else 5432
+    hosts: list[str] = []
+    ports: list[int] = []
+    for raw in host.split(","):
+        spec = raw.strip()
+        if spec.startswith("["):
+            name, _, rest = spec[1:].partition("]")
+            number = rest[1:] if rest.startswith(":") else ""
+        else:
+            name, _, number = spec.partition(":")
+        if not name or (number and not number.isdigit()):
+            raise ConfigurationError(
+                f"Invalid host {spec!r} in a multi-host database URL; write host:port pairs "
+                "separated by commas (postgresql://user@h1:5432,h2:5433/db)",
+                details={"host": spec})
+        hosts.append(name)
+        ports.append(int(number) if number else default)
+    return hosts, ports
 
 
 def _scheme_of(url: str) -> str:
@@ -197,6 +238,15 @@ def _parse_postgres(url: str, scheme: str) -> DatabaseURL:
             "'?' or '#'; percent-encode them (urllib.parse.quote(password, safe=''))",
             details={"scheme": scheme},
         )
+    auth, at, hostlist = authority_and_rest[:cut].rpartition("@")
+    if "," in hostlist:
+        # Several hosts (libpq, asyncpg: tried in order, see target_session_attrs).
+        hosts, ports = split_hosts(hostlist)
+        single = _parse_postgres(
+            f"{scheme}://{auth}{at}multihost{authority_and_rest[cut:]}", scheme)
+        joined = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}"
+                          for h, p in zip(hosts, ports, strict=True))
+        return dataclasses.replace(single, host=joined, port=None)
     try:
         parts: SplitResult = urlsplit(url)
         port_text = parts.netloc.rpartition("@")[2].rpartition("]")[2]
@@ -287,6 +337,26 @@ class DatabaseSettings(BaseSettings):
         default=False,
         description="DATABASE_ECHO: log every SQL statement at INFO level.",
     )
+    database_pgbouncer: bool = Field(
+        default=False,
+        description="DATABASE_PGBOUNCER: connections go through PgBouncer in transaction "
+        "pooling mode (as ?pgbouncer=true in the URL): no named prepared statements.",
+    )
+    database_replica_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="DATABASE_REPLICA_URLS: comma-separated URLs of read replicas, for "
+        "db.session(readonly=True).",
+    )
+    database_max_replica_lag: float = Field(
+        default=5.0, gt=0,
+        description="DATABASE_MAX_REPLICA_LAG: seconds a replica may lag behind before "
+        "readonly sessions skip it.",
+    )
+    database_read_your_writes: float = Field(
+        default=2.0, ge=0,
+        description="DATABASE_READ_YOUR_WRITES: seconds after a task committed a write during "
+        "which its readonly sessions use the primary; 0 disables.",
+    )
     database_slow_query_ms: float | None = Field(
         default=None, ge=0,
         description="DATABASE_SLOW_QUERY_MS: a WARNING on aegis_tortoise.sql for each "
@@ -304,10 +374,17 @@ class DatabaseSettings(BaseSettings):
         except pydantic.ValidationError as exc:
             raise _settings_error(exc) from None
 
-    @field_validator("database_models", mode="before")
+    @field_validator("database_models", "database_replica_urls", mode="before")
     @classmethod
     def _models_from_csv(cls, value: Any) -> Any:
         return _split_models(value)
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _valid_replica_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parse_database_url(url)
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -324,8 +401,28 @@ class DatabaseSettings(BaseSettings):
         for name, value in super().__repr_args__():
             if name == "database_url":
                 yield name, parse_database_url(str(value)).masked()
+            elif name == "database_replica_urls":
+                yield name, [parse_database_url(str(url)).masked() for url in value]
             else:
                 yield name, value
+
+
+def pgbouncer_option(value: bool | None, url: DatabaseURL, config: dict[str, Any] | None,
+                     alias: str, settings: DatabaseSettings | None) -> bool:
+    """A manager's ``pgbouncer``: the option, else the URL's (or Tortoise config
+    connection's) ``pgbouncer``, else ``DATABASE_PGBOUNCER``."""
+    if value is None and config is not None:
+        given = config["connections"][alias].get("credentials", {}).get("pgbouncer")
+        value = given if given is None or isinstance(given, bool) else (
+            str(given).lower() in ("true", "1", "yes", "on"))
+    if value is None:
+        value = url.options.get("pgbouncer")
+    if value is None:
+        value = (settings if settings is not None else DatabaseSettings()).database_pgbouncer
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"pgbouncer must be True or False, got {value!r}",
+                                 details={"field": "pgbouncer"})
+    return value
 
 
 def _settings_error(exc: pydantic.ValidationError) -> ConfigurationError:

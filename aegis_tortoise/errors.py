@@ -317,6 +317,18 @@ def _translate_pg(exc: asyncpg.PostgresError, entity: str | None) -> ServiceExce
             "The transaction is aborted after an earlier error; roll back, or wrap statements "
             "that may fail in TransactionManager(session).transaction() (a savepoint)",
             details=details, cause=exc)
+    if state == "25006":
+        return TransactionError(
+            "Cannot write in a read-only transaction: a readonly session "
+            "(db.session(readonly=True)) runs on a replica or READ ONLY on the primary; "
+            f"write in a db.session() instead ({exc})", details=details, cause=exc)
+    if state in ("26000", "42P05"):
+        # asyncpg's named prepared statements meet another client's server connection:
+        # the signature of PgBouncer in transaction (or statement) pooling mode.
+        return ConfigurationError(
+            f"Prepared statement error ({exc}): when connecting through PgBouncer in "
+            "transaction pooling mode, add ?pgbouncer=true to the database URL (or set "
+            "DATABASE_PGBOUNCER=true, or pass pgbouncer=True)", details=details, cause=exc)
     if state.startswith("28"):
         return ConfigurationError(
             "The database rejected the user or password: check the user in DATABASE_URL",
@@ -345,6 +357,11 @@ def _translate_sqlite(exc: sqlite3.Error, entity: str | None) -> ServiceExceptio
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         return TransactionConflictError(f"The sqlite database is busy: {exc}", details=details,
                                         cause=exc)
+    if name == "SQLITE_READONLY":
+        return TransactionError(
+            "Cannot write: a readonly session (db.session(readonly=True)) runs with sqlite's "
+            f"query_only, or the database file is read-only; write in a db.session() ({exc})",
+            details=details, cause=exc)
     if name.startswith("SQLITE_CANTOPEN"):
         return ConfigurationError(f"Cannot open the sqlite database file: {exc}",
                                   details=details, cause=exc)

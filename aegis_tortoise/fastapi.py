@@ -62,7 +62,7 @@ __all__ = [
 logger = logging.getLogger("aegis_tortoise.fastapi")
 
 
-def session_dependency(db: DatabaseManager) -> params.Depends:
+def session_dependency(db: DatabaseManager, readonly: bool = False) -> params.Depends:
     """A FastAPI dependency that gives each request its own session of ``db``.
 
     The session commits when the endpoint returns and rolls back when it raises (an
@@ -75,7 +75,8 @@ def session_dependency(db: DatabaseManager) -> params.Depends:
     uses it (FastAPI's dependency cache), so they all see one transaction.
 
     The generator itself is ``session_dependency(db).dependency``, for use in other
-    dependencies.
+    dependencies. With ``readonly=True`` each request gets ``db.session(readonly=True)``:
+    a read replica (see the README, "Scaling out"), in a READ ONLY transaction.
 
     Returns:
         A ``Depends`` marker: ``session: Session = session_dependency(db)`` or
@@ -85,7 +86,7 @@ def session_dependency(db: DatabaseManager) -> params.Depends:
     async def request_session() -> AsyncIterator[Session]:
         # Under the pytest plugin's app_client, requests run on the test's manager.
         manager = test_manager.get() or db
-        async with manager.session() as session:
+        async with manager.session(readonly=readonly) as session:
             yield session
 
     dependency: params.Depends = Depends(request_session, scope="function")

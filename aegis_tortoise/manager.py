@@ -34,6 +34,7 @@ from aegis_tortoise._backends import Backend, PostgresBackend, SqliteBackend
 from aegis_tortoise._modules import check_model_modules
 from aegis_tortoise._observe import acquire as observed_acquire
 from aegis_tortoise._observe import stats as observed_stats
+from aegis_tortoise._replicas import ReadonlySession, ReplicaSet
 from aegis_tortoise._tortoise_config import (
     DEFAULT_CONNECTION,
     config_from_url,
@@ -42,7 +43,12 @@ from aegis_tortoise._tortoise_config import (
     url_of_connection,
 )
 from aegis_tortoise._tortoise_state import keep_process_state
-from aegis_tortoise.config import DatabaseSettings, DatabaseURL, parse_database_url
+from aegis_tortoise.config import (
+    DatabaseSettings,
+    DatabaseURL,
+    parse_database_url,
+    pgbouncer_option,
+)
 from aegis_tortoise.errors import (
     ConfigurationError,
     DatabaseConnectionError,
@@ -94,6 +100,15 @@ class DatabaseManager:
         global_context: Publish the manager's Tortoise context as the process's fallback
             (as ``Tortoise.init(_enable_global_fallback=True)``): plain Tortoise calls
             outside any session then run on this database. At most one per process.
+        pgbouncer: Connections go through PgBouncer in transaction pooling mode: no named
+            prepared statements (asyncpg ``statement_cache_size=0``), no session state kept
+            on connections. ``None``: the URL's ``?pgbouncer=true``, else
+            ``DATABASE_PGBOUNCER``.
+        replica_urls: Read replicas for ``session(readonly=True)``; ``None``:
+            ``DATABASE_REPLICA_URLS`` (see :mod:`aegis_tortoise._replicas`).
+        max_replica_lag: Seconds a replica may lag before readonly sessions skip it.
+        read_your_writes: Seconds after a task committed a write during which its readonly
+            sessions use the primary; 0 disables.
         **driver_options: Passed to the driver (asyncpg ``connect()`` keywords such as
             ``ssl``, ``command_timeout``, ``server_settings``; sqlite pragmas).
 
@@ -116,6 +131,10 @@ class DatabaseManager:
         timezone: str = "UTC",
         routers: Sequence[str | type] | None = None,
         global_context: bool = False,
+        pgbouncer: bool | None = None,
+        replica_urls: Sequence[str] | None = None,
+        max_replica_lag: float | None = None,
+        read_your_writes: float | None = None,
         _tortoise_config: dict[str, Any] | None = None,
         **driver_options: Any,
     ) -> None:
@@ -158,6 +177,9 @@ class DatabaseManager:
         self.timezone = _zone(timezone)
         self.routers: list[str | type] = list(routers or ())
         self.global_context = _flag("global_context", global_context)
+        self.pgbouncer = pgbouncer_option(pgbouncer, self.url, config, self.alias, settings)
+        self._replicas = ReplicaSet.configure(self, replica_urls, max_replica_lag,
+                                              read_your_writes)
         self._tortoise_config = config
         self._backend: Backend = (
             PostgresBackend(self) if self.dialect == "postgres" else SqliteBackend(self)
@@ -274,6 +296,7 @@ class DatabaseManager:
             config = copy.deepcopy(self._tortoise_config)
             primary = config["connections"][self.alias]
             primary.setdefault("credentials", {}).update(self.driver_options)
+            primary["credentials"].pop("pgbouncer", None)  # this library's, not asyncpg's
         config["connections"][self.alias]["credentials"].update(self._backend.pool_options())
         for connection in config["connections"].values():
             if connection.get("engine") == "tortoise.backends.sqlite":
@@ -378,6 +401,7 @@ class DatabaseManager:
             for name, other in list(ctx.connections._get_storage().items()):
                 if name != self.alias and same_loop:
                     await other.close()
+        await self._replicas.close()
         if client is not None:
             # The client itself, not TortoiseContext.close_connections(): Tortoise 1.1.9
             # looks the client up again, and from another event loop than the one that
@@ -395,12 +419,14 @@ class DatabaseManager:
 
     # -- sessions -----------------------------------------------------------------------------
 
-    def session(self) -> Session:
+    def session(self, readonly: bool = False) -> Session:
         """A new session: ``async with db.session() as session: ...``.
 
-        It commits when the block ends normally and rolls back on any exception.
+        It commits when the block ends normally and rolls back on any exception. With
+        ``readonly=True`` it runs on a healthy replica (the primary when none is usable, or
+        within ``read_your_writes`` of this task's last write) in a READ ONLY transaction.
         """
-        return Session(self)
+        return ReadonlySession(self) if readonly else Session(self)
 
     get_session = session
 
@@ -527,6 +553,7 @@ class DatabaseManager:
                 raise
             raise translated from exc
         session._began = False
+        self._replicas.note_commit(session)  # read-your-writes: this task just wrote
         if reopen:
             client._finalized = False
 
@@ -556,7 +583,7 @@ class DatabaseManager:
 
     def stats(self) -> dict[str, Any]:
         """Pool state, waits, timeouts, statement and retry counts (see ``_observe.stats``)."""
-        return observed_stats(self)
+        return {**observed_stats(self), **self._replicas.stats()}
 
     def _echo_sql(self, sql: str, values: list[Any]) -> None:
         if self.echo:

@@ -206,7 +206,7 @@ class _FixtureManager(DatabaseManager):
 
     _aegis_loop: asyncio.AbstractEventLoop | None = None
 
-    def session(self) -> Session:
+    def session(self, readonly: bool = False) -> Session:
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # not in async code; nothing can connect yet
@@ -217,7 +217,7 @@ class _FixtureManager(DatabaseManager):
                 "belong to the test function's loop (with in-memory sqlite another loop "
                 "would silently see a new, empty database). Run the fixtures that use it "
                 "with loop_scope='function'")
-        return super().session()
+        return super().session(readonly)
 
     get_session = session
 

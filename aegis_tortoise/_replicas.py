@@ -1,0 +1,302 @@
+"""Read replicas for readonly sessions: choice, health and lag, read-your-writes.
+
+``db.session(readonly=True)`` asks :meth:`ReplicaSet.acquire` for a connection. Replicas are
+tried round-robin; each is a plain asyncpg pool with the primary's pool options (size,
+``pool_timeout``, ``pool_recycle``, PgBouncer mode, driver options). A replica is skipped
+while:
+
+- it failed to connect (for :data:`DOWN_FOR` seconds, then it is tried again);
+- it lags more than ``max_replica_lag`` seconds. Lag is measured on the replica, on the
+  connection just taken for the session, at most once per :data:`CHECK_EVERY` seconds:
+  ``now() - pg_last_xact_replay_timestamp()`` while replay is behind what was received;
+  an idle, caught-up replica (or one no longer in recovery) lags 0.
+
+With no replica usable the primary serves, with a WARNING on ``aegis_tortoise.replicas``
+(at most one per :data:`DOWN_FOR` seconds) and ``replica_fallbacks`` in ``db.stats()``.
+After a session of the current task committed a write, that task's readonly sessions use
+the primary for ``read_your_writes`` seconds: a time window, not a replay-position check.
+Every readonly session runs in a READ ONLY transaction, wherever it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import asyncpg
+
+from aegis_tortoise._backends import _acquire_attempt, _AcquireAttempt
+from aegis_tortoise.config import DatabaseSettings, DatabaseURL, parse_database_url
+from aegis_tortoise.errors import ConfigurationError
+from aegis_tortoise.session import Session
+
+if TYPE_CHECKING:
+    from aegis_tortoise.manager import DatabaseManager
+
+__all__ = ["CHECK_EVERY", "DOWN_FOR", "ReadonlySession", "ReplicaSet"]
+
+logger = logging.getLogger("aegis_tortoise.replicas")
+
+#: Seconds a lag measurement is trusted before the next session measures again.
+CHECK_EVERY = 1.0
+#: Seconds a replica that failed to connect is skipped before it is tried again.
+DOWN_FOR = 5.0
+
+# Seconds the replica's replay is behind; 0 when it has replayed all it received.
+_LAG_SQL = """
+SELECT CASE
+  WHEN NOT pg_is_in_recovery() THEN 0
+  WHEN pg_last_wal_receive_lsn() IS NULL
+    OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
+  ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
+END::float8
+"""
+
+
+class ReadonlySession(Session):
+    """A session of ``db.session(readonly=True)``: a replica, a READ ONLY transaction."""
+
+    __slots__ = ()
+
+    readonly: ClassVar[bool] = True
+
+    def __repr__(self) -> str:
+        return "<readonly " + super().__repr__()[1:]
+
+
+class _Replica:
+    """One replica: its pool (created on first use, per event loop) and its health."""
+
+    def __init__(self, url: DatabaseURL) -> None:
+        self.url = url
+        self.pool: Any = None
+        self.lag: float | None = None
+        self.checked = float("-inf")
+        self.down_until = float("-inf")
+
+    def __repr__(self) -> str:
+        return f"<replica {self.url.masked()!r}>"
+
+
+class ReplicaSet:
+    """A manager's read replicas (none: every readonly session runs on the primary)."""
+
+    def __init__(self, manager: DatabaseManager, urls: Sequence[DatabaseURL],
+                 max_replica_lag: float, read_your_writes: float) -> None:
+        self.manager = manager
+        self.replicas = [_Replica(url) for url in urls]
+        self.max_replica_lag = max_replica_lag
+        self.read_your_writes = read_your_writes
+        self._next = itertools.count()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writes: weakref.WeakKeyDictionary[asyncio.Task[Any], float] = (
+            weakref.WeakKeyDictionary())
+        self._warned = float("-inf")
+        self.replica_reads = 0
+        self.fallbacks = 0
+        self.after_write = 0
+
+    @classmethod
+    def configure(cls, manager: DatabaseManager, replica_urls: Sequence[str] | None,
+                  max_replica_lag: float | None, read_your_writes: float | None) -> ReplicaSet:
+        """The manager's options, else its settings (``DATABASE_REPLICA_URLS``...)."""
+        settings = manager.settings
+        if settings is None and None in (replica_urls, max_replica_lag, read_your_writes):
+            settings = DatabaseSettings()
+        if replica_urls is None:
+            replica_urls = settings.database_replica_urls  # type: ignore[union-attr]
+        if isinstance(replica_urls, str):
+            raise ConfigurationError("replica_urls must be a list of URLs, not a string",
+                                     details={"field": "replica_urls"})
+        urls = [parse_database_url(url) for url in replica_urls]
+        if urls and (manager.dialect != "postgres"
+                     or any(url.dialect != "postgres" for url in urls)):
+            raise ConfigurationError("Read replicas need PostgreSQL: the database URL and "
+                                     "every replica URL must be postgresql:// URLs",
+                                     details={"field": "replica_urls"})
+        lag = _number("max_replica_lag", max_replica_lag,
+                      settings.database_max_replica_lag if settings else 0, positive=True)
+        window = _number("read_your_writes", read_your_writes,
+                         settings.database_read_your_writes if settings else 0,
+                         positive=False)
+        return cls(manager, urls, lag, window)
+
+    # -- read-your-writes ------------------------------------------------------------------------
+
+    def note_commit(self, session: Session) -> None:
+        """A session of the current task committed a write (a transaction that began)."""
+        if self.replicas and self.read_your_writes > 0 and not getattr(
+                session, "readonly", False):
+            task = asyncio.current_task()
+            if task is not None:
+                self._writes[task] = time.monotonic()
+
+    def _wrote_recently(self) -> bool:
+        if self.read_your_writes <= 0:
+            return False
+        task = asyncio.current_task()
+        wrote = self._writes.get(task) if task is not None else None
+        return wrote is not None and time.monotonic() - wrote < self.read_your_writes
+
+    # -- choosing a replica -----------------------------------------------------------------------
+
+    async def acquire(self) -> tuple[Any, Any] | None:
+        """A connection of a usable replica and its pool; None: the primary serves."""
+        if not self.replicas:
+            return None
+        if self._wrote_recently():
+            self.after_write += 1
+            return None
+        self._check_loop()
+        count = len(self.replicas)
+        start = next(self._next)
+        for i in range(count):
+            replica = self.replicas[(start + i) % count]
+            taken = await self._try(replica)
+            if taken is not None:
+                self.replica_reads += 1
+                return taken, replica.pool
+        self.fallbacks += 1
+        now = time.monotonic()
+        if now - self._warned >= DOWN_FOR:
+            self._warned = now
+            logger.warning(
+                "no read replica is usable (down, or lagging more than max_replica_lag=%g s): "
+                "readonly sessions run on the primary %s; replicas: %s", self.max_replica_lag,
+                self.manager.url.masked(), ", ".join(self._describe(r) for r in self.replicas))
+        return None
+
+    def _describe(self, replica: _Replica) -> str:
+        if replica.down_until > time.monotonic():
+            return f"{replica.url.masked()} (down)"
+        if replica.lag is not None:
+            return f"{replica.url.masked()} (lag {replica.lag:.1f} s)"
+        return replica.url.masked()
+
+    async def _try(self, replica: _Replica) -> Any:
+        now = time.monotonic()
+        if replica.down_until > now:
+            return None
+        fresh = now - replica.checked < CHECK_EVERY
+        if fresh and replica.lag is not None and replica.lag > self.max_replica_lag:
+            return None
+        timeout = self.manager.pool_timeout
+        attempt = _AcquireAttempt()  # did the pool have to connect? (see _backends)
+        token = _acquire_attempt.set(attempt)
+        try:
+            if replica.pool is None:
+                replica.pool = await asyncpg.create_pool(**self._pool_options(replica.url))
+            proxy = await replica.pool.acquire(timeout=timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if isinstance(exc, TimeoutError) and not attempt.connecting:
+                # Every connection of its pool stayed busy: overloaded, not down.
+                logger.info("%r had no free connection within pool_timeout=%g s",
+                            replica, timeout)
+                return None
+            replica.down_until = time.monotonic() + DOWN_FOR
+            logger.info("skipping %r for %g s: %r", replica, DOWN_FOR, exc)
+            return None
+        finally:
+            _acquire_attempt.reset(token)
+        if fresh:
+            return proxy
+        try:
+            replica.lag = float(await proxy.fetchval(_LAG_SQL, timeout=timeout))
+            replica.checked = time.monotonic()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await _give_back(replica.pool, proxy, broken=True)
+            replica.down_until = time.monotonic() + DOWN_FOR
+            logger.info("skipping %r for %g s: %r", replica, DOWN_FOR, exc)
+            return None
+        except BaseException:  # cancelled while measuring: the connection must not leak
+            await _give_back(replica.pool, proxy, broken=True)
+            raise
+        if replica.lag > self.max_replica_lag:
+            await _give_back(replica.pool, proxy, broken=False)
+            logger.info("skipping %r: it lags %.1f s (max_replica_lag=%g s)", replica,
+                        replica.lag, self.max_replica_lag)
+            return None
+        return proxy
+
+    def _pool_options(self, url: DatabaseURL) -> dict[str, Any]:
+        """asyncpg ``create_pool`` keywords: the replica's URL, the primary's pool options."""
+        manager = self.manager
+        credentials: dict[str, Any] = url.tortoise_connection(
+            **manager.driver_options)["credentials"]
+        credentials.update(manager._backend.pool_options())
+        server_settings = dict(credentials.pop("server_settings", None) or {})
+        name = credentials.pop("application_name", None)
+        if name is not None:
+            server_settings["application_name"] = name
+        schema = credentials.pop("schema", None)
+        if schema is not None:
+            server_settings["search_path"] = schema
+        credentials["min_size"] = credentials.pop("minsize")
+        credentials["max_size"] = credentials.pop("maxsize")
+        if server_settings:
+            credentials["server_settings"] = server_settings
+        return credentials
+
+    def _check_loop(self) -> None:
+        """Pools belong to the event loop that made them: a new loop gets new ones."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None:
+                self._abandon()
+            self._loop = loop
+
+    def _abandon(self) -> None:
+        for replica in self.replicas:
+            pool, replica.pool = replica.pool, None
+            if pool is not None:
+                try:
+                    pool.terminate()
+                except RuntimeError:
+                    logger.debug("the replica pool's event loop is closed")
+
+    async def close(self) -> None:
+        """Close every replica pool (a later readonly session opens them again)."""
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            self._abandon()
+            return
+        for replica in self.replicas:
+            pool, replica.pool = replica.pool, None
+            replica.checked = replica.down_until = float("-inf")
+            if pool is not None:
+                await pool.close()
+
+    def stats(self) -> dict[str, Any]:
+        """With replicas: ``replica_reads`` (readonly sessions served by a replica),
+        ``replica_fallbacks`` (readonly sessions the primary served because no replica was
+        usable) and ``read_your_writes_reads`` (those it served within the read-your-writes
+        window). Without: nothing."""
+        if not self.replicas:
+            return {}
+        return {"replica_reads": self.replica_reads, "replica_fallbacks": self.fallbacks,
+                "read_your_writes_reads": self.after_write}
+
+
+async def _give_back(pool: Any, proxy: Any, *, broken: bool) -> None:
+    if broken:
+        proxy._con.terminate()
+    try:
+        await pool.release(proxy)
+    except Exception:
+        logger.debug("could not return a replica connection", exc_info=True)
+
+
+def _number(name: str, value: float | None, default: float, *, positive: bool) -> float:
+    if value is None:
+        value = default
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        value > 0 if positive else value >= 0)
+    if not ok:
+        bound = "> 0" if positive else ">= 0"
+        raise ConfigurationError(f"{name} must be a number of seconds {bound}, got {value!r}",
+                                 details={"field": name})
+    return float(value)

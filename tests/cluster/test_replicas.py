@@ -1,0 +1,295 @@
+"""Read replicas on real standbys: where readonly sessions land, skipping, read-your-writes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from aegis_tortoise import DatabaseManager, DatabaseSettings, Session, TransactionError
+from aegis_tortoise.examples.models import User
+from aegis_tortoise.fastapi import session_dependency
+from aegis_tortoise.repository import BaseRepository
+from tests.cluster.conftest import Cluster, Topology, run_sync, wait_streaming
+from tests.conftest import EXAMPLE_MODELS
+
+pytestmark = pytest.mark.postgres
+
+DATABASE = "replicated"
+
+
+class Users(BaseRepository[User]):
+    pass
+
+
+@pytest.fixture(scope="module")
+def replicated(topology: Topology) -> Topology:
+    """A database on the primary (and so on both standbys) with the example tables."""
+    run_sync(topology.primary.fetchval(f'DROP DATABASE IF EXISTS "{DATABASE}"'))
+    run_sync(topology.primary.fetchval(f'CREATE DATABASE "{DATABASE}"'))
+
+    async def tables() -> None:
+        manager = DatabaseManager(topology.primary.url(DATABASE), models=EXAMPLE_MODELS)
+        try:
+            await manager.generate_schemas()
+        finally:
+            await manager.close()
+
+    async def replayed() -> None:
+        # CREATE DATABASE and the tables reach the standbys asynchronously (s2 always).
+        for standby in topology.standbys.values():
+            for _ in range(200):
+                try:
+                    if await _sql(standby, "SELECT to_regclass('users') IS NOT NULL"):
+                        break
+                except asyncpg.InvalidCatalogNameError:
+                    pass
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"the tables never reached {standby.name}")
+
+    run_sync(tables())
+    run_sync(replayed())
+    return topology
+
+
+@pytest.fixture(autouse=True)
+def standbys_back(replicated: Topology) -> Iterator[None]:
+    """Whatever a test did to a standby (stopped, replay paused), it streams again after."""
+    yield
+
+    async def restore() -> None:
+        for standby in replicated.standbys.values():
+            if not standby.running:
+                standby.start()
+            await standby.fetchval("SELECT pg_wal_replay_resume()")
+        await wait_streaming(replicated.primary, *replicated.standbys)
+
+    run_sync(restore())
+
+
+async def _sql(cluster: Cluster, sql: str) -> object:
+    conn = await asyncpg.connect(cluster.url(DATABASE), timeout=10)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+def _manager(topology: Topology, *replicas: str, **options: object) -> DatabaseManager:
+    urls = [topology.standbys[name].url(DATABASE) for name in replicas]
+    return DatabaseManager(topology.primary.url(DATABASE), models=EXAMPLE_MODELS,
+                           replica_urls=urls, pool_size=5, max_overflow=5, pool_timeout=10,
+                           **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def truncated(replicated: Topology) -> Topology:
+    """Empty tables, on the primary and replayed on both standbys."""
+    await _sql(replicated.primary, "TRUNCATE users CASCADE")
+    lsn = await _sql(replicated.primary, "SELECT pg_current_wal_lsn()::text")
+    for standby in replicated.standbys.values():
+        for _ in range(200):
+            if await _sql(standby, f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"{standby.name} did not replay the TRUNCATE")
+    return replicated
+
+
+async def _where(session: Session) -> tuple[bool, int]:
+    result = await session.execute("SELECT pg_is_in_recovery(), inet_server_port()")
+    row = result.one()
+    return row[0], row[1]
+
+
+async def _write(db: DatabaseManager, email: str) -> None:
+    async with db.session() as session:
+        await Users(session).create({"email": email, "name": email})
+
+
+async def _visible_on(cluster: Cluster, email: str) -> None:
+    for _ in range(100):
+        if await _sql(cluster, f"SELECT count(*) FROM users WHERE email = '{email}'"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{email} never reached {cluster.name}")
+
+
+async def test_readonly_sessions_land_on_standbys_round_robin(truncated: Topology) -> None:
+    db = _manager(truncated, "s1", "s2", read_your_writes=0, max_replica_lag=0.5)
+    try:
+        await _write(db, "a@x.org")
+        for standby in truncated.standbys.values():
+            await _visible_on(standby, "a@x.org")
+        await asyncio.sleep(0.6)  # idle and caught up: not lagging, however old its last replay
+        ports = set()
+        for _ in range(4):
+            async with db.session(readonly=True) as session:
+                recovery, port = await _where(session)
+                assert recovery is True
+                ports.add(port)
+                # Session state on a replica connection: reset before it is reused.
+                await session.execute("SET statement_timeout = 5000")
+                users = await Users(session).list(filters={"email": "a@x.org"})
+                assert [u.email for u in users] == ["a@x.org"]
+                assert await Users(session).count() == 1
+        assert ports == {s.port for s in truncated.standbys.values()}
+        assert db.stats()["replica_reads"] == 4
+        async with db.session() as session:
+            assert (await _where(session))[0] is False
+    finally:
+        await db.close()
+
+
+async def test_writes_in_a_readonly_session_fail_clearly(truncated: Topology) -> None:
+    db = _manager(truncated, "s1", read_your_writes=0)
+    try:
+        with pytest.raises(TransactionError, match=r"readonly session") as caught:
+            async with db.session(readonly=True) as session:
+                await Users(session).create({"email": "b@x.org", "name": "b"})
+        assert caught.value.details["sqlstate"] == "25006"
+        with pytest.raises(TransactionError, match=r"db.session\(readonly=True\)"):
+            async with db.session(readonly=True) as session:
+                await session.execute("DELETE FROM users")
+    finally:
+        await db.close()
+
+
+async def test_readonly_on_the_primary_is_still_read_only(truncated: Topology) -> None:
+    db = _manager(truncated)  # no replicas: the primary serves, READ ONLY all the same
+    try:
+        async with db.session(readonly=True) as session:
+            assert (await _where(session))[0] is False
+        with pytest.raises(TransactionError, match=r"readonly"):
+            async with db.session(readonly=True) as session:
+                await Users(session).create({"email": "c@x.org", "name": "c"})
+        assert "replica_fallbacks" not in db.stats()
+    finally:
+        await db.close()
+
+
+async def test_a_stopped_standby_is_skipped(truncated: Topology,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    db = _manager(truncated, "s1", "s2", read_your_writes=0)
+    only_s2 = _manager(truncated, "s2", read_your_writes=0)
+    try:
+        await _write(db, "d@x.org")
+        await _visible_on(truncated.standbys["s1"], "d@x.org")
+        truncated.standbys["s2"].stop("immediate")
+        for _ in range(6):
+            async with db.session(readonly=True) as session:
+                assert await _where(session) == (True, truncated.standbys["s1"].port)
+                assert await Users(session).count() == 1
+        # None usable: the primary serves, with a WARNING and a counter.
+        with caplog.at_level(logging.WARNING, logger="aegis_tortoise.replicas"):
+            for _ in range(3):
+                async with only_s2.session(readonly=True) as session:
+                    assert await _where(session) == (False, truncated.primary.port)
+                    assert await Users(session).count() == 1
+        assert only_s2.stats()["replica_fallbacks"] == 3
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        assert "no read replica is usable" in warnings[0].getMessage()
+        assert "(down)" in warnings[0].getMessage()
+    finally:
+        await db.close()
+        await only_s2.close()
+
+
+async def test_a_standby_held_behind_is_skipped_then_used_again(
+        truncated: Topology, caplog: pytest.LogCaptureFixture) -> None:
+    s1 = truncated.standbys["s1"]
+    db = _manager(truncated, "s1", read_your_writes=0, max_replica_lag=1.0)
+    try:
+        async with db.session(readonly=True) as session:
+            assert (await _where(session))[0] is True
+        await _sql(s1, "SELECT pg_wal_replay_pause()")
+        await _write(db, "e@x.org")  # s1 (synchronous) receives it, does not replay it
+        await asyncio.sleep(1.2)  # past max_replica_lag, and past CHECK_EVERY
+        with caplog.at_level(logging.WARNING, logger="aegis_tortoise.replicas"):
+            for _ in range(5):
+                async with db.session(readonly=True) as session:
+                    assert (await _where(session))[0] is False
+                    assert await Users(session).count() == 1  # the primary has it
+        assert db.stats()["replica_fallbacks"] == 5
+        assert any("lag" in r.getMessage() for r in caplog.records
+                   if r.levelno == logging.WARNING)
+        await _sql(s1, "SELECT pg_wal_replay_resume()")
+        await _visible_on(s1, "e@x.org")
+        await asyncio.sleep(1.1)  # the lag measurement is cached for CHECK_EVERY
+        async with db.session(readonly=True) as session:
+            assert (await _where(session))[0] is True
+            assert await Users(session).count() == 1
+    finally:
+        await db.close()
+
+
+async def test_read_your_writes_with_replay_paused(truncated: Topology) -> None:
+    s1 = truncated.standbys["s1"]
+    db = _manager(truncated, "s1", read_your_writes=2.0, max_replica_lag=60)
+    try:
+        await _sql(s1, "SELECT pg_wal_replay_pause()")
+        await _write(db, "f@x.org")
+        started = time.monotonic()
+        async with db.session(readonly=True) as session:
+            assert (await _where(session))[0] is False  # this task wrote: the primary
+            assert await Users(session).get_by_id(
+                (await Users(session).list())[0].id) is not None
+
+        async def other_task() -> tuple[bool, int]:
+            async with db.session(readonly=True) as session:
+                recovery = (await _where(session))[0]
+                return recovery, await Users(session).count()
+
+        # Another task (request) did not write: the replica, which has not replayed it.
+        assert await asyncio.create_task(other_task()) == (True, 0)
+        await asyncio.sleep(max(0.0, 2.1 - (time.monotonic() - started)))
+        async with db.session(readonly=True) as session:
+            assert (await _where(session))[0] is True  # the window is over
+        assert db.stats()["read_your_writes_reads"] == 1
+    finally:
+        await db.close()
+
+
+async def test_session_dependency_readonly(truncated: Topology) -> None:
+    db = _manager(truncated, "s1", read_your_writes=0)
+    app = FastAPI()
+
+    readonly = session_dependency(db, readonly=True)
+    writable = session_dependency(db)
+
+    @app.get("/where")
+    async def where(session: Session = readonly) -> dict[str, bool]:
+        return {"replica": (await _where(session))[0]}
+
+    @app.get("/primary")
+    async def primary(session: Session = writable) -> dict[str, bool]:
+        return {"replica": (await _where(session))[0]}
+
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/where")).json() == {"replica": True}
+            assert (await client.get("/primary")).json() == {"replica": False}
+    finally:
+        await db.close()
+
+
+def test_replica_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_REPLICA_URLS", "postgresql://u@r1/db, postgresql://u:pw@r2/db")
+    monkeypatch.setenv("DATABASE_MAX_REPLICA_LAG", "3")
+    monkeypatch.setenv("DATABASE_READ_YOUR_WRITES", "0")
+    settings = DatabaseSettings()
+    assert settings.database_replica_urls == ["postgresql://u@r1/db", "postgresql://u:pw@r2/db"]
+    assert "pw" not in repr(settings)
+    db = DatabaseManager("postgresql://u@p/db", models=[])
+    assert [r.url.host for r in db._replicas.replicas] == ["r1", "r2"]
+    assert (db._replicas.max_replica_lag, db._replicas.read_your_writes) == (3.0, 0.0)
