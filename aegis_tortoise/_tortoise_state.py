@@ -22,16 +22,22 @@ from collections.abc import Iterator
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
 
+import tortoise.context as tortoise_context
 import tortoise.fields.data as tortoise_data
 from tortoise import timezone as tortoise_tz
-from tortoise.context import TortoiseContext, get_current_context
+from tortoise.context import TortoiseContext, get_current_context, set_global_context
+from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
 from tortoise.router import ConnectionRouter, router
+
+from aegis_tortoise.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from tortoise.backends.base.client import BaseDBAsyncClient
     from tortoise.models import Model
 
-__all__ = ["install", "keep_process_state"]
+    from aegis_tortoise.manager import DatabaseManager
+
+__all__ = ["install", "keep_process_state", "publish_context", "unpublish_context"]
 
 # The process-wide readers as Tortoise 1.1.9 defines them (cached, from os.environ).
 _env_use_tz = tortoise_tz.get_use_tz
@@ -151,3 +157,22 @@ def keep_process_state() -> Iterator[None]:
                 os.environ[name] = value
         _cache_clear()
         router._routers = saved_routers
+
+
+def publish_context(ctx: TortoiseContext, manager: DatabaseManager) -> None:
+    """Make ``ctx`` the process's fallback Tortoise context (global_context=True)."""
+    try:
+        set_global_context(ctx)
+    except TortoiseConfigurationError as exc:
+        raise ConfigurationError(
+            f"{manager!r} cannot publish its Tortoise context: another one (a Tortoise.init "
+            "or RegisterTortoise with _enable_global_fallback=True, or a manager with "
+            "global_context=True) already serves plain Tortoise calls in this process. Give "
+            "this one global_context=False (_enable_global_fallback=False)",
+            details={"field": "global_context"}) from exc
+
+
+def unpublish_context(ctx: TortoiseContext | None) -> None:
+    """Stop ``ctx`` serving as the process's fallback context, if it does."""
+    if ctx is not None and tortoise_context._global_context is ctx:
+        tortoise_context._global_context = None

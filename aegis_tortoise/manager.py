@@ -18,15 +18,11 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
-from zoneinfo import ZoneInfoNotFoundError
 
-import tortoise.context as tortoise_context
 from tortoise.config import TortoiseConfig
-from tortoise.context import TortoiseContext, _current_context, set_global_context
+from tortoise.context import TortoiseContext, _current_context
 from tortoise.exceptions import BaseORMException
-from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
 from tortoise.log import db_client_logger
-from tortoise.timezone import parse_timezone
 from tortoise.utils import generate_schema_for_client
 
 from aegis_tortoise import _model_state, _tortoise_state
@@ -34,6 +30,7 @@ from aegis_tortoise._backends import Backend, PostgresBackend, SqliteBackend
 from aegis_tortoise._modules import check_model_modules
 from aegis_tortoise._observe import acquire as observed_acquire
 from aegis_tortoise._observe import stats as observed_stats
+from aegis_tortoise._options import flag, positive_int, seconds, zone
 from aegis_tortoise._replicas import ReadonlySession, ReplicaSet
 from aegis_tortoise._tortoise_config import (
     DEFAULT_CONNECTION,
@@ -42,7 +39,7 @@ from aegis_tortoise._tortoise_config import (
     primary_connection,
     url_of_connection,
 )
-from aegis_tortoise._tortoise_state import keep_process_state
+from aegis_tortoise._tortoise_state import keep_process_state, publish_context, unpublish_context
 from aegis_tortoise.config import (
     DatabaseSettings,
     DatabaseURL,
@@ -160,10 +157,10 @@ class DatabaseManager:
         self.models: list[str | ModuleType] = list(
             models if models is not None else settings.database_models  # type: ignore[union-attr]
         )
-        self.pool_size = _positive_int("pool_size", pool_size, settings, minimum=1)
-        self.max_overflow = _positive_int("max_overflow", max_overflow, settings, minimum=0)
-        self.pool_timeout = _seconds("pool_timeout", pool_timeout, settings, allow_zero=False)
-        self.pool_recycle = _seconds("pool_recycle", pool_recycle, settings, allow_zero=True)
+        self.pool_size = positive_int("pool_size", pool_size, settings, minimum=1)
+        self.max_overflow = positive_int("max_overflow", max_overflow, settings, minimum=0)
+        self.pool_timeout = seconds("pool_timeout", pool_timeout, settings, allow_zero=False)
+        self.pool_recycle = seconds("pool_recycle", pool_recycle, settings, allow_zero=True)
         self.echo = bool(echo if echo is not None else settings.database_echo)  # type: ignore[union-attr]
         self.driver_options = driver_options
         self.id = next(_ids)
@@ -173,10 +170,10 @@ class DatabaseManager:
             use_tz = config.get("use_tz", use_tz)
             timezone = config.get("timezone", timezone)
             routers = config.get("routers", routers)
-        self.use_tz = _flag("use_tz", use_tz)
-        self.timezone = _zone(timezone)
+        self.use_tz = flag("use_tz", use_tz)
+        self.timezone = zone(timezone)
         self.routers: list[str | type] = list(routers or ())
-        self.global_context = _flag("global_context", global_context)
+        self.global_context = flag("global_context", global_context)
         self.pgbouncer = pgbouncer_option(pgbouncer, self.url, config, self.alias, settings)
         self._replicas = ReplicaSet.configure(self, replica_urls, max_replica_lag,
                                               read_your_writes)
@@ -277,7 +274,7 @@ class DatabaseManager:
         if self._backend.move_to_loop(self._root_client):
             self._loop = loop
         else:
-            _unpublish(self._ctx)
+            unpublish_context(self._ctx)
             self._ctx = None
             self._root_client = None
             self._generation_seen = -1
@@ -330,7 +327,7 @@ class DatabaseManager:
                     ctx._inited = True
                     ctx._use_tz, ctx._timezone = self.use_tz, self.timezone
             if self.global_context:
-                _publish(ctx, self)
+                publish_context(ctx, self)
         except BaseException:
             await ctx.close_connections()
             raise
@@ -372,7 +369,7 @@ class DatabaseManager:
         return ctx
 
     async def _close_context(self, ctx: TortoiseContext) -> None:
-        _unpublish(ctx)
+        unpublish_context(ctx)
         await ctx.close_connections()
 
     async def generate_schemas(self, safe: bool = True) -> None:
@@ -395,7 +392,7 @@ class DatabaseManager:
         client, self._root_client = self._root_client, None
         self._generation_seen = -1
         if ctx is not None:
-            _unpublish(ctx)
+            unpublish_context(ctx)
             same_loop = self._loop is asyncio.get_running_loop()
             # The config's other connections (not the sessions'): as Tortoise closes them.
             for name, other in list(ctx.connections._get_storage().items()):
@@ -588,64 +585,3 @@ class DatabaseManager:
     def _echo_sql(self, sql: str, values: list[Any]) -> None:
         if self.echo:
             sql_logger.info("%s %r", sql, values)
-
-
-def _positive_int(name: str, value: int | None, settings: DatabaseSettings | None, *,
-                  minimum: int) -> int:
-    if value is None:
-        value = getattr(settings, f"database_{name}")
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}",
-                                 details={"field": name})
-    return value
-
-
-def _seconds(name: str, value: float | None, settings: DatabaseSettings | None, *,
-             allow_zero: bool) -> float:
-    if value is None:
-        value = getattr(settings, f"database_{name}")
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-        value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(f"{name} must be a number of seconds {bound}, got {value!r}",
-                                 details={"field": name})
-    return float(value)
-
-
-def _flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"{name} must be True or False, got {value!r}",
-                                 details={"field": name})
-    return value
-
-
-def _zone(name: object) -> str:
-    if not isinstance(name, str):
-        raise ConfigurationError(f"timezone must be a time zone name such as 'UTC' or "
-                                 f"'Europe/Berlin', got {name!r}", details={"field": "timezone"})
-    try:
-        parse_timezone(name)
-    except (ValueError, ZoneInfoNotFoundError) as exc:
-        raise ConfigurationError(f"Unknown time zone {name!r}; use an IANA name such as "
-                                 "'UTC' or 'Asia/Shanghai'", details={"field": "timezone"}
-                                 ) from exc
-    return name
-
-
-def _publish(ctx: TortoiseContext, manager: DatabaseManager) -> None:
-    """Make ``ctx`` the process's fallback Tortoise context (global_context=True)."""
-    try:
-        set_global_context(ctx)
-    except TortoiseConfigurationError as exc:
-        raise ConfigurationError(
-            f"{manager!r} cannot publish its Tortoise context: another one (a Tortoise.init "
-            "or RegisterTortoise with _enable_global_fallback=True, or a manager with "
-            "global_context=True) already serves plain Tortoise calls in this process. Give "
-            "this one global_context=False (_enable_global_fallback=False)",
-            details={"field": "global_context"}) from exc
-
-
-def _unpublish(ctx: TortoiseContext | None) -> None:
-    if ctx is not None and tortoise_context._global_context is ctx:
-        tortoise_context._global_context = None
