@@ -21,7 +21,7 @@ from tortoise.models import Model
 from tortoise.query_utils import Prefetch
 from tortoise.queryset import QuerySet
 
-from aegis_tortoise import _bulk, _create_many, _reads
+from aegis_tortoise import _bulk, _create_many, _reads, _writes
 from aegis_tortoise import _select as _sql
 from aegis_tortoise._filters import (
     default_ordering,
@@ -543,6 +543,54 @@ class BaseRepository(Generic[ModelT]):
         row = await self._update_returning(pk, {self.soft_delete_field: None}, where_null=False)
         return row if row is not None else await self.get_by_id(pk, include_deleted=True)
 
+
+    # -- set-based writes (aegis_tortoise._writes) -----------------------------------------
+
+    async def upsert(self, data: EntityData, *, conflict: Sequence[str],
+                     update: Sequence[str] | None = None) -> tuple[ModelT, bool]:
+        """Insert ``data``, or on a conflict over ``conflict`` update the ``update`` fields
+        (and ``updated_at``); ``update=None``: leave the existing row as it is.
+
+        Returns:
+            ``(entity, created)``: the row as stored, and whether this call inserted it.
+        """
+        (result,) = await _writes.upsert_many(self, [data], conflict, update)
+        return result
+
+    async def upsert_many(self, rows: Iterable[ModelT | EntityData], *, conflict: Sequence[str],
+                          update: Sequence[str] | None = None
+                          ) -> builtins.list[tuple[ModelT, bool]]:
+        """:meth:`upsert` for many rows in one statement per chunk; ``(entity, created)`` in
+        input order. All or nothing: a bad row raises and nothing of the call is written.
+
+        Raises:
+            ValidationError: two rows with the same conflict key, conflict fields that are no
+                unique constraint, a bad value (naming the field).
+            DuplicateEntityError: a row conflicts on another unique field.
+        """
+        return await _writes.upsert_many(self, rows, conflict, update)
+
+    async def update_many(self, rows: Iterable[EntityData]) -> builtins.list[ModelT]:
+        """Update each row (a dict with its id and the fields to change); rows may name
+        different fields. Ids that do not exist are skipped. One statement per field set
+        (``UPDATE ... FROM unnest(...)`` on PostgreSQL), all or nothing.
+
+        Returns:
+            The updated entities, in input order.
+        """
+        return await _writes.update_many(self, rows)
+
+    async def update_where(self, filters: Mapping[str, Any] | None, **values: Any) -> int:
+        """Set ``values`` (and ``updated_at``) on every row matching ``filters``; the count."""
+        return await _writes.update_where(self, filters, values)
+
+    async def delete_where(self, filters: Mapping[str, Any] | None) -> int:
+        """Delete every row matching ``filters`` for good; the count."""
+        return await _writes.delete_where(self, filters)
+
+    async def soft_delete_where(self, filters: Mapping[str, Any] | None) -> int:
+        """Soft-delete every row matching ``filters`` not deleted yet; the count."""
+        return await _writes.soft_delete_where(self, filters)
 
 def _check_window(skip: int, limit: int | None) -> None:
     if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
