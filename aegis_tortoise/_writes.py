@@ -29,19 +29,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 from tortoise import timezone
+from tortoise.expressions import Expression, ResolveContext
 from tortoise.fields.base import Field
 from tortoise.models import Model
 
 from aegis_tortoise import _bulk, _create_many, _reads
 from aegis_tortoise._bulk import _pg_type, _quote, _table, fetch_rows
 from aegis_tortoise._filters import writable_values
-from aegis_tortoise._values import auto_now_values, field_error, python_values
+from aegis_tortoise._values import auto_now_values, db_values, field_error, python_values
 from aegis_tortoise.errors import ValidationError
 
 if TYPE_CHECKING:
     from aegis_tortoise.repository import BaseRepository
 
-__all__ = ["delete_where", "soft_delete_where", "update_many", "update_where", "upsert_many"]
+__all__ = ["delete_where", "soft_delete_where", "update_many", "update_returning", "update_where",
+           "upsert_many"]
 
 M = TypeVar("M", bound=Model)
 
@@ -322,6 +324,64 @@ async def _upsert_group(repo: BaseRepository[M], cols: _Columns, keys: list[Any]
                 for obj in build(await fetch_rows(conn, sql, params)):
                     found[tuple(getattr(obj, n) for n in target)] = (obj, False)
     return found
+
+
+# -- update (one row) ---------------------------------------------------------------------------
+
+
+async def update_returning(repo: BaseRepository[M], pk: Any, values: dict[str, Any], *,
+                          where_null: bool | None = None) -> M | None:
+    """``UPDATE ... SET <values>, updated_at = now WHERE pk = ... RETURNING *``.
+
+    Args:
+        where_null: True/False: only if the soft-delete field is NULL / NOT NULL.
+    """
+    meta = repo.model._meta
+    table = meta.basetable
+    conn = repo.session.connection
+    # What DatetimeField.to_db_value stamps on save(): now in the context's time zone.
+    auto_now_values(repo.model, values, timezone.localtime())
+    if not any(isinstance(v, Expression) or k in meta.fk_fields or k in meta.o2o_fields
+               for k, v in values.items()):
+        return await _update_cached(repo, pk, values, where_null)
+    query = conn.query_class.update(table)
+    context = ResolveContext(model=repo.model, table=table, annotations={},
+                             custom_filters={})
+    for key, given in values.items():
+        name, value, field = key, given, meta.fields_map[key]
+        if key in meta.fk_fields or key in meta.o2o_fields:
+            repo.model._validate_relation_type(key, given)
+            if isinstance(given, Model):
+                target = field.to_field_instance  # type: ignore[attr-defined]
+                value = getattr(given, target.model_field_name)
+            name = str(field.source_field)
+            field = meta.fields_map[name]
+        column = meta.fields_db_projection[name]
+        if isinstance(value, Expression):
+            query = query.set(column, value.resolve(context).term)
+        else:
+            # The model class, not an instance: no auto_now side effects, as in
+            # Tortoise's own QuerySet.update().
+            query = query.set(column, field.to_db_value(value, repo.model))
+    query = query.where(table[meta.db_pk_column] == meta.pk.to_db_value(pk, repo.model))
+    if where_null is not None:
+        marker = table[meta.fields_db_projection[repo.soft_delete_field]]
+        query = query.where(marker.isnull() if where_null else marker.notnull())
+    query = query.returning(*meta.fields_db_projection.values())  # type: ignore[operator]
+    sql, params = query.get_parameterized_sql()
+    return await _reads.one_row(repo, sql, params)
+
+
+async def _update_cached(repo: BaseRepository[M], pk: Any, values: dict[str, Any],
+                         where_null: bool | None) -> M | None:
+    """``update_returning`` for plain values, with the SQL built once per column set."""
+    meta = repo.model._meta
+    columns = tuple(meta.fields_db_projection[key] for key in values)
+    sql = _bulk.update_by_pk_sql(repo.model, repo.session.dialect, columns,
+                                 repo.soft_delete_field, where_null)
+    params = db_values(repo.model, values)
+    params.append(meta.pk.to_db_value(pk, repo.model))
+    return await _reads.one_row(repo, sql, params)
 
 
 # -- update_many ---------------------------------------------------------------------------------

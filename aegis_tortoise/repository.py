@@ -9,19 +9,18 @@ sent (:mod:`aegis_tortoise._filters`).
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin, overload
 
 from pydantic import BaseModel
-from tortoise import timezone
-from tortoise.expressions import Expression, ResolveContext, Subquery
+from tortoise.expressions import Subquery
 from tortoise.models import Model
 from tortoise.query_utils import Prefetch
 from tortoise.queryset import QuerySet
 
-from aegis_tortoise import _bulk, _create_many, _reads, _writes
+from aegis_tortoise import _bulk, _create_many, _keyset, _reads, _stream, _writes
 from aegis_tortoise import _select as _sql
 from aegis_tortoise._filters import (
     default_ordering,
@@ -33,7 +32,7 @@ from aegis_tortoise._filters import (
     writable_values,
 )
 from aegis_tortoise._translate import public_methods
-from aegis_tortoise._values import auto_now_values, db_values, python_values
+from aegis_tortoise._values import python_values
 from aegis_tortoise.errors import (
     ConfigurationError,
     DuplicateEntityError,
@@ -41,7 +40,7 @@ from aegis_tortoise.errors import (
     ValidationError,
     translate_errors,
 )
-from aegis_tortoise.models import PaginatedResponse
+from aegis_tortoise.models import KeysetPage, PaginatedResponse
 from aegis_tortoise.session import Session
 
 __all__ = ["BaseRepository", "ModelT"]
@@ -72,10 +71,13 @@ class BaseRepository(Generic[ModelT]):
             ``include_deleted=True``. Default False: soft-deleted rows stay visible, as in
             the original library.
         soft_delete_field: The nullable datetime field that marks soft-deleted rows.
+        cursor_secret: The HMAC key of ``paginate_keyset`` cursors; None: the
+            ``AEGIS_CURSOR_SECRET`` environment variable, else a key made per process.
     """
 
     hide_soft_deleted: ClassVar[bool] = False
     soft_delete_field: ClassVar[str] = "deleted_at"
+    cursor_secret: ClassVar[str | bytes | None] = None
 
     session: Session
     model: type[ModelT]
@@ -445,6 +447,35 @@ class BaseRepository(Generic[ModelT]):
         return PaginatedResponse[ModelT].create(items=items or [], total=total, page=page,
                                                 page_size=page_size)
 
+    async def paginate_keyset(self, limit: int = 20, order_by: OrderBy | None = None,
+                              filters: Mapping[str, Any] | None = None, after: str | None = None,
+                              *, include_deleted: bool = False) -> KeysetPage[ModelT]:
+        """The page after the cursor ``after`` (None: the first page); one query whatever
+        the depth. ``order_by`` takes non-null fields; the primary key breaks ties.
+
+        Raises:
+            ValidationError: a changed cursor, or one of another model or ordering.
+        """
+        return await _keyset.paginate_keyset(self, limit=limit, order_by=order_by,
+                                             filters=filters, after=after,
+                                             include_deleted=include_deleted)
+
+    def iterate(self, filters: Mapping[str, Any] | None = None,
+                order_by: OrderBy | None = None, batch_size: int = 1000, *,
+                include_deleted: bool = False) -> AsyncGenerator[ModelT, None]:
+        """Every matching entity, holding at most ``batch_size`` rows (a server-side cursor
+        on PostgreSQL, keyset batches on sqlite): ``async for user in repo.iterate(): ...``."""
+        return _stream.items(self, filters=filters, order_by=order_by, batch_size=batch_size,
+                             include_deleted=include_deleted)
+
+    def iterate_batches(self, filters: Mapping[str, Any] | None = None,
+                        order_by: OrderBy | None = None, batch_size: int = 1000, *,
+                        include_deleted: bool = False
+                        ) -> AsyncGenerator[builtins.list[ModelT], None]:
+        """:meth:`iterate` a list of up to ``batch_size`` entities at a time."""
+        return _stream.batches(self, filters=filters, order_by=order_by,
+                               batch_size=batch_size, include_deleted=include_deleted)
+
     # -- update / delete ------------------------------------------------------------------
 
     async def update(self, entity_id: Any, data: EntityData | None = None,
@@ -459,59 +490,7 @@ class BaseRepository(Generic[ModelT]):
         pk = self._pk(entity_id)
         if not values:
             return await self.get_by_id(pk, include_deleted=True)
-        return await self._update_returning(pk, python_values(self.model, values))
-
-    async def _update_returning(self, pk: Any, values: dict[str, Any], *,
-                                where_null: bool | None = None) -> ModelT | None:
-        """``UPDATE ... SET <values>, updated_at = now WHERE pk = ... RETURNING *``.
-
-        Args:
-            where_null: True/False: only if the soft-delete field is NULL / NOT NULL.
-        """
-        meta = self.model._meta
-        table = meta.basetable
-        conn = self.session.connection
-        # What DatetimeField.to_db_value stamps on save(): now in the context's time zone.
-        auto_now_values(self.model, values, timezone.localtime())
-        if not any(isinstance(v, Expression) or k in meta.fk_fields or k in meta.o2o_fields
-                   for k, v in values.items()):
-            return await self._update_cached(pk, values, where_null)
-        query = conn.query_class.update(table)
-        context = ResolveContext(model=self.model, table=table, annotations={},
-                                 custom_filters={})
-        for key, given in values.items():
-            name, value, field = key, given, meta.fields_map[key]
-            if key in meta.fk_fields or key in meta.o2o_fields:
-                self.model._validate_relation_type(key, given)
-                if isinstance(given, Model):
-                    value = getattr(given, field.to_field_instance.model_field_name)  # type: ignore[attr-defined]
-                name = str(field.source_field)
-                field = meta.fields_map[name]
-            column = meta.fields_db_projection[name]
-            if isinstance(value, Expression):
-                query = query.set(column, value.resolve(context).term)
-            else:
-                # The model class, not an instance: no auto_now side effects, as in
-                # Tortoise's own QuerySet.update().
-                query = query.set(column, field.to_db_value(value, self.model))
-        query = query.where(table[meta.db_pk_column] == meta.pk.to_db_value(pk, self.model))
-        if where_null is not None:
-            marker = table[meta.fields_db_projection[self.soft_delete_field]]
-            query = query.where(marker.isnull() if where_null else marker.notnull())
-        query = query.returning(*meta.fields_db_projection.values())  # type: ignore[operator]
-        sql, params = query.get_parameterized_sql()
-        return await _reads.one_row(self, sql, params)
-
-    async def _update_cached(self, pk: Any, values: dict[str, Any],
-                             where_null: bool | None) -> ModelT | None:
-        """``_update_returning`` for plain values, with the SQL built once per column set."""
-        meta = self.model._meta
-        columns = tuple(meta.fields_db_projection[key] for key in values)
-        sql = _bulk.update_by_pk_sql(self.model, self.session.dialect, columns,
-                                     self.soft_delete_field, where_null)
-        params = db_values(self.model, values)
-        params.append(meta.pk.to_db_value(pk, self.model))
-        return await _reads.one_row(self, sql, params)
+        return await _writes.update_returning(self, pk, python_values(self.model, values))
 
     async def delete(self, entity_id: Any) -> bool:
         """Delete the row for good; True if it existed."""
@@ -532,7 +511,7 @@ class BaseRepository(Generic[ModelT]):
         """
         self._require_soft_delete("soft-delete")
         pk = self._pk(entity_id)
-        row = await self._update_returning(pk, {self.soft_delete_field: datetime.now(UTC)},
+        row = await _writes.update_returning(self, pk, {self.soft_delete_field: datetime.now(UTC)},
                                            where_null=True)
         return row if row is not None else await self.get_by_id(pk, include_deleted=True)
 
@@ -540,7 +519,8 @@ class BaseRepository(Generic[ModelT]):
         """Clear ``deleted_at``; returns the entity (found even when hidden), or None."""
         self._require_soft_delete("restore")
         pk = self._pk(entity_id)
-        row = await self._update_returning(pk, {self.soft_delete_field: None}, where_null=False)
+        row = await _writes.update_returning(self, pk, {self.soft_delete_field: None},
+                                             where_null=False)
         return row if row is not None else await self.get_by_id(pk, include_deleted=True)
 
 
