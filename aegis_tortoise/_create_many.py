@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tortoise.models import Model
 
-from aegis_tortoise import _bulk
+from aegis_tortoise import _bulk, _copy
 from aegis_tortoise._filters import writable_values
 
 if TYPE_CHECKING:
@@ -39,14 +40,45 @@ _is_none = functools.partial(operator.is_, None)
 Gathered = tuple[Sequence[Mapping[str, Any]], Sequence[bool], set[frozenset[str]]]
 
 
-async def create_many(repo: BaseRepository[M], entities: Iterable[Any]) -> list[M]:
-    """Insert ``entities`` (instances, dicts, pydantic models) in one savepoint; ids set."""
-    items = list(entities)
-    if not items:
-        return []
-    saved = await _by_column(repo, items)
-    if saved is not None:
-        return saved
+#: Rows a generator (or any iterable without a length) is read in at a time: bounds the
+#: memory of a batch larger than memory, all of it written in one savepoint.
+STREAM_CHUNK = 50_000
+
+
+async def create_many(repo: BaseRepository[M], entities: Iterable[Any], *,
+                      returning: bool = True) -> list[M] | int:
+    """Insert ``entities`` (instances, dicts, pydantic models) in one savepoint; ids set.
+
+    With ``returning=False`` no instances are built or kept (instances given stay as they
+    are) and the row count is returned; ``entities`` is then read ``STREAM_CHUNK`` rows at a
+    time, so a generator of more rows than fit in memory goes in, all in one savepoint.
+    """
+    if returning:
+        items = list(entities)
+        return await _one_batch(repo, items) if items else []
+    iterator = iter(entities)
+    chunk = list(itertools.islice(iterator, STREAM_CHUNK))
+    count = 0
+    async with repo.session.savepoint():
+        while chunk:
+            prepared = _prepare(repo, chunk)
+            if prepared is None:
+                instances = [repo._instance(entity) for entity in chunk]
+                await _bulk.insert_rows(repo.session, repo.model,
+                                        await _bulk.prepare_rows(instances))
+            else:
+                await _insert(repo, chunk, *prepared, build=False)
+            count += len(chunk)
+            del chunk  # the next chunk is read once this one is freed
+            chunk = list(itertools.islice(iterator, STREAM_CHUNK))
+    return count
+
+
+async def _one_batch(repo: BaseRepository[M], items: list[Any]) -> list[M]:
+    prepared = _prepare(repo, items)
+    if prepared is not None:
+        async with repo.session.savepoint():
+            return await _insert(repo, items, *prepared, build=True)
     instances = [repo._instance(entity) for entity in items]
     rows = await _bulk.prepare_rows(instances)
     before = [instance.pk for instance in instances]
@@ -60,9 +92,10 @@ async def create_many(repo: BaseRepository[M], entities: Iterable[Any]) -> list[
     return instances
 
 
-async def _by_column(repo: BaseRepository[M], items: list[Any]) -> list[M] | None:
-    """The column-at-a-time path; None when the batch needs the row-at-a-time path (then
-    nothing has been sent or changed)."""
+def _prepare(repo: BaseRepository[M], items: list[Any]
+             ) -> tuple[_bulk.BulkPlan, _bulk.Batch, Sequence[bool]] | None:
+    """The column-at-a-time preparation; None when the batch needs the row-at-a-time path
+    (then nothing has been sent or changed)."""
     model = repo.model
     plan = _bulk.bulk_plan(model)
     if plan.unsupported:
@@ -83,18 +116,31 @@ async def _by_column(repo: BaseRepository[M], items: list[Any]) -> list[M] | Non
         return None
     except _bulk.MissingFieldsError as exc:
         raise repo._missing(exc.fields) from None
+    return plan, batch, is_instance
+
+
+async def _insert(repo: BaseRepository[M], items: list[Any], plan: _bulk.BulkPlan,
+                  batch: _bulk.Batch, is_instance: Sequence[bool], *, build: bool) -> list[M]:
+    """Send a prepared batch (inside the caller's savepoint): binary COPY on PostgreSQL from
+    ``COPY_THRESHOLD`` rows, else ``INSERT ... unnest``/``VALUES``."""
     session = repo.session
-    async with session.savepoint():
-        # The INSERT goes out first; the instances are built while the server works
-        # (~10 ms of a 10,000-row batch), then get their keys.
-        insert = asyncio.ensure_future(_bulk.insert_batch(session, plan, batch, len(rows)))
-        try:
-            await asyncio.sleep(0)  # the task sends the statement, then waits
-            built = _bulk.new_instances(plan, batch, is_instance)
-            keys = await insert
-        except BaseException:
-            await settle(insert)
-            raise
+    nrows = len(items)
+    if session.dialect == "postgres" and nrows >= _copy.COPY_THRESHOLD:
+        send = _copy.copy_batch(session, plan, batch, nrows)
+    else:
+        send = _bulk.insert_batch(session, plan, batch, nrows)
+    # The statement goes out first; the instances are built while the server works
+    # (~10 ms of a 10,000-row batch), then get their keys.
+    insert = asyncio.ensure_future(send)
+    try:
+        await asyncio.sleep(0)  # the task sends the statement, then waits
+        built = _bulk.new_instances(plan, batch, is_instance) if build else []
+        keys = await insert
+    except BaseException:
+        await settle(insert)
+        raise
+    if not build:
+        return []
     saved: list[M] = _bulk.finish_instances(plan, batch, built, items, keys)
     return saved
 

@@ -12,7 +12,7 @@ import builtins
 from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin, overload
+from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin, overload
 
 from pydantic import BaseModel
 from tortoise.expressions import Subquery
@@ -272,15 +272,23 @@ class BaseRepository(Generic[ModelT]):
         await instance.save(using_db=self.session.connection, force_create=True)
         return instance
 
-    async def create_many(self, entities: Iterable[ModelT | EntityData]
-                          ) -> builtins.list[ModelT]:
+    @overload
+    async def create_many(self, entities: Iterable[ModelT | EntityData], *,
+                          returning: Literal[True] = True) -> builtins.list[ModelT]: ...
+    @overload
+    async def create_many(self, entities: Iterable[ModelT | EntityData], *,
+                          returning: Literal[False]) -> int: ...
+    async def create_many(self, entities: Iterable[ModelT | EntityData], *,
+                          returning: bool = True) -> builtins.list[ModelT] | int:
         """Insert many entities in as few statements as possible; ids are set on all of them.
 
         All or nothing: on any error (a duplicate included) nothing is written, the session
         stays usable, and the error is raised. Signals (pre/post save) are not sent, as with
-        Tortoise's ``bulk_create``.
+        Tortoise's ``bulk_create``. On PostgreSQL a batch of 50,000 rows or more goes in by
+        binary COPY. ``returning=False`` returns the row count instead and reads
+        ``entities`` in chunks (a generator of more rows than fit in memory).
         """
-        return await _create_many.create_many(self, entities)
+        return await _create_many.create_many(self, entities, returning=returning)
 
     async def get_or_create(self, defaults: Mapping[str, Any] | None = None,
                             **lookup: Any) -> tuple[ModelT, bool]:
