@@ -218,3 +218,17 @@ async def test_where_methods_honour_hide_soft_deleted(db: DatabaseManager) -> No
         assert await User.all().count() == 10
         assert await repo.update_many([{"id": users[1].id, "name": "hidden"}]) == []
         assert await UserRepository(session).delete_where({}) == 10
+
+
+async def test_upsert_on_the_primary_key(db: DatabaseManager) -> None:
+    async with db.session() as session:
+        repo = UserRepository(session)
+        users = await repo.create_many(_users(3))
+        results = await repo.upsert_many(
+            [{"id": users[1].id, "email": "u1@x.io", "name": "changed"},
+             {"id": 5000, "email": "fresh@x.io", "name": "fresh"}],
+            conflict=["id"], update=["name"])
+        assert [(u.id, u.name, created) for u, created in results] == [
+            (users[1].id, "changed", False), (5000, "fresh", True)]
+        assert await User.filter(id=5000).exists()
+        assert (await User.get(id=users[1].id)).name == "changed"
