@@ -537,8 +537,15 @@ async def update_where(repo: BaseRepository[Any], filters: Mapping[str, Any] | N
 
 async def delete_where(repo: BaseRepository[Any], filters: Mapping[str, Any] | None) -> int:
     """``DELETE FROM t WHERE <filters>``; the row count."""
-    count: int = await repo._where(filters, include_deleted=False).delete()
-    return count
+    queryset = repo._where(filters, include_deleted=False)
+    if repo.session.dialect == "sqlite":
+        # Tortoise's sqlite client counts the rows an ON DELETE CASCADE removes too
+        # (``total_changes``); on the session's one connection nothing changes in between.
+        count: int = await queryset.count()
+        await queryset.delete()
+        return count
+    deleted: int = await queryset.delete()
+    return deleted
 
 
 async def soft_delete_where(repo: BaseRepository[Any],

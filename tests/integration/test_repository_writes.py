@@ -14,6 +14,7 @@ from aegis_tortoise import DatabaseManager, DuplicateEntityError, ValidationErro
 from aegis_tortoise.examples.models import User
 from tests.integration.test_repository_support import (
     HiddenUserRepository,
+    PolicyRepository,
     UserRepository,
     recorded_sql,
 )
@@ -232,3 +233,18 @@ async def test_upsert_on_the_primary_key(db: DatabaseManager) -> None:
             (users[1].id, "changed", False), (5000, "fresh", True)]
         assert await User.filter(id=5000).exists()
         assert (await User.get(id=users[1].id)).name == "changed"
+
+
+async def test_where_methods_across_relations(db: DatabaseManager) -> None:
+    async with db.session() as session:
+        repo = UserRepository(session)
+        users = await repo.create_many(_users(4))
+        for user in users[:2]:
+            await PolicyRepository(session).create_many(
+                [{"user_id": user.id, "title": "gold"}, {"user_id": user.id, "title": "gold"}])
+        # Two matching policies per user: each user counts once.
+        assert await repo.update_where({"policies__title": "gold"}, name="gold") == 2
+        assert await User.filter(name="gold").count() == 2
+        assert await repo.soft_delete_where({"policies__title": "gold"}) == 2
+        assert await repo.delete_where({"policies__title": "gold"}) == 2
+        assert await User.all().count() == 2
