@@ -227,10 +227,13 @@ def _upsert_sql(model: type[Model], dialect: str, names: tuple[str, ...], *,
 
 
 @lru_cache(maxsize=512)
-def _by_keys_sql(model: type[Model], dialect: str, conflict: tuple[str, ...], nrows: int) -> str:
-    """``SELECT <all> FROM t WHERE (key) IN (<the given keys>)``."""
+def _by_keys_sql(model: type[Model], dialect: str, conflict: tuple[str, ...], nrows: int, *,
+                 keys_only: bool = False) -> str:
+    """``SELECT <all, or the key> FROM t WHERE (key) IN (<the given keys>)``."""
     db = model._meta.fields_db_projection
-    columns = ", ".join(_quote(c) for c in db.values())
+    columns = ", ".join(_quote(db[n] if keys_only else c)
+                        for n, c in (zip(conflict, conflict, strict=True) if keys_only
+                                     else db.items()))
     target = ", ".join(_quote(db[n]) for n in conflict)
     if dialect == "postgres":
         arrays = ", ".join(f"${i + 1}::{_pg_type(model, n)}[]" for i, n in enumerate(conflict))
@@ -296,12 +299,20 @@ async def _upsert_group(repo: BaseRepository[M], cols: _Columns, keys: list[Any]
                       for i, n in zip(key_index, target, strict=True)]
         existing: set[Any] = set()
         if dialect != "postgres":
-            sql = _by_keys_sql(model, dialect, target, end - start)
+            # DO UPDATE returns every row: only the existing keys are needed first.
+            sql = _by_keys_sql(model, dialect, target, end - start, keys_only=bool(update))
             flat = [v for row in zip(*key_params, strict=True) for v in row]
-            for obj in build(await fetch_rows(conn, sql, flat)):
-                key = tuple(getattr(obj, n) for n in target)
-                existing.add(key)
-                found[key] = (obj, False)
+            records = await fetch_rows(conn, sql, flat)
+            if update:
+                fields = [model._meta.fields_map[n] for n in target]
+                existing.update(tuple(f.to_python_value(v) for f, v in zip(fields, record,
+                                                                           strict=True))
+                                for record in records)
+            else:
+                for obj in build(records):
+                    key = tuple(getattr(obj, n) for n in target)
+                    existing.add(key)
+                    found[key] = (obj, False)
         sql = _upsert_sql(model, dialect, names, scalars=scalar_names, conflict=target,
                           update=update, nrows=end - start if dialect != "postgres" else 0)
         arrays = [array[start:end] for array in cols.arrays]
