@@ -39,9 +39,7 @@ def native_types(connection: Any) -> frozenset[type]:
 
 def plain_query(repo: BaseRepository[M]) -> bool:
     """Whether ``repo.query()`` is the plain table, so SQL built here may stand for it."""
-    from aegis_tortoise.repository import BaseRepository  # an import cycle otherwise
-
-    return type(repo).query is BaseRepository.query and _sql.plain_model(repo.model)
+    return repo._plain_query()
 
 
 def rows_of(repo: BaseRepository[M]) -> _sql.RowPlan:

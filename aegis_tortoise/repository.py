@@ -145,6 +145,12 @@ class BaseRepository(Generic[ModelT]):
             queryset = queryset.filter(**{f"{self.soft_delete_field}__isnull": True})
         return queryset
 
+    def _plain_query(self) -> bool:
+        """Whether ``query()`` is the plain table, so SQL built once per shape may stand for
+        it: neither the repository's ``query()`` nor the model's ``Meta.manager`` is
+        overridden (:mod:`aegis_tortoise._reads`)."""
+        return type(self).query is BaseRepository.query and _sql.plain_model(self.model)
+
     @contextmanager
     def _translating(self) -> Iterator[None]:
         """Translate database errors; a ValueError from a field conversion is bad input."""
@@ -331,7 +337,7 @@ class BaseRepository(Generic[ModelT]):
         related = prefetch_fields(self.model, prefetch)
         pk = self._pk(entity_id)
         # The cached statement stands for query().filter(pk=...): only while query() is plain.
-        if not related and _reads.plain_query(self):
+        if not related and self._plain_query():
             hidden = self.hide_soft_deleted and not include_deleted
             sql = _bulk.select_by_pk_sql(self.model, self.session.dialect,
                                          self.soft_delete_field, True if hidden else None)
