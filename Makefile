@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+CURVES_ARGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -28,6 +29,9 @@ test: $(STAMP)  ## Run the whole suite on sqlite and PostgreSQL
 bench: $(STAMP)  ## Benchmark against asyncpg, SQLAlchemy and plain Tortoise (writes bench/README.md)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+bench-curves: $(STAMP)  ## Cost curves at 1k-1M rows (CURVES_ARGS="--sizes 1000,10000"; writes bench/curves.png)
+	$(PY) bench/curves.py $(CURVES_ARGS)
+
 lint: $(STAMP)  ## ruff and mypy --strict
 	$(VENV)/bin/ruff check aegis_tortoise compat tests examples bench
 	$(VENV)/bin/mypy
@@ -38,4 +42,4 @@ docs: $(STAMP)  ## Build the documentation site into site/ (mkdocs build --stric
 clean:  ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
 
-.PHONY: help install demo test bench lint docs clean
+.PHONY: help install demo test bench bench-curves lint docs clean

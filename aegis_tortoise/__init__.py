@@ -21,7 +21,13 @@ from aegis_tortoise.errors import (
     translate_errors,
 )
 from aegis_tortoise.manager import DatabaseManager
-from aegis_tortoise.models import BaseEntity, PaginatedResponse, SoftDeleteMixin, TimestampMixin
+from aegis_tortoise.models import (
+    BaseEntity,
+    KeysetPage,
+    PaginatedResponse,
+    SoftDeleteMixin,
+    TimestampMixin,
+)
 from aegis_tortoise.repository import BaseRepository
 from aegis_tortoise.retry import db_retry, is_transient, with_db_retry
 from aegis_tortoise.session import Result, Row, Session
@@ -43,6 +49,7 @@ __all__ = [
     "EntityNotFoundError",
     "ErrorCode",
     "InvalidFilterError",
+    "KeysetPage",
     "MultipleResultsFoundError",
     "NoResultFoundError",
     "PaginatedResponse",

@@ -1,5 +1,5 @@
 """BaseEntity (an abstract Tortoise model with timestamps and soft delete) and
-PaginatedResponse."""
+PaginatedResponse, KeysetPage."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tortoise import fields
 from tortoise.models import Model
 
-__all__ = ["BaseEntity", "PaginatedResponse", "SoftDeleteMixin", "TimestampMixin"]
+__all__ = ["BaseEntity", "KeysetPage", "PaginatedResponse", "SoftDeleteMixin", "TimestampMixin"]
 
 T = TypeVar("T")
 
@@ -73,3 +73,16 @@ class PaginatedResponse(BaseModel, Generic[T]):
     def has_previous(self) -> bool:
         """Whether an earlier page exists."""
         return self.page > 1
+
+
+class KeysetPage(BaseModel, Generic[T]):
+    """One page of ``repo.paginate_keyset()``: the items, and the cursor of the next page.
+
+    ``next_cursor`` is opaque (pass it back as ``after=``); None when ``has_next`` is False.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    items: list[T]
+    next_cursor: str | None = None
+    has_next: bool = False

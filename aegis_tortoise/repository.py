@@ -8,24 +8,19 @@ sent (:mod:`aegis_tortoise._filters`).
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import functools
-import operator
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import lru_cache
-from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin, overload
+from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin, overload
 
 from pydantic import BaseModel
-from tortoise import timezone
-from tortoise.expressions import Expression, ResolveContext, Subquery
+from tortoise.expressions import Subquery
 from tortoise.models import Model
 from tortoise.query_utils import Prefetch
 from tortoise.queryset import QuerySet
 
-from aegis_tortoise import _bulk
+from aegis_tortoise import _bulk, _create_many, _keyset, _reads, _stream, _writes
 from aegis_tortoise import _select as _sql
 from aegis_tortoise._filters import (
     default_ordering,
@@ -37,7 +32,7 @@ from aegis_tortoise._filters import (
     writable_values,
 )
 from aegis_tortoise._translate import public_methods
-from aegis_tortoise._values import auto_now_values, db_values, python_values
+from aegis_tortoise._values import python_values
 from aegis_tortoise.errors import (
     ConfigurationError,
     DuplicateEntityError,
@@ -45,7 +40,7 @@ from aegis_tortoise.errors import (
     ValidationError,
     translate_errors,
 )
-from aegis_tortoise.models import PaginatedResponse
+from aegis_tortoise.models import KeysetPage, PaginatedResponse
 from aegis_tortoise.session import Session
 
 __all__ = ["BaseRepository", "ModelT"]
@@ -56,8 +51,6 @@ ModelT = TypeVar("ModelT", bound=Model)
 EntityData = Mapping[str, Any] | BaseModel
 OrderBy = str | Sequence[str]
 Prefetches = str | Iterable[str | Prefetch]
-
-_is_none = functools.partial(operator.is_, None)
 
 # get_by_ids sends at most this many ids per query (PostgreSQL allows 32767 parameters).
 _IDS_PER_QUERY = 10_000
@@ -78,10 +71,13 @@ class BaseRepository(Generic[ModelT]):
             ``include_deleted=True``. Default False: soft-deleted rows stay visible, as in
             the original library.
         soft_delete_field: The nullable datetime field that marks soft-deleted rows.
+        cursor_secret: The HMAC key of ``paginate_keyset`` cursors; None: the
+            ``AEGIS_CURSOR_SECRET`` environment variable, else a key made per process.
     """
 
     hide_soft_deleted: ClassVar[bool] = False
     soft_delete_field: ClassVar[str] = "deleted_at"
+    cursor_secret: ClassVar[str | bytes | None] = None
 
     session: Session
     model: type[ModelT]
@@ -148,6 +144,12 @@ class BaseRepository(Generic[ModelT]):
         if self.hide_soft_deleted and not include_deleted:
             queryset = queryset.filter(**{f"{self.soft_delete_field}__isnull": True})
         return queryset
+
+    def _plain_query(self) -> bool:
+        """Whether ``query()`` is the plain table, so SQL built once per shape may stand for
+        it: neither the repository's ``query()`` nor the model's ``Meta.manager`` is
+        overridden (:mod:`aegis_tortoise._reads`)."""
+        return type(self).query is BaseRepository.query and _sql.plain_model(self.model)
 
     @contextmanager
     def _translating(self) -> Iterator[None]:
@@ -276,121 +278,23 @@ class BaseRepository(Generic[ModelT]):
         await instance.save(using_db=self.session.connection, force_create=True)
         return instance
 
-    async def create_many(self, entities: Iterable[ModelT | EntityData]
-                          ) -> builtins.list[ModelT]:
+    @overload
+    async def create_many(self, entities: Iterable[ModelT | EntityData], *,
+                          returning: Literal[True] = True) -> builtins.list[ModelT]: ...
+    @overload
+    async def create_many(self, entities: Iterable[ModelT | EntityData], *,
+                          returning: Literal[False]) -> int: ...
+    async def create_many(self, entities: Iterable[ModelT | EntityData], *,
+                          returning: bool = True) -> builtins.list[ModelT] | int:
         """Insert many entities in as few statements as possible; ids are set on all of them.
 
         All or nothing: on any error (a duplicate included) nothing is written, the session
         stays usable, and the error is raised. Signals (pre/post save) are not sent, as with
-        Tortoise's ``bulk_create``.
+        Tortoise's ``bulk_create``. On PostgreSQL a batch of 50,000 rows or more goes in by
+        binary COPY. ``returning=False`` returns the row count instead and reads
+        ``entities`` in chunks (a generator of more rows than fit in memory).
         """
-        items = builtins.list(entities)
-        if not items:
-            return []
-        saved = await self._create_many_by_column(items)
-        if saved is not None:
-            return saved
-        instances = [self._instance(entity) for entity in items]
-        rows = await _bulk.prepare_rows(instances)
-        before = [instance.pk for instance in instances]
-        try:
-            async with self.session.savepoint():
-                await _bulk.insert_rows(self.session, self.model, rows)
-        except BaseException:
-            for instance, pk in zip(instances, before, strict=True):
-                instance.pk = pk  # the ids of a rolled-back insert must not stick
-            raise
-        return instances
-
-    async def _create_many_by_column(self, items: builtins.list[ModelT | EntityData]
-                                     ) -> builtins.list[ModelT] | None:
-        """create_many's column-at-a-time path (:mod:`aegis_tortoise._bulk`).
-
-        Returns None when the batch needs the row-at-a-time path (relations given as
-        objects, explicit primary keys, async or database defaults, array columns); then
-        nothing has been sent or changed. Both paths accept and reject the same input.
-        """
-        plan = _bulk.bulk_plan(self.model)
-        if plan.unsupported:
-            return None
-        gathered = self._batch_rows(items)
-        if gathered is None:
-            return None
-        rows, is_instance, keysets = gathered
-        for keyset in keysets:
-            writable_values(self.model, dict.fromkeys(keyset), action="create")
-            if keyset & plan.fallback_keys:
-                return None
-        try:
-            # A value a field cannot convert raises here (object() for a Decimal, "abc" ->
-            # InvalidOperation, 12 for a UUID); the public wrapper makes it a ValidationError.
-            batch = _bulk.prepare_batch(plan, rows, is_instance, keysets)
-        except _bulk.NeedsRowPath:
-            return None
-        except _bulk.MissingFieldsError as exc:
-            raise self._missing(exc.fields) from None
-        async with self.session.savepoint():
-            # The INSERT goes out first; the instances are built while the server works
-            # (~10 ms of a 10,000-row batch), then get their keys.
-            insert = asyncio.ensure_future(
-                _bulk.insert_batch(self.session, plan, batch, len(rows)))
-            try:
-                await asyncio.sleep(0)  # the task sends the statement, then waits
-                built = _bulk.new_instances(plan, batch, is_instance)
-                keys = await insert
-            except BaseException:
-                await _settle(insert)
-                raise
-        saved: builtins.list[ModelT] = _bulk.finish_instances(plan, batch, built, items, keys)
-        return saved
-
-    def _batch_rows(self, items: builtins.list[ModelT | EntityData]) -> tuple[
-            Sequence[Mapping[str, Any]], Sequence[bool], set[frozenset[str]]] | None:
-        """Each item's field values (a dict, or an instance's ``__dict__``), which items are
-        instances, and the dicts' distinct key sets; None if an instance has its own key."""
-        first = items[0]
-        if type(first) is dict and set(map(type, items)) == {dict}:
-            # Plain dicts with one key set (the usual batch): checked in C, not per row.
-            first_keys = first.keys()
-            if all(map(first_keys.__eq__, map(dict.keys, items))):  # type: ignore[arg-type]
-                dicts: builtins.list[Mapping[str, Any]] = items  # type: ignore[assignment]
-                return dicts, [False] * len(items), {frozenset(first_keys)}
-        pk_attr = self.model._meta.pk_attr
-        generated_pk = self.model._meta.pk.generated
-        if type(first) is self.model and set(map(type, items)) == {self.model}:
-            # New instances of the model (the other usual batch), checked in C.
-            states: builtins.list[dict[str, Any]] = [vars(item) for item in items]
-            try:
-                saved = any(map(operator.itemgetter("_saved_in_db"), states))
-                keyed = generated_pk and not all(
-                    map(_is_none, map(operator.itemgetter(pk_attr), states)))
-            except KeyError:  # an attribute deleted by the caller: the per-item loop names it
-                saved = keyed = False
-            else:
-                if keyed:
-                    return None  # explicit keys: inserted in statements of their own
-                if not saved:
-                    return states, [True] * len(items), set()
-        rows: builtins.list[Mapping[str, Any]] = []
-        is_instance: builtins.list[bool] = []
-        keysets: set[frozenset[str]] = set()
-        last: Any = None
-        for entity in items:
-            if isinstance(entity, Model):
-                state = self._unsaved(entity).__dict__
-                if generated_pk and state.get(pk_attr) is not None:
-                    return None  # an explicit key: inserted in a statement of its own
-                rows.append(state)
-                is_instance.append(True)
-                continue
-            data = entity if isinstance(entity, Mapping) else self._data(entity, partial=False)
-            keys = data.keys()
-            if keys != last:  # consecutive dicts mostly share their keys: check a set once
-                keysets.add(frozenset(keys))
-                last = keys
-            rows.append(data)
-            is_instance.append(False)
-        return rows, is_instance, keysets
+        return await _create_many.create_many(self, entities, returning=returning)
 
     async def get_or_create(self, defaults: Mapping[str, Any] | None = None,
                             **lookup: Any) -> tuple[ModelT, bool]:
@@ -437,7 +341,7 @@ class BaseRepository(Generic[ModelT]):
             hidden = self.hide_soft_deleted and not include_deleted
             sql = _bulk.select_by_pk_sql(self.model, self.session.dialect,
                                          self.soft_delete_field, True if hidden else None)
-            return await self._one_row(self.session.connection, sql,
+            return await _reads.one_row(self, sql,
                                        [self.model._meta.pk.to_db_value(pk, self.model)])
         queryset = self.query(include_deleted=include_deleted).filter(pk=pk)
         return await queryset.prefetch_related(*related).first()
@@ -463,10 +367,10 @@ class BaseRepository(Generic[ModelT]):
         found: dict[Any, ModelT] = {}
         for start in range(0, len(wanted), _IDS_PER_QUERY):
             chunk = wanted[start:start + _IDS_PER_QUERY]
-            plain = self._plain_where({f"{self.model._meta.pk_attr}__in": chunk},
+            plain = _reads.plain_where(self, {f"{self.model._meta.pk_attr}__in": chunk},
                                       include_deleted)
-            rows = None if plain is None else await self._plain_fetch(
-                *plain, (), related, skip=0, limit=None)
+            rows = None if plain is None else await _reads.plain_fetch(
+                self, *plain, (), related, skip=0, limit=None)
             if rows is not None:
                 found.update((row.pk, row) for row in rows)
                 continue
@@ -495,12 +399,13 @@ class BaseRepository(Generic[ModelT]):
             InvalidFilterError: an unknown field or lookup, before any SQL runs.
         """
         filters = single_pass(filters)
-        plain = self._plain_where(filters, include_deleted)
+        plain = _reads.plain_where(self, filters, include_deleted)
         ordering = self._ordering(order_by_fields(self.model, order_by))
         related = prefetch_fields(self.model, prefetch)
         _check_window(skip, limit)
         if plain is not None:
-            rows = await self._plain_fetch(*plain, tuple(ordering), related, skip=skip, limit=limit)
+            rows = await _reads.plain_fetch(self, *plain, tuple(ordering), related,
+                                            skip=skip, limit=limit)
             if rows is not None:
                 return rows
         queryset = self._select(filters, ordering, related, include_deleted)
@@ -517,7 +422,7 @@ class BaseRepository(Generic[ModelT]):
     async def count(self, filters: Mapping[str, Any] | None = None, *,
                     include_deleted: bool = False) -> int:
         """The number of entities matching ``filters``."""
-        plain = self._plain_where(filters, include_deleted)
+        plain = _reads.plain_where(self, filters, include_deleted)
         if plain is not None:
             kwargs, shape = plain
             sql = _sql.count_sql(self.model, self.session.dialect, shape)
@@ -541,97 +446,49 @@ class BaseRepository(Generic[ModelT]):
                 raise ValidationError(f"{name} must be an integer >= 1, got {value!r}",
                                       details={"field": name})
         filters = single_pass(filters)
-        plain = self._plain_where(filters, include_deleted)
+        plain = _reads.plain_where(self, filters, include_deleted)
         ordering = self._ordering(order_by_fields(self.model, order_by))
         related = prefetch_fields(self.model, prefetch)
         total = await self.count(filters, include_deleted=include_deleted)
         offset = (page - 1) * page_size
         items: builtins.list[ModelT] | None = []
         if offset < total:
-            items = None if plain is None else await self._plain_fetch(
-                *plain, tuple(ordering), related, skip=offset, limit=page_size)
+            items = None if plain is None else await _reads.plain_fetch(
+                self, *plain, tuple(ordering), related, skip=offset, limit=page_size)
             if items is None:
                 queryset = self._select(filters, ordering, related, include_deleted)
                 items = await queryset.offset(offset).limit(page_size)
         return PaginatedResponse[ModelT].create(items=items or [], total=total, page=page,
                                                 page_size=page_size)
 
-    # -- reads without the QuerySet (aegis_tortoise._select) ------------------------------
-
-    def _plain_query(self) -> bool:
-        """Whether ``query()`` is the plain table, so SQL built here may stand for it: neither
-        the repository's ``query()`` nor the model's ``Meta.manager`` is overridden."""
-        return type(self).query is BaseRepository.query and _sql.plain_model(self.model)
-
-    def _row_plan(self) -> _sql.RowPlan:
-        return _sql.row_plan(self.model, _native_types(self.session.connection))
-
-    def _plain_where(self, filters: Mapping[str, Any] | None, include_deleted: bool
-                     ) -> tuple[dict[str, Any], _sql.Shape] | None:
-        """Validated filters (as ``query()`` would apply them) and their shape, or None when
-        the QuerySet must run them (a ``query()`` override, a filter the shape cannot hold).
+    async def paginate_keyset(self, limit: int = 20, order_by: OrderBy | None = None,
+                              filters: Mapping[str, Any] | None = None, after: str | None = None,
+                              *, include_deleted: bool = False) -> KeysetPage[ModelT]:
+        """The page after the cursor ``after`` (None: the first page); one query whatever
+        the depth. ``order_by`` takes non-null fields; the primary key breaks ties.
 
         Raises:
-            InvalidFilterError: as :meth:`_where` would, before any SQL.
+            ValidationError: a changed cursor, or one of another model or ordering.
         """
-        kwargs = filter_kwargs(self.model, filters)
-        if not self._plain_query():
-            return None  # query() or the model's manager may narrow or join: QuerySet path
-        if self.hide_soft_deleted and not include_deleted:
-            hidden = f"{self.soft_delete_field}__isnull"
-            if kwargs.get(hidden, True) is not True:
-                return None  # query() ANDs IS NULL with the caller's IS NOT NULL: let it
-            kwargs = {hidden: True, **kwargs}
-        shape = _sql.shape_of(self.model, kwargs, self.session.dialect)
-        return None if shape is None else (kwargs, shape)
+        return await _keyset.paginate_keyset(self, limit=limit, order_by=order_by,
+                                             filters=filters, after=after,
+                                             include_deleted=include_deleted)
 
-    async def _plain_fetch(self, kwargs: Mapping[str, Any], shape: _sql.Shape,
-                           ordering: tuple[str, ...], related: Sequence[str | Prefetch], *,
-                           skip: int, limit: int | None) -> builtins.list[ModelT] | None:
-        """Rows for a plain shape through SQL built once per shape; None to use the QuerySet
-        (an ordering or prefetch the cached SQL does not cover)."""
-        model = self.model
-        dialect = self.session.dialect
-        if not _sql.orderable(model, ordering, dialect):
-            return None
-        native = _native_types(self.session.connection)
-        prefetches: builtins.list[tuple[str, _sql.PrefetchPlan]] = []
-        for name in related:
-            if not isinstance(name, str) or dialect != "postgres":
-                return None
-            plan = _sql.prefetch_plan(model, name, native)
-            if plan is None:
-                return None
-            prefetches.append((name, plan))
-        rows = _sql.row_plan(model, native)
-        sql = _sql.select_sql(model, dialect, shape, ordering, rows.columns_sql,
-                              limit=limit is not None, offset=bool(skip))
-        params = _sql.params_for(model, shape, kwargs)
-        if limit is not None:
-            params.append(limit)
-        if skip:
-            params.append(skip)
-        _, records = await self.session.connection.execute_query(sql, params)
-        items: builtins.list[ModelT] = rows.build(records)
-        for name, plan in prefetches:
-            await self._prefetch_reverse(items, name, plan, native)
-        return items
+    def iterate(self, filters: Mapping[str, Any] | None = None,
+                order_by: OrderBy | None = None, batch_size: int = 1000, *,
+                include_deleted: bool = False) -> AsyncGenerator[ModelT, None]:
+        """Every matching entity, holding at most ``batch_size`` rows (a server-side cursor
+        on PostgreSQL, keyset batches on sqlite): ``async for user in repo.iterate(): ...``."""
+        return _stream.items(self, filters=filters, order_by=order_by, batch_size=batch_size,
+                             include_deleted=include_deleted)
 
-    async def _prefetch_reverse(self, items: Sequence[ModelT], name: str,
-                                plan: _sql.PrefetchPlan, native: frozenset[type]) -> None:
-        """Load reverse relation ``name`` of ``items`` in one query, as Tortoise 1.1.9's
-        ``_prefetch_reverse_relation`` does (same grouping, same result containers)."""
-        own = plan.own_attr
-        keys = builtins.list(dict.fromkeys(getattr(item, own) for item in items))
-        groups: dict[Any, builtins.list[Any]] = {}
-        if keys:
-            values = [plan.own_field.to_db_value(key, self.model) for key in keys]
-            _, records = await self.session.connection.execute_query(plan.sql, [values])
-            fk_attr = plan.fk_attr
-            for obj in _sql.row_plan(plan.related, native).build(records):
-                groups.setdefault(getattr(obj, fk_attr), []).append(obj)
-        for item in items:
-            getattr(item, name)._set_result_for_query(groups.get(getattr(item, own), []), None)
+    def iterate_batches(self, filters: Mapping[str, Any] | None = None,
+                        order_by: OrderBy | None = None, batch_size: int = 1000, *,
+                        include_deleted: bool = False
+                        ) -> AsyncGenerator[builtins.list[ModelT], None]:
+        """:meth:`iterate` a list of up to ``batch_size`` entities at a time."""
+        return _stream.batches(self, filters=filters, order_by=order_by,
+                               batch_size=batch_size, include_deleted=include_deleted)
 
     # -- update / delete ------------------------------------------------------------------
 
@@ -647,67 +504,7 @@ class BaseRepository(Generic[ModelT]):
         pk = self._pk(entity_id)
         if not values:
             return await self.get_by_id(pk, include_deleted=True)
-        return await self._update_returning(pk, python_values(self.model, values))
-
-    async def _update_returning(self, pk: Any, values: dict[str, Any], *,
-                                where_null: bool | None = None) -> ModelT | None:
-        """``UPDATE ... SET <values>, updated_at = now WHERE pk = ... RETURNING *``.
-
-        Args:
-            where_null: True/False: only if the soft-delete field is NULL / NOT NULL.
-        """
-        meta = self.model._meta
-        table = meta.basetable
-        conn = self.session.connection
-        # What DatetimeField.to_db_value stamps on save(): now in the context's time zone.
-        auto_now_values(self.model, values, timezone.localtime())
-        if not any(isinstance(v, Expression) or k in meta.fk_fields or k in meta.o2o_fields
-                   for k, v in values.items()):
-            return await self._update_cached(pk, values, where_null)
-        query = conn.query_class.update(table)
-        context = ResolveContext(model=self.model, table=table, annotations={},
-                                 custom_filters={})
-        for key, given in values.items():
-            name, value, field = key, given, meta.fields_map[key]
-            if key in meta.fk_fields or key in meta.o2o_fields:
-                self.model._validate_relation_type(key, given)
-                if isinstance(given, Model):
-                    value = getattr(given, field.to_field_instance.model_field_name)  # type: ignore[attr-defined]
-                name = str(field.source_field)
-                field = meta.fields_map[name]
-            column = meta.fields_db_projection[name]
-            if isinstance(value, Expression):
-                query = query.set(column, value.resolve(context).term)
-            else:
-                # The model class, not an instance: no auto_now side effects, as in
-                # Tortoise's own QuerySet.update().
-                query = query.set(column, field.to_db_value(value, self.model))
-        query = query.where(table[meta.db_pk_column] == meta.pk.to_db_value(pk, self.model))
-        if where_null is not None:
-            marker = table[meta.fields_db_projection[self.soft_delete_field]]
-            query = query.where(marker.isnull() if where_null else marker.notnull())
-        query = query.returning(*meta.fields_db_projection.values())  # type: ignore[operator]
-        sql, params = query.get_parameterized_sql()
-        return await self._one_row(conn, sql, params)
-
-    async def _update_cached(self, pk: Any, values: dict[str, Any],
-                             where_null: bool | None) -> ModelT | None:
-        """``_update_returning`` for plain values, with the SQL built once per column set."""
-        meta = self.model._meta
-        columns = tuple(meta.fields_db_projection[key] for key in values)
-        sql = _bulk.update_by_pk_sql(self.model, self.session.dialect, columns,
-                                     self.soft_delete_field, where_null)
-        params = db_values(self.model, values)
-        params.append(meta.pk.to_db_value(pk, self.model))
-        return await self._one_row(self.session.connection, sql, params)
-
-    async def _one_row(self, connection: Any, sql: str,
-                            params: builtins.list[Any]) -> ModelT | None:
-        """The first row of a statement that selects or returns every column, as an
-        instance (None if there is none)."""
-        rows = await _bulk.fetch_rows(connection, sql, params)
-        found: builtins.list[ModelT] = self._row_plan().build(rows[:1])
-        return found[0] if found else None
+        return await _writes.update_returning(self, pk, python_values(self.model, values))
 
     async def delete(self, entity_id: Any) -> bool:
         """Delete the row for good; True if it existed."""
@@ -728,7 +525,7 @@ class BaseRepository(Generic[ModelT]):
         """
         self._require_soft_delete("soft-delete")
         pk = self._pk(entity_id)
-        row = await self._update_returning(pk, {self.soft_delete_field: datetime.now(UTC)},
+        row = await _writes.update_returning(self, pk, {self.soft_delete_field: datetime.now(UTC)},
                                            where_null=True)
         return row if row is not None else await self.get_by_id(pk, include_deleted=True)
 
@@ -736,38 +533,58 @@ class BaseRepository(Generic[ModelT]):
         """Clear ``deleted_at``; returns the entity (found even when hidden), or None."""
         self._require_soft_delete("restore")
         pk = self._pk(entity_id)
-        row = await self._update_returning(pk, {self.soft_delete_field: None}, where_null=False)
+        row = await _writes.update_returning(self, pk, {self.soft_delete_field: None},
+                                             where_null=False)
         return row if row is not None else await self.get_by_id(pk, include_deleted=True)
 
 
-async def _settle(task: asyncio.Future[Any]) -> None:
-    """Stop ``task`` and wait until it has (the driver cancels a running statement itself).
+    # -- set-based writes (aegis_tortoise._writes) -----------------------------------------
 
-    A cancellation that arrives meanwhile is held until the task is done, so the savepoint
-    around it is never rolled back while its statement still runs; then it is raised.
-    """
-    task.cancel()
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.wait([task])
-        except asyncio.CancelledError:
-            cancelled = True
-    if not task.cancelled():
-        task.exception()  # retrieved: the caller's own error is the one raised
-    if cancelled:
-        raise asyncio.CancelledError
+    async def upsert(self, data: EntityData, *, conflict: Sequence[str],
+                     update: Sequence[str] | None = None) -> tuple[ModelT, bool]:
+        """Insert ``data``, or on a conflict over ``conflict`` update the ``update`` fields
+        (and ``updated_at``); ``update=None``: leave the existing row as it is.
 
+        Returns:
+            ``(entity, created)``: the row as stored, and whether this call inserted it.
+        """
+        (result,) = await _writes.upsert_many(self, [data], conflict, update)
+        return result
 
-@lru_cache(maxsize=64)
-def _native_of(executor: type) -> frozenset[type]:
-    return frozenset(executor.DB_NATIVE)  # type: ignore[attr-defined]
+    async def upsert_many(self, rows: Iterable[ModelT | EntityData], *, conflict: Sequence[str],
+                          update: Sequence[str] | None = None
+                          ) -> builtins.list[tuple[ModelT, bool]]:
+        """:meth:`upsert` for many rows in one statement per chunk; ``(entity, created)`` in
+        input order. All or nothing: a bad row raises and nothing of the call is written.
 
+        Raises:
+            ValidationError: two rows with the same conflict key, conflict fields that are no
+                unique constraint, a bad value (naming the field).
+            DuplicateEntityError: a row conflicts on another unique field.
+        """
+        return await _writes.upsert_many(self, rows, conflict, update)
 
-def _native_types(connection: Any) -> frozenset[type]:
-    """The Python types the connection's driver returns as they are (Tortoise DB_NATIVE)."""
-    return _native_of(connection.executor_class)
+    async def update_many(self, rows: Iterable[EntityData]) -> builtins.list[ModelT]:
+        """Update each row (a dict with its id and the fields to change); rows may name
+        different fields. Ids that do not exist are skipped. One statement per field set
+        (``UPDATE ... FROM unnest(...)`` on PostgreSQL), all or nothing.
 
+        Returns:
+            The updated entities, in input order.
+        """
+        return await _writes.update_many(self, rows)
+
+    async def update_where(self, filters: Mapping[str, Any] | None, **values: Any) -> int:
+        """Set ``values`` (and ``updated_at``) on every row matching ``filters``; the count."""
+        return await _writes.update_where(self, filters, values)
+
+    async def delete_where(self, filters: Mapping[str, Any] | None) -> int:
+        """Delete every row matching ``filters`` for good; the count."""
+        return await _writes.delete_where(self, filters)
+
+    async def soft_delete_where(self, filters: Mapping[str, Any] | None) -> int:
+        """Soft-delete every row matching ``filters`` not deleted yet; the count."""
+        return await _writes.soft_delete_where(self, filters)
 
 def _check_window(skip: int, limit: int | None) -> None:
     if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:

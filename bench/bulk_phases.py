@@ -5,7 +5,7 @@
                                                    # extra objects (the collector walks them)
 
 Times, per 10,000-row call of ``UserRepository.create_many`` (dicts), the batch check
-(``_batch_rows``), the column conversion (``_bulk.prepare_batch``), the instance build
+(``_create_many.batch_rows``), the column conversion (``_bulk.prepare_batch``), the instance build
 (``_bulk.new_instances``, overlapped with the INSERT), the INSERT task
 (``_bulk.insert_batch``) and the whole session, next to A's ``INSERT ... SELECT FROM unnest``
 on a pooled connection, interleaved and alternating the order. Runs on its own throw-away
@@ -29,8 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 
-from aegis_tortoise import DatabaseManager, _bulk
-from aegis_tortoise import repository as repository_module
+from aegis_tortoise import DatabaseManager, _bulk, _create_many
 from aegis_tortoise.examples.repositories import UserRepository
 from bench.c_asyncpg import _UNNEST, now
 
@@ -62,8 +61,7 @@ def _instrument() -> None:
     _bulk.prepare_batch = _timed("convert (prepare_batch)", _bulk.prepare_batch)
     _bulk.new_instances = _timed("build instances (overlapped)", _bulk.new_instances)
     _bulk.insert_batch = _timed("INSERT task", _bulk.insert_batch)
-    base = repository_module.BaseRepository
-    base._batch_rows = _timed("check batch (_batch_rows)", base._batch_rows)  # type: ignore[method-assign]
+    _create_many.batch_rows = _timed("check batch (batch_rows)", _create_many.batch_rows)
 
 
 async def main_async(args: argparse.Namespace) -> int:

@@ -39,8 +39,8 @@ class _Env(PoolEnv):
 class AegisContender(Contender):
     """``async with db.session() as session: self.repo(session).<method>(...)``.
 
-    ``repo_class`` lets the lever experiments (bench/levers.py) run the same code on a
-    patched repository; the benchmark itself always uses the example ``UserRepository``.
+    ``repo_class`` runs the same code on another repository class (experiments); the
+    benchmark itself always uses the example ``UserRepository``.
     """
 
     key = "E"

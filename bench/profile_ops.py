@@ -3,8 +3,6 @@
     python bench/profile_ops.py                          # get, create, update, list, count,
                                                          # create_many; D and E
     python bench/profile_ops.py --ops get --top 30 --contenders D,E,A
-    python bench/profile_ops.py --levers "cached_sql;all"  # also E with bench/levers.py's
-                                                           # levers (one variant per ';')
 
 For each operation and contender: statements sent per unit of work (every asyncpg
 round trip: queries, BEGIN/COMMIT, the pool's reset on release), wall time per unit
@@ -249,21 +247,12 @@ async def main_async(args: argparse.Namespace) -> None:
     contenders: list[tuple[Contender, asyncpg.Connection]] = []
     seeded: dict[str, Any] = {}
     try:
-        variants = [v for v in args.levers.split(";") if v]
-        keys = args.contenders.split(",") + [f"L{i}" for i in range(len(variants))]
-        for key in keys:
+        for key in args.contenders.split(","):
             url = await dbs.create(f"p{key.lower()}", ddl)
             admin = await asyncpg.connect(url)
             seeded = await seed_pg(admin, sizes, key)
-            if key.startswith("L"):
-                from bench.levers import LEVERS, lever_contender
-
-                variant = variants[int(key[1:])]
-                chosen = LEVERS if variant == "all" else variant.split(",")
-                c: Contender = lever_contender(chosen)(url)
-            else:
-                c = {"A": AsyncpgContender, "B": SqlAlchemyContender, "D": TortoiseContender,
-                     "E": AegisContender}[key](url)
+            c: Contender = {"A": AsyncpgContender, "B": SqlAlchemyContender,
+                            "D": TortoiseContender, "E": AegisContender}[key](url)
             await c.start()
             contenders.append((c, admin))
         for op in args.ops.split(","):
@@ -309,8 +298,6 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=0, help="print the top N functions")
     parser.add_argument("--repeat", type=int, default=5,
                         help="unprofiled runs per operation; the median is reported")
-    parser.add_argument("--levers", default="",
-                        help="also profile E with these levers of bench/levers.py (or all)")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     asyncio.run(main_async(parser.parse_args()))
 

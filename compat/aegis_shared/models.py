@@ -1,5 +1,11 @@
-"""``aegis_shared.models``: the seed's base entity and pagination model."""
+"""``aegis_shared.models``: the seed's base entity and pagination models."""
 
-from aegis_tortoise.models import BaseEntity, PaginatedResponse, SoftDeleteMixin, TimestampMixin
+from aegis_tortoise.models import (
+    BaseEntity,
+    KeysetPage,
+    PaginatedResponse,
+    SoftDeleteMixin,
+    TimestampMixin,
+)
 
-__all__ = ["BaseEntity", "PaginatedResponse", "SoftDeleteMixin", "TimestampMixin"]
+__all__ = ["BaseEntity", "KeysetPage", "PaginatedResponse", "SoftDeleteMixin", "TimestampMixin"]

@@ -37,6 +37,7 @@ SHIM = {
     "aegis_shared.models": {
         "BaseEntity": models.BaseEntity,
         "PaginatedResponse": models.PaginatedResponse,
+        "KeysetPage": models.KeysetPage,
     },
     "aegis_shared.config": {
         "Settings": config.DatabaseSettings,
