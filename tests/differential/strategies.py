@@ -28,6 +28,9 @@ PENDING: dict[str, int] = {
     # until merged, any error counts as "an error" where Tortoise raised one too.
     "raw_errors": 12,
     "meta_ordering": 6,  # list/paginate without order_by ignore Meta.ordering
+    "db_default": 9,  # create_many returns DatabaseDefault sentinels for db_default fields
+    "time_auto_now": 3,  # update() writes a timestamp into TimeField(auto_now=True)
+    "dup_field": 14,  # DuplicateEntityError names the column, not the field
 }
 if os.environ.get("AEGIS_DIFF_ALL"):
     PENDING.clear()
@@ -436,3 +439,15 @@ def item_payloads(draw: st.DrawFn, backend: str, *, invalid: bool, owners: int,
         else:
             payload[name] = draw(value_of(kind, backend))
     return payload
+
+
+def has_invalid(payload: dict[str, Any]) -> bool:
+    """Whether ``payload`` holds a value :data:`INVALID` lists, or None for a NOT NULL field."""
+    nullable = {name for name, _, null in ITEM_FIELDS if null}
+    for name, value in payload.items():
+        if value is None and name not in nullable:
+            return True
+        if any(value is bad or (type(value) is type(bad) and value == bad)
+               for bads in INVALID.values() for bad in bads):
+            return True
+    return False

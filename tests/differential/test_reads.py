@@ -26,6 +26,7 @@ from tests.differential.harness import (
     attempt,
     canon,
     check_ours,
+    explain,
     harness,
     scaled,
     seed,
@@ -56,7 +57,8 @@ def rows_of(items: list[Model], prefetch: list[str]) -> list[Any]:
 def compare(repo: Outcome, ref: Outcome, context: str) -> None:
     if ref.ok:
         assert repo.ok, f"{context}: Tortoise answered {ref.value!r}, the repository raised {repo.error!r}"
-        assert repo.value == ref.value, f"{context}: results differ"
+        assert repo.value == ref.value, (
+            f"{context}: results differ {explain(repo.value, ref.value)}")
     else:
         check_ours(repo, f"{context} (Tortoise raised {ref.error!r})")
 
