@@ -31,6 +31,9 @@ PENDING: dict[str, int] = {
     "db_default": 9,  # create_many returns DatabaseDefault sentinels for db_default fields
     "time_auto_now": 3,  # update() writes a timestamp into TimeField(auto_now=True)
     "dup_field": 14,  # DuplicateEntityError names the column, not the field
+    "pending_rollback": 1,  # a commit after a failed statement stores half a session
+    "concurrency": 2,  # create_many calls at once on one session
+    "execute_quotes": 15,  # :name inside E'...', [a:b] and `a:b` read as parameters
 }
 if os.environ.get("AEGIS_DIFF_ALL"):
     PENDING.clear()
