@@ -15,20 +15,21 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from asyncpg.transaction import TransactionState
 from tortoise.backends.asyncpg.client import AsyncpgDBClient
 from tortoise.backends.asyncpg.client import TransactionWrapper as AsyncpgTransactionWrapper
 from tortoise.backends.base.client import ConnectionWrapper, TransactionContext
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionWrapper
 
+from aegis_tortoise._operations import BeginningConnectionWrapper, NestedContext
 from aegis_tortoise._statements import is_plain_read, is_stateless, plain_read
-from aegis_tortoise.errors import DatabaseConnectionError, PoolTimeoutError, translate_errors
-from aegis_tortoise.session import (
-    Result,
-    Session,
-    _BeginningConnectionWrapper,
-    _NestedContext,
-    is_dml,
+from aegis_tortoise.errors import (
+    DatabaseConnectionError,
+    PoolTimeoutError,
+    TransactionError,
+    translate_errors,
 )
+from aegis_tortoise.session import Result, Session, is_dml
 
 if TYPE_CHECKING:
     from aegis_tortoise.manager import DatabaseManager
@@ -121,10 +122,10 @@ class _PgSessionClient(_LazyReads, AsyncpgTransactionWrapper):
         self._proxy: Any = None  # the pool's proxy of conn, handed back on release
 
     def acquire_connection(self) -> ConnectionWrapper[Any]:
-        return _BeginningConnectionWrapper(self._lock, self)
+        return BeginningConnectionWrapper(self._lock, self)
 
     def _in_transaction(self) -> TransactionContext:
-        return _NestedContext(AsyncpgTransactionWrapper(self), self._aegis_session)
+        return NestedContext(AsyncpgTransactionWrapper(self), self._aegis_session)
 
 
 class _SqliteSessionClient(_LazyReads, SqliteTransactionWrapper):
@@ -136,10 +137,10 @@ class _SqliteSessionClient(_LazyReads, SqliteTransactionWrapper):
         self.log = log
 
     def acquire_connection(self) -> ConnectionWrapper[Any]:
-        return _BeginningConnectionWrapper(self._lock, self)
+        return BeginningConnectionWrapper(self._lock, self)
 
     def _in_transaction(self) -> TransactionContext:
-        return _NestedContext(SqliteTransactionWrapper(self), self._aegis_session)
+        return NestedContext(SqliteTransactionWrapper(self), self._aegis_session)
 
     async def commit(self) -> None:
         try:
@@ -299,6 +300,34 @@ class PostgresBackend:
         raw = session._conn
         return raw is None or bool(raw.is_closed())
 
+    async def commit(self, session: Session) -> None:
+        """COMMIT, reading the server's answer: PostgreSQL answers a COMMIT of a transaction
+        an error aborted with ``ROLLBACK``, which is a failure, not a success.
+
+        Tortoise 1.1.9 commits through asyncpg's ``Transaction.commit()``, which drops the
+        status; this is that method (asyncpg 0.32) keeping it.
+        """
+        client = session._client
+        xact = client.transaction
+        if xact is None or client._finalized:
+            await client.commit()  # Tortoise's own error for a finished transaction
+            return
+        raw = session._conn
+        if raw._top_xact is xact:
+            raw._top_xact = None
+        try:
+            status = await raw.execute("COMMIT;")
+        except BaseException:
+            xact._state = TransactionState.FAILED
+            raise
+        xact._state = TransactionState.COMMITTED
+        client._finalized = True
+        if status != "COMMIT":
+            raise TransactionError(
+                f"PostgreSQL answered COMMIT with {status}: the transaction had failed "
+                "(a statement's error was caught and not rolled back), so nothing of it "
+                "was written", details={"status": status})
+
     async def run_raw(self, conn: Any, sql: str, values: list[Any]) -> Result:
         # asyncpg 0.32's public API returns either rows (fetch) or the status (execute);
         # Connection._execute(return_status=True) gives both in one round trip.
@@ -412,6 +441,10 @@ class SqliteBackend:
 
     def is_broken(self, session: Session) -> bool:
         return session._conn is None
+
+    async def commit(self, session: Session) -> None:
+        """COMMIT (sqlite has no aborted-transaction state to check for)."""
+        await session._client.commit()
 
     async def run_raw(self, conn: Any, sql: str, values: list[Any]) -> Result:
         cursor = await conn.execute(sql, values)

@@ -112,7 +112,10 @@ async def _insert_group(session: Session, model: type[Model], columns: tuple[str
                         rows: list[tuple[Model, list[Any]]]) -> None:
     meta = model._meta
     pk_name = meta.pk_attr
-    returning = meta.pk.generated and pk_name not in columns
+    # Columns left to a database default come back too, as Model.save() reads them back.
+    defaults = tuple(name for name, field in meta.fields_map.items()
+                     if name not in columns and field.has_db_default())
+    returning = (meta.pk.generated and pk_name not in columns) or bool(defaults)
     db_columns = [meta.fields_db_projection[c] for c in columns]
     conn = session.connection
     if session.dialect == "postgres":
@@ -121,10 +124,10 @@ async def _insert_group(session: Session, model: type[Model], columns: tuple[str
             for start in range(0, len(rows), PG_UNNEST_CHUNK):
                 chunk = rows[start:start + PG_UNNEST_CHUNK]
                 sql = _unnest_sql(model, tuple(db_columns), tuple(types), (),
-                                  returning=returning)
+                                  returning=returning, extra=defaults)
                 arrays = [[values[i] for _, values in chunk] for i in range(len(columns))]
                 result = await fetch_rows(conn, sql, arrays)
-                _assign(model, chunk, result, returning=returning)
+                _assign(model, chunk, result, returning=returning, extra=defaults)
             return
         limit, placeholder = PG_MAX_VARIABLES, "$"
     else:
@@ -132,18 +135,23 @@ async def _insert_group(session: Session, model: type[Model], columns: tuple[str
     per_chunk = max(1, limit // max(1, len(columns)))
     for start in range(0, len(rows), per_chunk):
         chunk = rows[start:start + per_chunk]
-        sql = _values_sql(model, db_columns, len(chunk), placeholder, returning=returning)
+        sql = _values_sql(model, db_columns, len(chunk), placeholder, returning=returning,
+                          extra=defaults)
         params = [value for _, values in chunk for value in values]
         result = await fetch_rows(conn, sql, params)
-        _assign(model, chunk, result, returning=returning)
+        _assign(model, chunk, result, returning=returning, extra=defaults)
 
 
-def _returning_sql(model: type[Model], returning: bool) -> str:
-    return f" RETURNING {_quote(model._meta.db_pk_column)}" if returning else ""
+def _returning_sql(model: type[Model], returning: bool, extra: tuple[str, ...] = ()) -> str:
+    if not returning:
+        return ""
+    names = model._meta.fields_db_projection
+    return " RETURNING " + ", ".join(
+        _quote(c) for c in (model._meta.db_pk_column, *(names[e] for e in extra)))
 
 
 def _values_sql(model: type[Model], db_columns: list[str], nrows: int, placeholder: str, *,
-                returning: bool) -> str:
+                returning: bool, extra: tuple[str, ...] = ()) -> str:
     cols = ", ".join(_quote(c) for c in db_columns)
     width = len(db_columns)
     if placeholder == "$":
@@ -152,20 +160,29 @@ def _values_sql(model: type[Model], db_columns: list[str], nrows: int, placehold
         one = ", ".join("?" * width)
         groups = (one for _ in range(nrows))
     values = ", ".join(f"({g})" for g in groups)
-    returning_sql = _returning_sql(model, returning)
+    returning_sql = _returning_sql(model, returning, extra)
     return f"INSERT INTO {_table(model)} ({cols}) VALUES {values}{returning_sql}"  # noqa: S608
 
 
 def _assign(model: type[Model], chunk: list[tuple[Model, list[Any]]],
-            result: list[Any], *, returning: bool) -> None:
+            result: list[Any], *, returning: bool, extra: tuple[str, ...] = ()) -> None:
+    """Set the generated keys, and the values of ``extra`` (database defaults), on the
+    chunk's instances from the RETURNING rows."""
     if not returning:
         return
-    pk_field = model._meta.pk
-    keys = sorted(map(_first, result))
-    if len(keys) != len(chunk):  # pragma: no cover - the server inserted every row or raised
-        raise RuntimeError(f"INSERT returned {len(keys)} keys for {len(chunk)} rows")
-    for (instance, _), key in zip(chunk, keys, strict=True):
-        instance.pk = pk_field.to_python_value(key)
+    meta = model._meta
+    pk_field = meta.pk
+    if len(result) != len(chunk):  # pragma: no cover - the server inserted every row or raised
+        raise RuntimeError(f"INSERT returned {len(result)} keys for {len(chunk)} rows")
+    if meta.pk.generated and chunk and chunk[0][0].pk is None:
+        rows = sorted(result, key=_first)
+    else:  # keys the caller gave: match the rows by key
+        by_key = {pk_field.to_python_value(row[0]): row for row in result}
+        rows = [by_key[instance.pk] for instance, _ in chunk]
+    for (instance, _), row in zip(chunk, rows, strict=True):
+        instance.pk = pk_field.to_python_value(row[0])
+        for i, name in enumerate(extra, 1):
+            instance.__dict__[name] = meta.fields_map[name].to_python_value(row[i])
 
 
 @lru_cache(maxsize=512)
@@ -476,7 +493,8 @@ async def fetch_rows(connection: Any, sql: str, params: list[Any]) -> list[Any]:
 
 @lru_cache(maxsize=512)
 def _unnest_sql(model: type[Model], db_columns: tuple[str, ...], types: tuple[str, ...],
-                scalar_types: tuple[str, ...], *, returning: bool) -> str:
+                scalar_types: tuple[str, ...], *, returning: bool,
+                extra: tuple[str, ...] = ()) -> str:
     """``INSERT ... SELECT c0, .., $k::T FROM unnest($1::T[], ..) WITH ORDINALITY .. ORDER BY
     ord``: one array per column in ``types``, one scalar per column in ``scalar_types``."""
     cols = ", ".join(_quote(c) for c in db_columns)
@@ -487,7 +505,7 @@ def _unnest_sql(model: type[Model], db_columns: tuple[str, ...], types: tuple[st
     return (f"INSERT INTO {_table(model)} ({cols}) "  # noqa: S608
             f"SELECT {', '.join([*aliases, *scalars])} "
             f"FROM unnest({arrays}) WITH ORDINALITY AS u({', '.join([*aliases, 'ord'])}) "
-            f"ORDER BY ord{_returning_sql(model, returning)}")
+            f"ORDER BY ord{_returning_sql(model, returning, extra)}")
 
 
 def new_instances(plan: BulkPlan, batch: Batch, is_instance: Sequence[bool]) -> list[Any]:

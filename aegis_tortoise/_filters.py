@@ -12,7 +12,8 @@ alike (tortoise/filters.py ``escape_like``); the repository tests pin that behav
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 from tortoise.fields.relational import RelationalField
@@ -22,10 +23,12 @@ from tortoise.query_utils import Prefetch
 from aegis_tortoise.errors import InvalidFilterError
 
 __all__ = [
+    "default_ordering",
     "fans_out",
     "filter_kwargs",
     "order_by_fields",
     "prefetch_fields",
+    "single_pass",
     "writable_values",
 ]
 
@@ -104,6 +107,32 @@ def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None) -> dict
         else:
             result[key] = value
     return result
+
+
+def single_pass(filters: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """``filters`` with one-shot iterators (``map``, generators, ``iter(...)``) as lists.
+
+    list() and paginate() read the filters more than once (validation, the count, the
+    page); an iterator would be empty after the first pass.
+    """
+    if filters and isinstance(filters, Mapping):
+        for value in filters.values():
+            if isinstance(value, Iterator):
+                return {key: list(value) if isinstance(value, Iterator) else value
+                        for key, value in filters.items()}
+    return filters
+
+
+@lru_cache(maxsize=256)
+def _default_ordering(model: type[Model]) -> tuple[str, ...]:
+    names = [("-" if str(order.value).upper() == "DESC" else "") + name
+             for name, order in model._meta._default_ordering]
+    return tuple(order_by_fields(model, names))
+
+
+def default_ordering(model: type[Model]) -> list[str]:
+    """The model's ``Meta.ordering`` as ``order_by`` names (what ``Model.all()`` sorts by)."""
+    return list(_default_ordering(model))
 
 
 def fans_out(model: type[Model], kwargs: Mapping[str, Any]) -> bool:

@@ -28,7 +28,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from pypika_tortoise.terms import Term
 from tortoise import timezone
+from tortoise.exceptions import ValidationError as TortoiseValidationError
+from tortoise.expressions import Expression
 from tortoise.fields.base import Field
 from tortoise.fields.data import DatetimeField, JSONField
 from tortoise.filters import is_in, is_null
@@ -37,6 +40,7 @@ from tortoise.manager import Manager
 from tortoise.models import Model
 
 from aegis_tortoise._bulk import _pg_type, _quote, _table
+from aegis_tortoise._values import field_error
 
 __all__ = ["PrefetchPlan", "RowPlan", "Shape", "count_sql", "orderable", "params_for",
            "plain_model", "prefetch_plan", "row_plan", "select_sql", "shape_of"]
@@ -194,6 +198,8 @@ def shape_of(model: type[Model], kwargs: Mapping[str, Any], dialect: str) -> Sha
             return None
         if not _plain_column(field, dialect):
             return None
+        if isinstance(value, Expression | Term):
+            return None  # F("other"), Subquery(...): Tortoise renders those
         info: Mapping[str, Any] = meta.get_filter(key)
         sql = _OPERATORS.get(info.get("operator"))  # type: ignore[arg-type]
         if (sql is None or "table" in info or info.get("field") != name
@@ -219,14 +225,19 @@ def params_for(model: type[Model], shape: Shape, kwargs: Mapping[str, Any]) -> l
     """The bind values of ``kwargs`` for ``shape``, converted as Tortoise converts them."""
     fields = model._meta.fields_map
     params: list[Any] = []
-    for (name, sql), value in zip(shape, kwargs.values(), strict=True):
-        if sql in ("IS NULL", "IS NOT NULL"):
-            continue
-        field = fields[name]
-        if sql == "IN":
-            params.append([field.to_db_value(v, model) for v in value])
-        else:
-            params.append(field.to_db_value(value, model))
+    try:
+        for (name, sql), value in zip(shape, kwargs.values(), strict=True):
+            if sql in ("IS NULL", "IS NOT NULL"):
+                continue
+            field = fields[name]
+            if sql == "IN":
+                params.append([field.to_db_value(v, model) for v in value])
+            else:
+                params.append(field.to_db_value(value, model))
+    except TortoiseValidationError:
+        raise  # a field validator's: the repository's translation names the field
+    except Exception as exc:
+        raise field_error(model, name, value, exc) from exc
     return params
 
 

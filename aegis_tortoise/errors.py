@@ -366,6 +366,12 @@ def translate_exception(
     if isinstance(exc, ServiceException) or not isinstance(exc, Exception):
         return exc
     root = driver_error(exc)
+    if isinstance(exc, tortoise_exc.BaseORMException) and not isinstance(
+            root, (tortoise_exc.BaseORMException, asyncpg.PostgresError, sqlite3.Error,
+                   asyncpg.InterfaceError, asyncpg.InternalClientError)):
+        # Tortoise's own error (a field validator, bad JSON), chained to a plain Python
+        # error (ValueError, ipaddress.AddressValueError): Tortoise's is the one to read.
+        root = exc
     result: ServiceException | None = None
     if isinstance(root, asyncpg.PostgresError):
         result = _translate_pg(root, entity)

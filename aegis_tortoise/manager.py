@@ -439,8 +439,15 @@ class DatabaseManager:
             raise DatabaseConnectionError(
                 "The connection was lost before COMMIT; nothing of this transaction was "
                 "committed")
+        if session._failed is not None:
+            # Commit never lies: a statement failed outside a savepoint, so nothing is written.
+            error = session._pending_error(rolled_back=True)
+            await self._rollback_quietly(session)
+            if reopen:
+                client._finalized = False
+            raise error
         try:
-            await client.commit()
+            await self._backend.commit(session)
         except Exception as exc:
             session._began = False
             translated = translate_exception(exc)
@@ -463,6 +470,7 @@ class DatabaseManager:
     async def _rollback(self, session: Session) -> None:
         client = session._client
         session._began = False
+        session._clear_failure()
         try:
             with translate_errors():
                 await client.rollback()
@@ -472,6 +480,7 @@ class DatabaseManager:
     async def _rollback_quietly(self, session: Session) -> None:
         """Roll back after an error; a failure here must not hide the original error."""
         session._began = False
+        session._clear_failure()
         if self._backend.is_broken(session):
             return  # the server has already discarded the transaction
         try:

@@ -27,12 +27,16 @@ from tortoise.queryset import QuerySet
 from aegis_tortoise import _bulk
 from aegis_tortoise import _select as _sql
 from aegis_tortoise._filters import (
+    default_ordering,
     fans_out,
     filter_kwargs,
     order_by_fields,
     prefetch_fields,
+    single_pass,
     writable_values,
 )
+from aegis_tortoise._translate import public_methods
+from aegis_tortoise._values import auto_now_values, db_values, python_values
 from aegis_tortoise.errors import (
     ConfigurationError,
     DuplicateEntityError,
@@ -58,6 +62,7 @@ _is_none = functools.partial(operator.is_, None)
 _IDS_PER_QUERY = 10_000
 
 
+@public_methods
 class BaseRepository(Generic[ModelT]):
     """Data access for one model, bound to an open :class:`Session`.
 
@@ -176,9 +181,10 @@ class BaseRepository(Generic[ModelT]):
             if entity_id is None:
                 raise ValueError("None")  # noqa: TRY301 - same message as a bad value
             return self.model._meta.pk.to_python_value(entity_id)
-        except (ValueError, TypeError, ArithmeticError) as exc:
-            raise ValidationError(f"Invalid {self._name} id: {entity_id!r}",
-                                  details={"model": self._name, "id": repr(entity_id)}) from exc
+        except (ValueError, TypeError, ArithmeticError, AttributeError) as exc:
+            raise ValidationError(f"Invalid {self._name} id: {entity_id!r}", details={
+                "model": self._name, "id": repr(entity_id),
+                "field": self.model._meta.pk_attr}) from exc
 
     def _data(self, data: EntityData | None, *, partial: bool) -> dict[str, Any]:
         if data is None:
@@ -244,9 +250,11 @@ class BaseRepository(Generic[ModelT]):
             details={"model": self._name, "fields": missing, "field": missing[0]})
 
     def _ordering(self, fields: builtins.list[str]) -> builtins.list[str]:
-        # The primary key breaks ties, so pages neither repeat nor skip rows. A unique,
-        # non-null field orders totally already; adding the key there would make PostgreSQL
-        # sort again over that field's index (an Incremental Sort) for nothing.
+        # Without order_by, the model's Meta.ordering, as Model.all(). The primary key breaks
+        # ties, so pages neither repeat nor skip rows. A unique, non-null field orders
+        # totally already; adding the key there would make PostgreSQL sort again over that
+        # field's index (an Incremental Sort) for nothing.
+        fields = fields or default_ordering(self.model)
         fields_map = self.model._meta.fields_map
         for name in fields:
             field = fields_map.get(name.lstrip("-"))
@@ -264,8 +272,7 @@ class BaseRepository(Generic[ModelT]):
             ValidationError: unknown or missing fields, or an invalid value.
         """
         instance = self._instance(entity)
-        with self._translating():
-            await instance.save(using_db=self.session.connection, force_create=True)
+        await instance.save(using_db=self.session.connection, force_create=True)
         return instance
 
     async def create_many(self, entities: Iterable[ModelT | EntityData]
@@ -283,13 +290,11 @@ class BaseRepository(Generic[ModelT]):
         if saved is not None:
             return saved
         instances = [self._instance(entity) for entity in items]
-        with self._translating():
-            rows = await _bulk.prepare_rows(instances)
+        rows = await _bulk.prepare_rows(instances)
         before = [instance.pk for instance in instances]
         try:
-            with self._translating():
-                async with self.session.savepoint():
-                    await _bulk.insert_rows(self.session, self.model, rows)
+            async with self.session.savepoint():
+                await _bulk.insert_rows(self.session, self.model, rows)
         except BaseException:
             for instance, pk in zip(instances, before, strict=True):
                 instance.pk = pk  # the ids of a rolled-back insert must not stick
@@ -316,30 +321,25 @@ class BaseRepository(Generic[ModelT]):
             if keyset & plan.fallback_keys:
                 return None
         try:
-            with self._translating():
-                batch = _bulk.prepare_batch(plan, rows, is_instance, keysets)
+            # A value a field cannot convert raises here (object() for a Decimal, "abc" ->
+            # InvalidOperation, 12 for a UUID); the public wrapper makes it a ValidationError.
+            batch = _bulk.prepare_batch(plan, rows, is_instance, keysets)
         except _bulk.NeedsRowPath:
             return None
         except _bulk.MissingFieldsError as exc:
             raise self._missing(exc.fields) from None
-        except (TypeError, ArithmeticError, AttributeError) as exc:
-            # A value a field cannot convert (object() for a Decimal, "abc" -> InvalidOperation,
-            # 12 for a UUID): bad input, as Model(**row) on the row path reports it.
-            raise ValidationError(f"Invalid {self._name} data: {exc}",
-                                  details={"model": self._name}) from exc
-        with self._translating():
-            async with self.session.savepoint():
-                # The INSERT goes out first; the instances are built while the server works
-                # (~10 ms of a 10,000-row batch), then get their keys.
-                insert = asyncio.ensure_future(
-                    _bulk.insert_batch(self.session, plan, batch, len(rows)))
-                try:
-                    await asyncio.sleep(0)  # the task sends the statement, then waits
-                    built = _bulk.new_instances(plan, batch, is_instance)
-                    keys = await insert
-                except BaseException:
-                    await _settle(insert)
-                    raise
+        async with self.session.savepoint():
+            # The INSERT goes out first; the instances are built while the server works
+            # (~10 ms of a 10,000-row batch), then get their keys.
+            insert = asyncio.ensure_future(
+                _bulk.insert_batch(self.session, plan, batch, len(rows)))
+            try:
+                await asyncio.sleep(0)  # the task sends the statement, then waits
+                built = _bulk.new_instances(plan, batch, is_instance)
+                keys = await insert
+            except BaseException:
+                await _settle(insert)
+                raise
         saved: builtins.list[ModelT] = _bulk.finish_instances(plan, batch, built, items, keys)
         return saved
 
@@ -409,8 +409,7 @@ class BaseRepository(Generic[ModelT]):
         kwargs = filter_kwargs(self.model, lookup)
         plain = {k: v for k, v in lookup.items() if "__" not in k}
         queryset = self.query(include_deleted=True).filter(**kwargs)
-        with self._translating():
-            found = await queryset.get_or_none()
+        found = await queryset.get_or_none()
         if found is not None:
             return found, False
         instance = self._instance({**plain, **(defaults or {})})
@@ -419,8 +418,7 @@ class BaseRepository(Generic[ModelT]):
                 async with self.session.savepoint():
                     await instance.save(using_db=self.session.connection, force_create=True)
         except DuplicateEntityError:
-            with translate_errors(entity=self._name):
-                found = await queryset.get_or_none()
+            found = await queryset.get_or_none()
             if found is not None:
                 return found, False
             raise  # the conflict is on another unique field than the lookup
@@ -441,9 +439,7 @@ class BaseRepository(Generic[ModelT]):
             return await self._one_row(self.session.connection, sql,
                                        [self.model._meta.pk.to_db_value(pk, self.model)])
         queryset = self.query(include_deleted=include_deleted).filter(pk=pk)
-        queryset = queryset.prefetch_related(*related)
-        with translate_errors(entity=self._name):
-            return await queryset.first()
+        return await queryset.prefetch_related(*related).first()
 
     async def get(self, entity_id: Any, *, include_deleted: bool = False,
                   prefetch: Prefetches | None = None) -> ModelT:
@@ -476,15 +472,15 @@ class BaseRepository(Generic[ModelT]):
             queryset = self.query(include_deleted=include_deleted).filter(pk__in=chunk)
             if related:
                 queryset = queryset.prefetch_related(*related)
-            with self._translating():
-                found.update((row.pk, row) for row in await queryset)
+            found.update((row.pk, row) for row in await queryset)
         return [found[pk] for pk in wanted if pk in found]
 
     async def list(self, skip: int = 0, limit: int | None = 100,
                    filters: Mapping[str, Any] | None = None, order_by: OrderBy | None = None,
                    *, include_deleted: bool = False,
                    prefetch: Prefetches | None = None) -> builtins.list[ModelT]:
-        """Entities matching ``filters``, ordered by ``order_by`` (default: primary key).
+        """Entities matching ``filters``, ordered by ``order_by`` (default: the model's
+        ``Meta.ordering``, then the primary key).
 
         Args:
             skip: Rows to skip.
@@ -497,6 +493,7 @@ class BaseRepository(Generic[ModelT]):
         Raises:
             InvalidFilterError: an unknown field or lookup, before any SQL runs.
         """
+        filters = single_pass(filters)
         plain = self._plain_where(filters, include_deleted)
         ordering = self._ordering(order_by_fields(self.model, order_by))
         related = prefetch_fields(self.model, prefetch)
@@ -505,23 +502,16 @@ class BaseRepository(Generic[ModelT]):
             rows = await self._plain_fetch(*plain, tuple(ordering), related, skip=skip, limit=limit)
             if rows is not None:
                 return rows
-        queryset = self._select(filters, order_by, prefetch, include_deleted)
+        queryset = self._select(filters, ordering, related, include_deleted)
         if skip:
             queryset = queryset.offset(skip)
-        if limit is not None:
-            queryset = queryset.limit(limit)
-        with self._translating():
-            return await queryset
+        return await (queryset if limit is None else queryset.limit(limit))
 
-    def _select(self, filters: Mapping[str, Any] | None, order_by: OrderBy | None,
-                prefetch: Prefetches | None, include_deleted: bool) -> QuerySet[ModelT]:
-        queryset = self._where(filters, include_deleted=include_deleted)
-        ordering = self._ordering(order_by_fields(self.model, order_by))
-        related = prefetch_fields(self.model, prefetch)
-        queryset = queryset.order_by(*ordering)
-        if related:
-            queryset = queryset.prefetch_related(*related)
-        return queryset
+    def _select(self, filters: Mapping[str, Any] | None, ordering: builtins.list[str],
+                related: Sequence[str | Prefetch], include_deleted: bool) -> QuerySet[ModelT]:
+        """The QuerySet of ``filters`` with the validated ``ordering`` and ``related``."""
+        queryset = self._where(filters, include_deleted=include_deleted).order_by(*ordering)
+        return queryset.prefetch_related(*related) if related else queryset
 
     async def count(self, filters: Mapping[str, Any] | None = None, *,
                     include_deleted: bool = False) -> int:
@@ -530,19 +520,15 @@ class BaseRepository(Generic[ModelT]):
         if plain is not None:
             kwargs, shape = plain
             sql = _sql.count_sql(self.model, self.session.dialect, shape)
-            params = self._filter_params(shape, kwargs)
-            with translate_errors(entity=self._name):
-                _, rows = await self.session.connection.execute_query(sql, params)
+            params = _sql.params_for(self.model, shape, kwargs)
+            _, rows = await self.session.connection.execute_query(sql, params)
             return int(rows[0][0])
-        queryset = self._where(filters, include_deleted=include_deleted)
-        with self._translating():
-            return await queryset.count()
+        return await self._where(filters, include_deleted=include_deleted).count()
 
     async def exists(self, entity_id: Any, *, include_deleted: bool = False) -> bool:
         """Whether an entity with this id exists."""
         pk = self._pk(entity_id)
-        with translate_errors(entity=self._name):
-            return await self.query(include_deleted=include_deleted).filter(pk=pk).exists()
+        return await self.query(include_deleted=include_deleted).filter(pk=pk).exists()
 
     async def paginate(self, page: int = 1, page_size: int = 20,
                        filters: Mapping[str, Any] | None = None,
@@ -553,6 +539,7 @@ class BaseRepository(Generic[ModelT]):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValidationError(f"{name} must be an integer >= 1, got {value!r}",
                                       details={"field": name})
+        filters = single_pass(filters)
         plain = self._plain_where(filters, include_deleted)
         ordering = self._ordering(order_by_fields(self.model, order_by))
         related = prefetch_fields(self.model, prefetch)
@@ -563,9 +550,8 @@ class BaseRepository(Generic[ModelT]):
             items = None if plain is None else await self._plain_fetch(
                 *plain, tuple(ordering), related, skip=offset, limit=page_size)
             if items is None:
-                queryset = self._select(filters, order_by, prefetch, include_deleted)
-                with self._translating():
-                    items = await queryset.offset(offset).limit(page_size)
+                queryset = self._select(filters, ordering, related, include_deleted)
+                items = await queryset.offset(offset).limit(page_size)
         return PaginatedResponse[ModelT].create(items=items or [], total=total, page=page,
                                                 page_size=page_size)
 
@@ -598,11 +584,6 @@ class BaseRepository(Generic[ModelT]):
         shape = _sql.shape_of(self.model, kwargs, self.session.dialect)
         return None if shape is None else (kwargs, shape)
 
-    def _filter_params(self, shape: _sql.Shape, kwargs: Mapping[str, Any]
-                       ) -> builtins.list[Any]:
-        with self._translating():
-            return _sql.params_for(self.model, shape, kwargs)
-
     async def _plain_fetch(self, kwargs: Mapping[str, Any], shape: _sql.Shape,
                            ordering: tuple[str, ...], related: Sequence[str | Prefetch], *,
                            skip: int, limit: int | None) -> builtins.list[ModelT] | None:
@@ -624,17 +605,15 @@ class BaseRepository(Generic[ModelT]):
         rows = _sql.row_plan(model, native)
         sql = _sql.select_sql(model, dialect, shape, ordering, rows.columns_sql,
                               limit=limit is not None, offset=bool(skip))
-        params = self._filter_params(shape, kwargs)
+        params = _sql.params_for(model, shape, kwargs)
         if limit is not None:
             params.append(limit)
         if skip:
             params.append(skip)
-        connection = self.session.connection
-        with translate_errors(entity=self._name):
-            _, records = await connection.execute_query(sql, params)
-            items: builtins.list[ModelT] = rows.build(records)
-            for name, plan in prefetches:
-                await self._prefetch_reverse(items, name, plan, native)
+        _, records = await self.session.connection.execute_query(sql, params)
+        items: builtins.list[ModelT] = rows.build(records)
+        for name, plan in prefetches:
+            await self._prefetch_reverse(items, name, plan, native)
         return items
 
     async def _prefetch_reverse(self, items: Sequence[ModelT], name: str,
@@ -672,7 +651,7 @@ class BaseRepository(Generic[ModelT]):
         pk = self._pk(entity_id)
         if not values:
             return await self.get_by_id(pk, include_deleted=True)
-        return await self._update_returning(pk, values)
+        return await self._update_returning(pk, python_values(self.model, values))
 
     async def _update_returning(self, pk: Any, values: dict[str, Any], *,
                                 where_null: bool | None = None) -> ModelT | None:
@@ -684,10 +663,7 @@ class BaseRepository(Generic[ModelT]):
         meta = self.model._meta
         table = meta.basetable
         conn = self.session.connection
-        now = datetime.now(UTC)
-        for name, field in meta.fields_map.items():
-            if getattr(field, "auto_now", False) and name not in values:
-                values[name] = now
+        auto_now_values(self.model, values, datetime.now(UTC))
         if not any(isinstance(v, Expression) or k in meta.fk_fields or k in meta.o2o_fields
                    for k, v in values.items()):
             return await self._update_cached(pk, values, where_null)
@@ -708,8 +684,7 @@ class BaseRepository(Generic[ModelT]):
             else:
                 # The model class, not an instance: no auto_now side effects, as in
                 # Tortoise's own QuerySet.update().
-                with self._translating():
-                    query = query.set(column, field.to_db_value(value, self.model))
+                query = query.set(column, field.to_db_value(value, self.model))
         query = query.where(table[meta.db_pk_column] == meta.pk.to_db_value(pk, self.model))
         if where_null is not None:
             marker = table[meta.fields_db_projection[self.soft_delete_field]]
@@ -725,11 +700,7 @@ class BaseRepository(Generic[ModelT]):
         columns = tuple(meta.fields_db_projection[key] for key in values)
         sql = _bulk.update_by_pk_sql(self.model, self.session.dialect, columns,
                                      self.soft_delete_field, where_null)
-        with self._translating():
-            # The model class, not an instance: no auto_now side effects, as in Tortoise's
-            # own QuerySet.update().
-            params = [meta.fields_map[key].to_db_value(value, self.model)
-                      for key, value in values.items()]
+        params = db_values(self.model, values)
         params.append(meta.pk.to_db_value(pk, self.model))
         return await self._one_row(self.session.connection, sql, params)
 
@@ -737,17 +708,14 @@ class BaseRepository(Generic[ModelT]):
                             params: builtins.list[Any]) -> ModelT | None:
         """The first row of a statement that selects or returns every column, as an
         instance (None if there is none)."""
-        with translate_errors(entity=self._name):
-            rows = await _bulk.fetch_rows(connection, sql, params)
+        rows = await _bulk.fetch_rows(connection, sql, params)
         found: builtins.list[ModelT] = self._row_plan().build(rows[:1])
         return found[0] if found else None
 
     async def delete(self, entity_id: Any) -> bool:
         """Delete the row for good; True if it existed."""
         pk = self._pk(entity_id)
-        with translate_errors(entity=self._name):
-            deleted = await self.model.filter(pk=pk).using_db(self.session.connection).delete()
-        return deleted > 0
+        return await self.model.filter(pk=pk).using_db(self.session.connection).delete() > 0
 
     def _require_soft_delete(self, action: str) -> None:
         if self.soft_delete_field not in self.model._meta.fields_map:

@@ -8,28 +8,30 @@ Tortoise transaction client to the manager's connection alias for the current ta
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextvars import Token
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, overload
 
 from tortoise.backends.base.client import (
     BaseDBAsyncClient,
-    ConnectionWrapper,
-    NestedTransactionContext,
-    TransactionalDBClient,
     TransactionContext,
 )
 
-from aegis_tortoise._statements import is_stateless, plain_read
+from aegis_tortoise._operations import NestedContext, operation, rejected_by_server
+from aegis_tortoise._statements import is_stateless
 from aegis_tortoise.errors import (
     MultipleResultsFoundError,
     NoResultFoundError,
     TransactionError,
     ValidationError,
+    driver_error,
     translate_errors,
+    translate_exception,
 )
 
 if TYPE_CHECKING:
@@ -41,8 +43,7 @@ logger = logging.getLogger("aegis_tortoise.session")
 
 # --- :name parameters ---------------------------------------------------------------------
 
-_TOKEN_RE = re.compile(
-    r"""
+_TOKENS = r"""
       '(?:[^']|'')*'                                   # string literal
     | "(?:[^"]|"")*"                                   # quoted identifier
     | --[^\n]*                                         # line comment
@@ -50,9 +51,16 @@ _TOKEN_RE = re.compile(
     | \$(?P<tag>(?:[A-Za-z_]\w*)?)\$.*?\$(?P=tag)\$    # dollar-quoted string ($$ or $tag$)
     | ::                                               # PostgreSQL cast
     | :(?P<name>[A-Za-z_]\w*)                          # a :name parameter
-    """,
-    re.VERBOSE | re.DOTALL,
-)
+"""
+# Each dialect's own quoting, tried first. PostgreSQL: E'...' takes backslash escapes (E'\'').
+# sqlite: [a:b] and `a:b` are quoted identifiers; on PostgreSQL [ ] are array subscripts
+# (arr[:n] holds a parameter), so those are sqlite's only.
+_DIALECT_TOKENS = {
+    "postgres": r"(?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*' |",
+    "sqlite": r"\[[^\]]*\] | `(?:[^`]|``)*` |",
+}
+_TOKEN_RE = {dialect: re.compile(extra + _TOKENS, re.VERBOSE | re.DOTALL)
+             for dialect, extra in _DIALECT_TOKENS.items()}
 
 
 @lru_cache(maxsize=512)
@@ -73,7 +81,7 @@ def _compile(sql: str, dialect: str) -> tuple[str, tuple[str, ...]]:
         order.append(name)
         return "?"
 
-    return _TOKEN_RE.sub(replace, sql), tuple(order)
+    return _TOKEN_RE[dialect].sub(replace, sql), tuple(order)
 
 
 def compile_params(
@@ -304,45 +312,6 @@ class Result(_Consumable):
 # --- transaction clients bound to a session ---------------------------------------------------
 
 
-class _BeginningConnectionWrapper(ConnectionWrapper[Any]):
-    """Tortoise's per-client lock, plus: begin the session's transaction before the first
-    statement (so a session that runs nothing costs no BEGIN/COMMIT)."""
-
-    __slots__ = ()
-
-    async def __aenter__(self) -> Any:
-        await self._lock.acquire()
-        try:
-            session: Session = self.client._aegis_session  # type: ignore[attr-defined]
-            # A client kept past its session (session.connection, a queryset's using_db)
-            # would otherwise run on a connection that now belongs to someone else.
-            session._check_open()
-            if not session._began and not plain_read.get():
-                await session._begin_now()
-        except BaseException:
-            self._lock.release()
-            raise
-        return self.connection
-
-
-class _NestedContext(NestedTransactionContext):
-    """A savepoint; the session's transaction is begun first (it may still be pending)."""
-
-    __slots__ = ("session",)
-
-    def __init__(self, client: TransactionalDBClient, session: Session) -> None:
-        super().__init__(client)
-        self.session = session
-
-    async def __aenter__(self) -> TransactionalDBClient:
-        self.session._check_open()
-        if not self.session._began:
-            async with self.session._lock:
-                if not self.session._began:
-                    await self.session._begin_now()
-        return await super().__aenter__()
-
-
 class _SessionState(enum.Enum):
     NEW = "new"
     OPEN = "open"
@@ -358,8 +327,9 @@ class Session:
     """
 
     __slots__ = (
-        "_began", "_client", "_conn", "_ctx", "_ctx_token", "_dirty", "_lease", "_lock",
-        "_manager", "_state", "_storage_token", "_task_token",
+        "_began", "_client", "_conn", "_ctx", "_ctx_token", "_dirty", "_failed", "_failed_as",
+        "_lease", "_lock", "_manager", "_op", "_op_lock", "_savepoints", "_state",
+        "_storage_token", "_task_token",
     )
 
     def __init__(self, manager: DatabaseManager) -> None:
@@ -377,6 +347,14 @@ class Session:
         self._storage_token: Any = None
         self._task_token: Any = None
         self._lock: Any = None
+        # A statement the server rejected outside any savepoint: the transaction can only be
+        # rolled back ("pending rollback"); _failed_as is its translation, for messages.
+        self._failed: BaseException | None = None
+        self._failed_as: BaseException | None = None
+        self._savepoints: list[NestedContext] = []
+        # One operation at a time (see _enter_op); _op identifies the running one.
+        self._op: object | None = None
+        self._op_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return (f"<Session {self._state.value} of {self._manager.url.masked()!r}"
@@ -430,6 +408,75 @@ class Session:
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         await self._manager._close_session(self, exc)
 
+    # -- one operation at a time, pending rollback ------------------------------------------
+
+    async def _enter_op(self) -> Token[object | None] | None:
+        """Begin an operation (a repository call, execute, commit, a savepoint block): wait
+        for another task's to end. None when the caller already runs inside this session's
+        operation (a repository method calling another, create_many's INSERT task)."""
+        if self._op is not None and operation.get() is self._op:
+            return None
+        await self._op_lock.acquire()
+        op = self._op = object()
+        return operation.set(op)
+
+    def _exit_op(self, token: Token[object | None] | None) -> None:
+        if token is None:
+            return
+        try:
+            operation.reset(token)
+        except ValueError:  # ended in another context than it began (a generator's close)
+            operation.set(None)
+        self._op = None
+        self._op_lock.release()
+
+    def _statement_failed(self, exc: BaseException) -> None:
+        """Note a failed statement: the innermost savepoint, else the whole transaction,
+        can now only be rolled back."""
+        if not rejected_by_server(exc):
+            return
+        if self._savepoints:
+            level = self._savepoints[-1]
+            level.failure = level.failure or exc
+        elif self._failed is None:
+            self._failed = exc
+
+    def _failed_as_shown(self, original: BaseException, shown: BaseException) -> None:
+        """The repository's translation of the failure (it names the model and field)."""
+        if (self._failed is not None and self._failed_as is None
+                and not isinstance(shown, TransactionError)  # the pending error itself
+                and driver_error(self._failed) is driver_error(original)):
+            self._failed_as = shown
+
+    def _pending_error(self, failure: BaseException | None = None, *,
+                       savepoint: bool = False, rolled_back: bool = False) -> TransactionError:
+        """The error for a transaction (or savepoint block) that an earlier failed statement
+        left needing a rollback."""
+        earlier = failure or self._failed
+        shown = self._failed_as if failure is None and self._failed_as is not None else (
+            translate_exception(earlier) if earlier is not None else None)
+        name = f"{type(shown).__name__}: {shown}"
+        if savepoint:
+            what = ("The savepoint block was rolled back: a statement inside it failed "
+                    f"earlier ({name}) and the error was caught inside the block; let it leave "
+                    "the block")
+        elif rolled_back:
+            what = (f"The transaction was rolled back, nothing of it is written: a statement "
+                    f"failed earlier ({name}). Let such an error leave the session, or wrap "
+                    "the statement in TransactionManager(session).transaction() (a "
+                    "savepoint) to keep going after it")
+        else:
+            what = (f"The session's transaction is aborted and must be rolled back: a "
+                    f"statement failed earlier ({name}). Call session.rollback(), or wrap "
+                    "statements that may fail in TransactionManager(session).transaction() "
+                    "(a savepoint)")
+        return TransactionError(what, details={"earlier_error": type(shown).__name__},
+                                cause=earlier)
+
+    def _clear_failure(self) -> None:
+        self._failed = self._failed_as = None
+        self._savepoints.clear()
+
     # -- transaction control -----------------------------------------------------------------
 
     async def _begin_now(self) -> None:
@@ -441,16 +488,24 @@ class Session:
         self._check_open()
         if not self._began:
             return
-        async with self._lock:
-            await self._manager._commit(self)
+        token = await self._enter_op()
+        try:
+            async with self._lock:
+                await self._manager._commit(self)
+        finally:
+            self._exit_op(token)
 
     async def rollback(self) -> None:
         """Roll back the current transaction; later statements run in a new one."""
         self._check_open()
         if not self._began:
             return
-        async with self._lock:
-            await self._manager._rollback(self)
+        token = await self._enter_op()
+        try:
+            async with self._lock:
+                await self._manager._rollback(self)
+        finally:
+            self._exit_op(token)
 
     def savepoint(self) -> TransactionContext:
         """A savepoint context: ``async with session.savepoint(): ...``.
@@ -487,6 +542,10 @@ class Session:
         self._manager._echo_sql(sql, values)
         if not is_stateless(sql):
             self._dirty = True
-        with translate_errors():
-            async with self._client.acquire_connection() as conn:
-                return await self._manager._backend.run_raw(conn, sql, values)
+        token = await self._enter_op()
+        try:
+            with translate_errors():
+                async with self._client.acquire_connection() as conn:
+                    return await self._manager._backend.run_raw(conn, sql, values)
+        finally:
+            self._exit_op(token)

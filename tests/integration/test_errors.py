@@ -17,6 +17,7 @@ from aegis_tortoise import (
     DuplicateEntityError,
     EntityNotFoundError,
     PoolTimeoutError,
+    TransactionError,
     TransactionOutcomeUnknownError,
     ValidationError,
 )
@@ -39,11 +40,19 @@ def _assert_code(exc: BaseException, backend: str, code: str, name: str) -> None
 
 
 async def test_unique_violation_in_raw_sql(db: DatabaseManager, backend: str) -> None:
-    async with db.session() as session:
-        await session.execute(INSERT, {"email": "a@x"})
-        with pytest.raises(DuplicateEntityError) as info:
+    caught: list[DuplicateEntityError] = []
+
+    async def unit_of_work() -> None:
+        async with db.session() as session:
             await session.execute(INSERT, {"email": "a@x"})
-    err = info.value
+            with pytest.raises(DuplicateEntityError) as info:
+                await session.execute(INSERT, {"email": "a@x"})
+            caught.append(info.value)
+
+    # The error was caught inside the block: the session needs a rollback (commit never lies).
+    with pytest.raises(TransactionError, match="rolled back"):
+        await unit_of_work()
+    err = caught[0]
     assert err.status_code == 409
     assert err.error_code == "COMMON_1005"
     assert err.__cause__ is not None

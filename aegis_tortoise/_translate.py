@@ -1,0 +1,131 @@
+"""The one translation point of the repository API.
+
+Every public coroutine method of :class:`~aegis_tortoise.repository.BaseRepository` is
+wrapped by :func:`public_methods` at class creation, so "no raw exception leaves the public
+API" holds by construction, not by an ``except`` in each method. The wrapper also makes each
+call one operation of its session (:meth:`Session._enter_op`): two calls at once on one
+session run one after the other instead of interleaving their statements.
+
+Nothing here runs on the success path but the operation bookkeeping; the error path maps
+
+- driver and Tortoise errors through :func:`~aegis_tortoise.errors.translate_exception`,
+- values a field cannot convert (``ValueError``, ``TypeError``, ``ArithmeticError`` such as
+  ``decimal.InvalidOperation`` and ``OverflowError``, ``AttributeError``; ``UnicodeError``
+  is a ``ValueError``)
+  to :class:`ValidationError`,
+- anything else to :class:`DatabaseError`, chained,
+
+and names model fields, not database columns (``email``, not ``email_address``).
+Plain Tortoise calls (``User.create(...)``) do not pass through here and keep raising
+Tortoise's own exceptions.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from tortoise.models import Model
+
+from aegis_tortoise._operations import operation
+from aegis_tortoise.errors import (
+    DatabaseConnectionError,
+    DatabaseError,
+    DuplicateEntityError,
+    ServiceException,
+    ValidationError,
+    translate_exception,
+)
+
+__all__ = ["public_methods", "repository_error"]
+
+C = TypeVar("C", bound=type)
+
+#: Errors raised by converting or sending a value the field cannot hold.
+_VALUE_ERRORS = (ValueError, TypeError, ArithmeticError, AttributeError)
+
+
+@lru_cache(maxsize=512)
+def _field_names(model: type[Model]) -> dict[str, str]:
+    """Database column -> model field name, where they differ (``source_field``)."""
+    return {column: name for name, column in model._meta.fields_db_projection.items()
+            if column != name}
+
+
+def _named(model: type[Model], error: ServiceException) -> ServiceException:
+    """``error`` with the field named as the model names it, not as the database does."""
+    field = error.details.get("field")
+    names = _field_names(model)
+    if not (isinstance(field, str) and names):
+        return error
+    mapped = ", ".join(names.get(part.strip(), part.strip()) for part in field.split(","))
+    if mapped == field:
+        return error
+    details = {**error.details, "field": mapped}
+    if isinstance(error, DuplicateEntityError):
+        renamed: ServiceException = DuplicateEntityError(error.entity_type, details,
+                                                         cause=error.cause)
+    else:
+        error.details = details
+        return error
+    renamed.__cause__ = error.__cause__
+    return renamed
+
+
+def repository_error(model: type[Model], exc: Exception) -> ServiceException:
+    """``exc`` (raised inside a repository method on ``model``) as this library's error."""
+    name = model.__name__
+    translated = translate_exception(exc, name)
+    if isinstance(translated, ServiceException):
+        return _named(model, translated)
+    if isinstance(exc, _VALUE_ERRORS):
+        return ValidationError(f"Invalid {name} value: {exc}", details={"model": name},
+                               cause=exc)
+    if isinstance(exc, OSError):
+        return DatabaseConnectionError(f"Database connection failed: {exc!r}", cause=exc)
+    return DatabaseError(f"{name}: unexpected error: {exc!r}", details={"model": name},
+                         cause=exc)
+
+
+def _wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(method)
+    async def translated(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # Session._enter_op/_exit_op, inlined: this runs on every call (~0.5 us, not ~1.3).
+        session = self.session
+        op = session._op
+        if op is not None and operation.get() is op:
+            token = None  # inside this session's running operation (a nested call)
+        else:
+            await session._op_lock.acquire()
+            op = session._op = object()
+            token = operation.set(op)
+        try:
+            return await method(self, *args, **kwargs)
+        except ServiceException as exc:
+            named = _named(self.model, exc)
+            session._failed_as_shown(exc, named)
+            if named is exc:
+                raise
+            raise named from exc.__cause__
+        except Exception as exc:
+            error = repository_error(self.model, exc)
+            session._failed_as_shown(exc, error)
+            raise error from exc
+        finally:
+            if token is not None:
+                session._exit_op(token)
+
+    translated.__aegis_translated__ = True  # type: ignore[attr-defined]
+    return translated
+
+
+def public_methods(cls: C) -> C:
+    """Wrap every public coroutine method defined on ``cls`` (see the module docstring)."""
+    for attr, value in list(vars(cls).items()):
+        if attr.startswith("_") or not inspect.iscoroutinefunction(value):
+            continue
+        setattr(cls, attr, _wrap(value))
+    return cls
