@@ -25,6 +25,9 @@ demo: $(STAMP)  ## Run the seed's walkthrough on in-memory sqlite
 test: $(STAMP)  ## Run the whole suite on sqlite and PostgreSQL
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+fuzz: $(STAMP)  ## The differential suite (tests/differential) with many more generated cases
+	AEGIS_DIFF_PROFILE=fuzz $(PY) -m pytest tests/differential $(PYTEST_ARGS)
+
 bench: $(STAMP)  ## Benchmark against asyncpg, SQLAlchemy and plain Tortoise (writes bench/README.md)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
@@ -35,4 +38,4 @@ lint: $(STAMP)  ## ruff and mypy --strict
 clean:  ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install demo test bench lint clean
+.PHONY: help install demo test fuzz bench lint clean

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import uuid
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 from tortoise import fields
 from tortoise.models import Model
@@ -27,7 +27,7 @@ class Kind(IntEnum):
     C = 3
 
 
-class Color(str, Enum):
+class Color(StrEnum):
     """For ``CharEnumField``."""
 
     RED = "red"
@@ -48,7 +48,7 @@ class Owner(Model):
 
     class Meta:
         table = "diff_owner"
-        ordering = ["-rank", "name"]
+        ordering = ("-rank", "name")
 
 
 class Item(Model):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,26 +16,6 @@ from hypothesis import strategies as st
 from tortoise.expressions import F, Subquery
 
 from tests.differential.models import Color, Item, Kind, Owner
-
-#: Known defects of issue 11 (fixed on branch i11) whose cases are left out until the fix is
-#: merged: name -> issue item. AEGIS_DIFF_ALL=1 generates them anyway.
-PENDING: dict[str, int] = {
-    "expressions": 8,  # F()/Subquery filter values: raw TypeError from list/count/paginate
-    "oneshot": 5,  # iterators/maps/generators read twice (filters, order_by, prefetch)
-    # Raw Tortoise/driver exceptions (ValidationError/FieldError, InvalidOperation,
-    # TypeError, AttributeError, sqlite OverflowError/UnicodeEncodeError) where ours is due:
-    # until merged, any error counts as "an error" where Tortoise raised one too.
-    "raw_errors": 12,
-    "meta_ordering": 6,  # list/paginate without order_by ignore Meta.ordering
-    "db_default": 9,  # create_many returns DatabaseDefault sentinels for db_default fields
-    "time_auto_now": 3,  # update() writes a timestamp into TimeField(auto_now=True)
-    "dup_field": 14,  # DuplicateEntityError names the column, not the field
-    "pending_rollback": 1,  # a commit after a failed statement stores half a session
-    "concurrency": 2,  # create_many calls at once on one session
-    "execute_quotes": 15,  # :name inside E'...', [a:b] and `a:b` read as parameters
-}
-if os.environ.get("AEGIS_DIFF_ALL"):
-    PENDING.clear()
 
 UTC = dt.UTC
 ZONES = [UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(-dt.timedelta(hours=8))]
@@ -53,7 +32,7 @@ def ints(low: int, high: int) -> st.SearchStrategy[int]:
 
 def decimals() -> st.SearchStrategy[decimal.Decimal]:
     return st.one_of(
-        st.sampled_from([decimal.Decimal("0.00"), decimal.Decimal("1.50"), decimal.Decimal("-2.25")]),
+        st.sampled_from([decimal.Decimal(v) for v in ("0.00", "1.50", "-2.25")]),
         st.decimals(min_value=-999_999, max_value=999_999, places=2,
                     allow_nan=False, allow_infinity=False))
 
@@ -70,7 +49,7 @@ def dates() -> st.SearchStrategy[dt.date]:
 
 def datetimes() -> st.SearchStrategy[dt.datetime]:
     return st.one_of(
-        st.sampled_from([dt.datetime(2024, 1, 1, tzinfo=UTC), dt.datetime(2024, 1, 1, 12, tzinfo=UTC)]),
+        st.sampled_from([dt.datetime(2024, 1, 1, hour, tzinfo=UTC) for hour in (0, 12)]),
         st.datetimes(min_value=dt.datetime(1970, 1, 2), max_value=dt.datetime(2100, 1, 1),
                      timezones=st.sampled_from(ZONES)))
 
@@ -81,7 +60,8 @@ def times() -> st.SearchStrategy[dt.time]:
 
 def timedeltas() -> st.SearchStrategy[dt.timedelta]:
     return st.one_of(st.sampled_from([dt.timedelta(0), dt.timedelta(seconds=90)]),
-                     st.timedeltas(min_value=dt.timedelta(days=-999), max_value=dt.timedelta(days=999)))
+                     st.timedeltas(min_value=dt.timedelta(days=-999),
+                                   max_value=dt.timedelta(days=999)))
 
 
 def json_values() -> st.SearchStrategy[Any]:
@@ -122,7 +102,7 @@ def value_of(kind: str, backend: str) -> st.SearchStrategy[Any]:
         "date": dates,
         # Tortoise 1.1.9 cannot bind datetime.time on sqlite (its own create fails too):
         # times are generated on PostgreSQL only.
-        "time": (times if backend == "postgres" else (lambda: st.nothing())),
+        "time": (times if backend == "postgres" else st.nothing),
         "timedelta": timedeltas,
         "datetime": datetimes,
         "uuid": st.uuids,
@@ -164,7 +144,7 @@ def values_for(kind: str, backend: str, invalid: bool) -> st.SearchStrategy[Any]
     return st.one_of(valid, st.sampled_from(INVALID[kind]))
 
 
-# -- stored data ------------------------------------------------------------------------------------
+# -- stored data ------------------------------------------------------------
 
 
 @dataclass
@@ -217,23 +197,23 @@ def datasets(draw: st.DrawFn, backend: str, max_items: int = 7) -> Dataset:
         tags = [{"id": draw(st.uuids()), "label": label, "weight": draw(floats()),
                  "item_id": draw(st.integers(1, len(items)))} for label in labels]
         codes = draw(st.lists(texts(8, min_size=1), max_size=3, unique=True))
-        holders = draw(st.lists(st.integers(1, len(items)), min_size=len(codes),
-                                max_size=len(codes), unique=True)) if len(codes) <= len(items) else []
+        holders: list[int] = []
+        if len(codes) <= len(items):
+            holders = draw(st.lists(st.integers(1, len(items)), min_size=len(codes),
+                                    max_size=len(codes), unique=True))
         badges = [{"code": c, "title": draw(st.none() | texts(5)),
                    "item_id": holders[i] if holders and draw(st.booleans()) else None}
                   for i, c in enumerate(codes)]
     return Dataset(owners, items, tags, badges)
 
 
-# -- filters ------------------------------------------------------------------------------------------
+# -- filters ----------------------------------------------------------------
 
 ORDERED = {"int", "bigint", "smallint", "decimal", "float", "date", "datetime", "timedelta",
            "time", "text", "uuid", "fk"}
 TEXT_LOOKUPS = ["contains", "icontains", "startswith", "istartswith", "endswith", "iendswith",
                 "iexact"]
 CONTAINERS = ["list", "tuple", "iter", "map", "generator"]
-if "oneshot" in PENDING:
-    CONTAINERS = ["list", "tuple"]
 
 
 def wrap(values: list[Any], container: str) -> Iterable[Any]:
@@ -298,11 +278,12 @@ class Filters:
 @st.composite
 def item_term(draw: st.DrawFn, backend: str, invalid: bool) -> Term:
     choice = draw(st.integers(0, 9))
-    if choice == 0 and "expressions" not in PENDING:
+    if choice == 0:
         return draw(st.sampled_from([
             Term("num__gt", expression="F:small"), Term("num", expression="F:small"),
             Term("small__lte", expression="F:num"), Term("big__gte", expression="F:num"),
-            Term("id__in", expression="subquery"), Term("owner_id__in", expression="owner_subquery"),
+            Term("id__in", expression="subquery"),
+            Term("owner_id__in", expression="owner_subquery"),
         ]))
     if choice == 1:
         key = draw(st.sampled_from(["owner__name", "owner__name__icontains", "owner__rank__gte",
@@ -331,7 +312,8 @@ def item_term(draw: st.DrawFn, backend: str, invalid: bool) -> Term:
     if lookup == "isnull":
         return Term(key, draw(st.booleans()))
     if lookup in ("in", "not_in"):
-        return Term(key, draw(st.lists(values, max_size=4)), container=draw(st.sampled_from(CONTAINERS)))
+        return Term(key, draw(st.lists(values, max_size=4)),
+                    container=draw(st.sampled_from(CONTAINERS)))
     if lookup == "range":
         return Term(key, tuple(draw(st.lists(values, min_size=2, max_size=2))))
     return Term(key, draw(values))
@@ -347,7 +329,8 @@ def item_filters(draw: st.DrawFn, backend: str, invalid: bool = False) -> Filter
 def owner_filters(draw: st.DrawFn, backend: str) -> Filters:
     terms: list[Term] = []
     for name, kind, _ in draw(st.lists(st.sampled_from(OWNER_FIELDS), max_size=2, unique=True)):
-        lookup = draw(st.sampled_from(["", "gte", "lt", "in"] + (TEXT_LOOKUPS if kind == "text" else [])))
+        text = TEXT_LOOKUPS if kind == "text" else []
+        lookup = draw(st.sampled_from(["", "gte", "lt", "in", *text]))
         key = name if not lookup else f"{name}__{lookup}"
         if lookup == "in":
             terms.append(Term(key, draw(st.lists(value_of(kind, backend), max_size=3)),
@@ -380,9 +363,8 @@ class Ordering:
 
 
 @st.composite
-def orderings(draw: st.DrawFn, fields: list[str], backend: str,
-              default_ordering: bool = False) -> Ordering:
-    if not (default_ordering and "meta_ordering" in PENDING) and draw(st.integers(0, 3)) == 0:
+def orderings(draw: st.DrawFn, fields: list[str], backend: str) -> Ordering:
+    if draw(st.integers(0, 3)) == 0:
         return Ordering(None, "none")
     usable = [f for f in fields if backend == "postgres" or f != "clock"]
     names = draw(st.lists(st.sampled_from(usable), min_size=1, max_size=3, unique=True))
@@ -410,7 +392,7 @@ def prefetches(draw: st.DrawFn, names: list[str]) -> tuple[list[str], str]:
     return chosen, draw(st.sampled_from(CONTAINERS))
 
 
-# -- write payloads ---------------------------------------------------------------------------------
+# -- write payloads ---------------------------------------------------------
 
 WRITABLE = [(n, k, null) for n, k, null in ITEM_FIELDS if n != "id"]
 

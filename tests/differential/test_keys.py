@@ -20,7 +20,6 @@ from tortoise.models import Model
 from aegis_tortoise import BaseRepository, EntityNotFoundError
 from tests.differential import strategies as s
 from tests.differential.harness import (
-    PENDING,
     Harness,
     attempt,
     check_ours,
@@ -102,7 +101,9 @@ def test_keys(h: Harness, model: type[Model]) -> None:
                     return await repo.delete(key)
 
             methods = ["get_by_id", "get", "exists", "get_by_ids", "update", "delete"]
-            if model is Badge and "time_auto_now" in PENDING:
+            if model is Badge and backend == "sqlite":
+                # Badge.stamp is TimeField(auto_now=True): on sqlite no one can write it
+                # (Tortoise 1.1.9's own save() fails alike; test_update_time_auto_now).
                 methods.remove("update")
             outcomes = {m: await attempt(lambda m=m: call(m)) for m in methods}  # type: ignore[misc]
             refused = [m for m, o in outcomes.items() if not o.ok]
@@ -110,7 +111,8 @@ def test_keys(h: Harness, model: type[Model]) -> None:
                 # No row for this key (None, 1.5, a text for an int key...): the repository
                 # may refuse such a key as invalid, but then in every method alike.
                 for method, outcome in outcomes.items():
-                    check_ours(outcome, f"{method}({key!r}) (refused by {refused})")
+                    check_ours(outcome, f"{method}({key!r}) (refused by {refused}: "
+                                        f"{outcomes[refused[0]].error!r})")
                 assert await h.snapshot() == before, f"{key!r}: a refused call changed the database"
             elif ref.ok:
                 found = ref.value
@@ -119,7 +121,8 @@ def test_keys(h: Harness, model: type[Model]) -> None:
                             "update": "updated" if found is not None else None,
                             "delete": found is not None}
                 for method, outcome in outcomes.items():
-                    assert outcome.ok, f"{method}({key!r}): Tortoise answered, we raised {outcome.error!r}"
+                    assert outcome.ok, (
+                        f"{method}({key!r}): Tortoise answered, we raised {outcome.error!r}")
                     assert outcome.value == expected[method], f"{method}({key!r})"
             else:
                 for method, outcome in outcomes.items():

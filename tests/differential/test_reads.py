@@ -56,7 +56,8 @@ def rows_of(items: list[Model], prefetch: list[str]) -> list[Any]:
 
 def compare(repo: Outcome, ref: Outcome, context: str) -> None:
     if ref.ok:
-        assert repo.ok, f"{context}: Tortoise answered {ref.value!r}, the repository raised {repo.error!r}"
+        assert repo.ok, (
+            f"{context}: Tortoise answered {ref.value!r}, the repository raised {repo.error!r}")
         assert repo.value == ref.value, (
             f"{context}: results differ {explain(repo.value, ref.value)}")
     else:
@@ -179,9 +180,9 @@ def test_owner_meta_ordering(h: Harness) -> None:
 
     @scaled(1)
     @given(data=s.datasets(backend, max_items=4), filters=s.owner_filters(backend),
-           ordering=s.orderings(s.OWNER_ORDER_FIELDS, backend, default_ordering=True), window=s.windows(),
+           ordering=s.orderings(s.OWNER_ORDER_FIELDS, backend), window=s.windows(),
            prefetch=s.prefetches(s.OWNER_PREFETCH), page=s.pages())
-    def check(data: s.Dataset, filters: s.Filters, ordering: s.Ordering,
+    def check(*, data: s.Dataset, filters: s.Filters, ordering: s.Ordering,
               window: tuple[int, int | None], prefetch: tuple[list[str], str],
               page: tuple[int, int]) -> None:
         skip, limit = window

@@ -21,7 +21,6 @@ from aegis_tortoise import BaseRepository
 from tests.differential import strategies as s
 from tests.differential.harness import (
     MODEL_OF_TABLE,
-    PENDING,
     Harness,
     Outcome,
     attempt,
@@ -45,7 +44,7 @@ def h(backend: str, db_url: str) -> Any:
         yield running
 
 
-def same_tables(h: Harness, left: dict[str, Any], right: dict[str, Any],
+def same_tables(left: dict[str, Any], right: dict[str, Any],
                 given: dict[str, Any], context: str) -> None:
     for table, rows in left.items():
         model = MODEL_OF_TABLE[table]
@@ -59,9 +58,9 @@ async def fresh(model: Any, pk: Any) -> Any:
     return await model.filter(pk=pk).first()
 
 
-def compare_write(h: Harness, repo: Outcome, ref: Outcome, before: dict[str, Any],
+def compare_write(context: str, repo: Outcome, ref: Outcome, *, before: dict[str, Any],
                   after_repo: dict[str, Any], after_ref: dict[str, Any],
-                  given: dict[str, Any], context: str, *, invalid: bool = False) -> None:
+                  given: dict[str, Any], invalid: bool = False) -> None:
     if ref.ok and not repo.ok and invalid:
         # Tortoise stores some values it cannot hold (1.5 for a TimeDeltaField, "maybe" for a
         # BooleanField on save()); refusing them with our error is the repository's contract.
@@ -73,7 +72,7 @@ def compare_write(h: Harness, repo: Outcome, ref: Outcome, before: dict[str, Any
                          f"{repo.error!r}")
         assert repo.value == ref.value, (
             f"{context}: returned instances differ {explain(repo.value, ref.value)}")
-        same_tables(h, after_repo, after_ref, given, context)
+        same_tables(after_repo, after_ref, given, context)
     else:
         check_ours(repo, f"{context} (Tortoise raised {ref.error!r})")
         assert after_repo == before, f"{context}: a failed call changed the database"
@@ -111,8 +110,9 @@ def test_create(h: Harness) -> None:
                 return values(obj, masked), values(stored, masked)
 
             ref = await attempt(via_tortoise)
-            compare_write(h, repo, ref, before, after_repo, await h.snapshot(), payload,
-                          "create", invalid=s.has_invalid(payload))
+            compare_write("create", repo, ref, before=before, after_repo=after_repo,
+                          after_ref=await h.snapshot(), given=payload,
+                          invalid=s.has_invalid(payload))
 
         h.run(case)
 
@@ -121,11 +121,7 @@ def test_create(h: Harness) -> None:
 
 def test_create_many(h: Harness) -> None:
     backend = h.backend
-    # create_many returns DatabaseDefault sentinels for db_default fields (issue 11 item 9):
-    # until the fix is merged, payloads give the db_default field.
     payloads = s.item_payloads(backend, invalid=True, owners=3)
-    if "db_default" in PENDING:
-        payloads = payloads.filter(lambda p: "status" in p)
 
     @scaled(2)
     @given(data=s.datasets(backend, max_items=2),
@@ -135,6 +131,11 @@ def test_create_many(h: Harness) -> None:
         # A key given in only some rows is chosen at write time in the others.
         given = {k: 1 for row in rows for k in row if all(k in r for r in rows)}
         masked = masked_fields(Item, given)
+        if len({frozenset(row) for row in rows}) > 1:
+            # Rows with different key sets are inserted one statement per key set, so their
+            # generated ids follow the groups, not the input order (a design choice of
+            # create_many's row path): ids are compared through the stored rows only.
+            masked |= {"id"}
 
         async def case() -> None:
             await seed(h, data)
@@ -142,8 +143,12 @@ def test_create_many(h: Harness) -> None:
 
             async def via_repo() -> Any:
                 async with h.db.session() as session:
-                    entities: list[Any] = ([Item(**row) for row in rows] if as_instances
-                                           else [dict(row) for row in rows])
+                    entities: list[Any] = [dict(row) for row in rows]
+                    if as_instances:
+                        try:
+                            entities = [Item(**row) for row in rows]
+                        except Exception:  # Model() itself refuses: the caller has no instances
+                            entities = [dict(row) for row in rows]
                     made = await BaseRepository(session, Item).create_many(entities)
                 async with h.db.session():
                     stored = [await fresh(Item, obj.pk) for obj in made]
@@ -164,8 +169,9 @@ def test_create_many(h: Harness) -> None:
 
             ref = await attempt(via_tortoise)
             after_ref = await h.snapshot()
-            if ref.ok:
-                # bulk_create stores the same rows as create() one by one.
+            if ref.ok and len({"status" in row for row in rows}) == 1:
+                # bulk_create stores the same rows as create() one by one (it refuses a batch
+                # where only some rows give the db_default field).
                 await seed(h, data)
 
                 async def via_bulk() -> None:
@@ -173,8 +179,9 @@ def test_create_many(h: Harness) -> None:
                         await Item.bulk_create([Item(**row) for row in rows])
 
                 await via_bulk()
-                same_tables(h, after_ref, await h.snapshot(), given, "bulk_create vs create")
-            compare_write(h, repo, ref, before, after_repo, after_ref, given, "create_many",
+                same_tables(after_ref, await h.snapshot(), given, "bulk_create vs create")
+            compare_write("create_many", repo, ref, before=before, after_repo=after_repo,
+                          after_ref=after_ref, given=given,
                           invalid=any(map(s.has_invalid, rows)))
 
         h.run(case)
@@ -234,7 +241,8 @@ def test_update(h: Harness) -> None:
                 # No such row, and values Tortoise would refuse: the repository may check the
                 # values first (before any SQL), then ours is the answer, or find no row.
                 ref = Outcome(error=ValueError("invalid values"))
-            compare_write(h, repo, ref, before, after_repo, await h.snapshot(), {}, "update",
+            compare_write("update", repo, ref, before=before, after_repo=after_repo,
+                          after_ref=await h.snapshot(), given={},
                           invalid=s.has_invalid(payload))
 
         h.run(case)
@@ -256,6 +264,18 @@ def test_update_time_auto_now(h: Harness) -> None:
         async def case() -> None:
             await seed(h, data)
             for badge in data.badges:
+                if backend == "sqlite":
+                    # No time adapter: Tortoise 1.1.9 cannot write a TimeField on sqlite (its
+                    # own save() fails alike); ours, and nothing written.
+                    before = await h.snapshot()
+
+                    async def via_repo(code: str = badge["code"]) -> Any:
+                        async with h.db.session() as session:
+                            return await BaseRepository(session, Badge).update(code, title=title)
+
+                    check_ours(await attempt(via_repo), "update of a TimeField(auto_now) row")
+                    assert await h.snapshot() == before
+                    continue
                 async with h.db.session() as session:
                     obj = await BaseRepository(session, Badge).update(badge["code"], title=title)
                 assert obj is not None
@@ -267,8 +287,7 @@ def test_update_time_auto_now(h: Harness) -> None:
 
         h.run(case)
 
-    if "time_auto_now" not in PENDING:
-        check()
+    check()
 
 
 def test_duplicate(h: Harness) -> None:
@@ -299,10 +318,8 @@ def test_duplicate(h: Harness) -> None:
             repo = await attempt(via_repo)
             assert await h.snapshot() == before, "a failed create changed the database"
             check_ours(repo, "duplicate")
-            if "dup_field" not in PENDING:
-                assert repo.error is not None
-                assert getattr(repo.error, "details", {}).get("field") == "name", repr(
-                    getattr(repo.error, "details", None))
+            assert getattr(repo.error, "details", {}).get("field") == "name", repr(
+                getattr(repo.error, "details", None))
 
         h.run(case)
 
