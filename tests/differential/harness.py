@@ -14,6 +14,7 @@ import json
 import math
 import os
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ T = TypeVar("T")
 # `make fuzz` selects "fuzz" through AEGIS_DIFF_PROFILE. derandomize: the same cases on every
 # run (CI stability); database=None: no example database written into the work tree.
 settings.register_profile(
-    "diff", max_examples=int(os.environ.get("AEGIS_DIFF_EXAMPLES", "40")), deadline=None,
+    "diff", max_examples=int(os.environ.get("AEGIS_DIFF_EXAMPLES", "55")), deadline=None,
     derandomize=True, database=None, print_blob=True, report_multiple_bugs=False,
     # No "explain" phase: its line tracing makes a failing example take minutes.
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
@@ -47,6 +48,9 @@ settings.register_profile(
 settings.register_profile(
     "dev", settings.get_profile("diff"), phases=[Phase.explicit, Phase.generate])
 PROFILE = os.environ.get("AEGIS_DIFF_PROFILE", "diff")
+
+#: Generated cases run per backend (reported at the end of the run by conftest.py).
+CASES: Counter[str] = Counter()
 
 
 def scaled(weight: float) -> settings:
@@ -72,6 +76,7 @@ class Harness:
     def run(self, make: Callable[[], Awaitable[T]]) -> T:
         async def body() -> T:
             return await make()
+        CASES[self.backend] += 1
         return self.runner.run(body())
 
     async def reset(self) -> None:
