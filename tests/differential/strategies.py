@@ -436,3 +436,34 @@ def has_invalid(payload: dict[str, Any]) -> bool:
                for bads in INVALID.values() for bad in bads):
             return True
     return False
+
+
+@st.composite
+def tag_payloads(draw: st.DrawFn, *, items: int, invalid: bool) -> dict[str, Any]:
+    """A Tag (UUID key, NOT NULL FK to Item) to create; the key given or generated."""
+    payload: dict[str, Any] = {"label": draw(texts(12, min_size=1))}
+    if draw(st.booleans()):
+        payload["id"] = draw(st.uuids())
+    if draw(st.booleans()):
+        payload["weight"] = draw(floats())
+    payload["item_id"] = draw(st.integers(1, items)) if items else None
+    if invalid and draw(st.integers(0, 3)) == 0:
+        name = draw(st.sampled_from(["id", "label", "weight", "item_id"]))
+        kind = {"id": "uuid", "label": "text", "weight": "float", "item_id": "fk"}[name]
+        payload[name] = draw(st.sampled_from([*INVALID[kind], None]))
+    return payload
+
+
+@st.composite
+def owner_payloads(draw: st.DrawFn, *, invalid: bool) -> dict[str, Any]:
+    """An Owner (int key, unique name under another column) to create."""
+    payload: dict[str, Any] = {"name": draw(texts(12, min_size=1))}
+    if draw(st.integers(0, 3)) == 0:
+        payload["id"] = draw(st.integers(50, 60))
+    if draw(st.booleans()):
+        payload["rank"] = draw(ints(-2**15, 2**15 - 1))
+    if invalid and draw(st.integers(0, 3)) == 0:
+        name = draw(st.sampled_from(["id", "name", "rank"]))
+        kind = {"id": "int", "name": "text", "rank": "smallint"}[name]
+        payload[name] = draw(st.sampled_from([*INVALID[kind], None]))
+    return payload
