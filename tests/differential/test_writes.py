@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tortoise.expressions import F
 from tortoise.models import Model
 
 from aegis_tortoise import BaseRepository
@@ -380,6 +381,72 @@ def test_create_other_keys(h: Harness, model: type[Model]) -> None:
             compare_write("create_many" if many else "create", repo, ref, before=before,
                           after_repo=after_repo, after_ref=await h.snapshot(),
                           given=given_keys, invalid=invalid, written=(model, masked))
+
+        h.run(case)
+
+    check()
+
+
+def test_update_expressions_and_relations(h: Harness) -> None:
+    """update() with F() expressions and related objects (its QuerySet-built statement)
+    against ``QuerySet.update`` on the same row."""
+    backend = h.backend
+    parts = st.fixed_dictionaries({}, optional={
+        "num": st.integers(-3, 3), "small": st.integers(-3, 3),
+        "owner": st.none() | st.integers(1, 3), "note": st.none() | s.texts(5)})
+
+    @scaled(1)
+    @given(data=s.datasets(backend, max_items=3), pick=st.integers(1, 4), spec=parts)
+    def check(data: s.Dataset, pick: int, spec: dict[str, Any]) -> None:
+        masked = masked_fields(Item, {"id": 1, "token": 1, "label": 1})
+
+        async def payload(*, reference: bool = False) -> dict[str, Any]:
+            # Built in each session: expressions and instances are not shared between sides.
+            out: dict[str, Any] = {}
+            for key, value in spec.items():
+                if key in ("num", "small"):
+                    out[key] = F(key) + value
+                elif key == "owner":
+                    owner = None if value is None else await Owner.get_or_none(id=value)
+                    if owner is None and reference:
+                        out["owner_id"] = None  # QuerySet.update(owner=None) fails in Tortoise
+                    else:
+                        out[key] = owner
+                else:
+                    out[key] = value
+            return out
+
+        async def case() -> None:
+            await seed(h, data)
+            before = await h.snapshot()
+
+            async def via_repo() -> Any:
+                async with h.db.session() as session:
+                    obj = await BaseRepository(session, Item).update(pick, **await payload())
+                if obj is None:
+                    return None
+                async with h.db.session():
+                    stored = await fresh(Item, obj.pk)
+                return values(obj, masked), values(stored, masked)
+
+            repo = await attempt(via_repo)
+            after_repo = await h.snapshot()
+            await seed(h, data)
+
+            async def via_tortoise() -> Any:
+                async with h.db.session():
+                    values_now = await payload(reference=True)
+                    if not await Item.filter(id=pick).exists():
+                        return None
+                    if values_now:
+                        await Item.filter(id=pick).update(**values_now)
+                async with h.db.session():
+                    stored = await fresh(Item, pick)
+                return values(stored, masked), values(stored, masked)
+
+            ref = await attempt(via_tortoise)
+            compare_write("update with expressions", repo, ref, before=before,
+                          after_repo=after_repo, after_ref=await h.snapshot(), given={})
 
         h.run(case)
 
