@@ -643,9 +643,10 @@ class BaseRepository(Generic[ModelT]):
         a field named ``data``, ``update(id, data=[1, 2])`` (a value that is neither a dict
         nor a pydantic model) sets that field, as ``save()`` would.
         """
-        if (data is not None and not isinstance(data, Mapping | BaseModel)
+        given: object = data  # callers pass any value as data= for a field of that name
+        if (given is not None and not isinstance(given, Mapping | BaseModel)
                 and "data" in self.model._meta.fields_map):
-            data, fields = None, {"data": data, **fields}
+            data, fields = None, {"data": given, **fields}
         values = writable_values(self.model, {**self._data(data, partial=True), **fields},
                                  action="update")
         pk = self._pk(entity_id)
