@@ -287,8 +287,13 @@ def item_term(draw: st.DrawFn, backend: str, invalid: bool) -> Term:
         ]))
     if choice == 1:
         key = draw(st.sampled_from(["owner__name", "owner__name__icontains", "owner__rank__gte",
-                                    "tags__label", "tags__label__startswith", "tags__weight__lt"]))
-        kind = "smallint" if "rank" in key else "float" if "weight" in key else "text"
+                                    "tags__label", "tags__label__startswith", "tags__weight__lt",
+                                    "pk", "pk__gt", "pk__in", "owner__id", "badge__title"]))
+        kind = ("smallint" if "rank" in key else "float" if "weight" in key
+                else "int" if key.startswith(("pk", "owner__id")) else "text")
+        if key == "pk__in":
+            return Term(key, draw(st.lists(value_of(kind, backend), max_size=3)),
+                        container=draw(st.sampled_from(CONTAINERS)))
         return Term(key, draw(value_of(kind, backend)))
     name, kind, null = draw(st.sampled_from(ITEM_FIELDS))
     if kind in ("json", "bytes"):

@@ -66,7 +66,7 @@ def compare(repo: Outcome, ref: Outcome, context: str) -> None:
 
 def reference_set(model: type[Model], filters: s.Filters) -> QuerySet[Any]:
     kwargs = filters.for_tortoise()
-    if filters.fans_out() or any(k.startswith("items__") for k in kwargs):
+    if filters.fans_out() or any(k.startswith(("items__", "badge__")) for k in kwargs):
         # A filter across a to-many relation: the repository's documented form (each row once).
         inner = model.filter(**kwargs).values("id")
         return model.filter(pk__in=Subquery(inner))
