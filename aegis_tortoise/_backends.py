@@ -325,8 +325,8 @@ class PostgresBackend:
         if status != "COMMIT":
             raise TransactionError(
                 f"PostgreSQL answered COMMIT with {status}: the transaction had failed "
-                "(a statement's error was caught and not rolled back), so nothing of it "
-                "was written", details={"status": status})
+                "earlier (a statement failed or was cancelled, e.g. by a timeout, and no "
+                "rollback followed), so nothing of it was written", details={"status": status})
 
     async def run_raw(self, conn: Any, sql: str, values: list[Any]) -> Result:
         # asyncpg 0.32's public API returns either rows (fetch) or the status (execute);

@@ -28,7 +28,7 @@ from tortoise.backends.base.client import (
 )
 
 from aegis_tortoise._statements import plain_read
-from aegis_tortoise.errors import TransactionError, driver_error
+from aegis_tortoise.errors import PendingRollback, TransactionError, driver_error
 
 if TYPE_CHECKING:
     from aegis_tortoise.session import Session
@@ -67,7 +67,7 @@ class BeginningConnectionWrapper(ConnectionWrapper[Any]):
             raise
         try:
             if session._failed is not None:
-                raise session._pending_error()  # noqa: TRY301 - released below, then raised
+                raise PendingRollback(session._pending_error())  # noqa: TRY301 - released first
             if not session._began and not plain_read.get():
                 await session._begin_now()
         except BaseException:
@@ -109,13 +109,16 @@ class NestedContext(NestedTransactionContext):
     both backends (PostgreSQL could not release it anyway).
     """
 
-    __slots__ = ("failure", "session", "token")
+    __slots__ = ("failure", "ours", "session", "token")
 
     def __init__(self, client: TransactionalDBClient, session: Session) -> None:
         super().__init__(client)
         self.session = session
         self.failure: BaseException | None = None
         self.token: Token[object | None] | None = None
+        # Opened by the library (Session.savepoint) rather than by Tortoise's
+        # in_transaction(): its refusals are this library's TransactionError, not Tortoise's.
+        self.ours = False
 
     async def __aenter__(self) -> TransactionalDBClient:
         session = self.session
@@ -123,7 +126,7 @@ class NestedContext(NestedTransactionContext):
         self.token = await session._enter_op()
         try:
             if session._failed is not None:
-                raise session._pending_error()  # noqa: TRY301 - the op ends below, then raised
+                raise self._refusal(session._pending_error())  # noqa: TRY301 - op ends first
             if not session._began:
                 async with session._lock:
                     if not session._began:
@@ -153,7 +156,10 @@ class NestedContext(NestedTransactionContext):
             self._pop()
             session._exit_op(self.token)
         if caught:
-            raise session._pending_error(failure, savepoint=True)
+            raise self._refusal(session._pending_error(failure, savepoint=True))
+
+    def _refusal(self, error: TransactionError) -> Exception:
+        return error if self.ours else PendingRollback(error)
 
     def _pop(self) -> None:
         stack = self.session._savepoints

@@ -217,6 +217,19 @@ class TransactionConflictError(TransactionError):
     """Serialization failure (40001), deadlock (40P01) or a busy sqlite database; retryable."""
 
 
+class PendingRollback(tortoise_exc.OperationalError):
+    """A statement refused because the session's transaction needs a rollback.
+
+    A Tortoise error, so plain Tortoise calls inside a session raise what Tortoise raises
+    (on PostgreSQL, an ``OperationalError`` for a statement in an aborted transaction); the
+    library's own API translates it into the :class:`TransactionError` it carries.
+    """
+
+    def __init__(self, error: TransactionError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 # --- translation -------------------------------------------------------------------------
 
 _CONNECTION_STATES = {"57P01", "57P02", "57P03"}
@@ -365,6 +378,8 @@ def translate_exception(
     """
     if isinstance(exc, ServiceException) or not isinstance(exc, Exception):
         return exc
+    if isinstance(exc, PendingRollback):
+        return exc.error  # chained to the earlier failure it names
     root = driver_error(exc)
     if isinstance(exc, tortoise_exc.BaseORMException) and not isinstance(
             root, (tortoise_exc.BaseORMException, asyncpg.PostgresError, sqlite3.Error,
@@ -466,4 +481,4 @@ def translate_errors(entity: str | None = None, *, connecting: bool = False
         translated = translate_exception(exc, entity, connecting=connecting)
         if translated is exc:
             raise
-        raise translated from exc
+        raise translated from translated.__cause__ or exc

@@ -450,6 +450,8 @@ class DatabaseManager:
             await self._backend.commit(session)
         except Exception as exc:
             session._began = False
+            if reopen:
+                client._finalized = False  # the transaction is over either way
             translated = translate_exception(exc)
             # The connection failed, or the driver's command_timeout gave up waiting for the
             # reply (asyncpg then cancels, maybe too late): either way the server may have

@@ -514,6 +514,7 @@ class Session:
         """
         self._check_open()
         context: TransactionContext = self._client._in_transaction()
+        context.ours = True  # type: ignore[attr-defined]
         return context
 
     # -- raw SQL -------------------------------------------------------------------------------

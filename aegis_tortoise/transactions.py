@@ -24,8 +24,9 @@ class TransactionManager:
     """All-or-nothing blocks.
 
     ``TransactionManager(session).transaction()`` is a savepoint inside the session: a failure
-    inside it undoes only its own work, re-raises, and the session stays usable (on
-    PostgreSQL too, where an error would otherwise abort the whole transaction).
+    inside it undoes only its own work, re-raises, and the session stays usable (a failed
+    statement outside a savepoint would leave the whole transaction needing a rollback). An
+    error caught inside the block still undoes the block: its end raises TransactionError.
     ``TransactionManager(db).transaction()`` opens a new session and yields it.
     """
 

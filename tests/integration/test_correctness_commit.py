@@ -7,7 +7,8 @@ import asyncio
 
 import asyncpg
 import pytest
-from tortoise.exceptions import IntegrityError
+from tortoise.exceptions import IntegrityError, OperationalError
+from tortoise.transactions import in_transaction
 
 from aegis_tortoise import (
     DatabaseManager,
@@ -127,6 +128,22 @@ async def test_an_error_caught_inside_a_savepoint_block_rolls_the_block_back(
         with pytest.raises(TransactionError, match="savepoint block was rolled back"):
             await unit()
         await repo.create(_user(3))  # the session itself is fine
+
+        async def plain_tortoise() -> None:
+            async with in_transaction():
+                with pytest.raises(IntegrityError):
+                    await User.create(**_user(1))
+
+        with pytest.raises(OperationalError, match="savepoint block was rolled back"):
+            await plain_tortoise()  # Tortoise's in_transaction(): Tortoise's error
+
+        async def own_savepoint() -> None:
+            async with session.savepoint():
+                with pytest.raises(DuplicateEntityError):
+                    await repo.create(_user(1))
+
+        with pytest.raises(TransactionError, match="savepoint block was rolled back"):
+            await own_savepoint()
     async with db.session() as session:
         assert sorted(u.email for u in await UserRepository(session).list()) == [
             "u1@x.io", "u3@x.io"]
@@ -145,6 +162,15 @@ async def test_a_commit_answered_with_rollback_is_an_error(pg_db: DatabaseManage
     with pytest.raises(TransactionError, match="answered COMMIT with ROLLBACK"):
         await unit_of_work()
     assert await count_rows(pg_db) == 0
+    async with pg_db.session() as session:  # an explicit commit(), and carrying on after it
+        await UserRepository(session).create(_user(2))
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await session.connection._connection.execute("SELECT 1/0")  # type: ignore[attr-defined]
+        with pytest.raises(TransactionError, match="answered COMMIT with ROLLBACK"):
+            await session.commit()
+        await UserRepository(session).create(_user(3))
+        await session.commit()
+    assert await count_rows(pg_db) == 1
 
 
 # -- item 2: two calls at once on one session ---------------------------------------------------
@@ -226,8 +252,15 @@ async def test_the_pending_error_names_the_first_failure_once(db: DatabaseManage
                 await User.create(**_user(1))
             with pytest.raises(TransactionError):
                 await UserRepository(session).count()
+            with pytest.raises(TransactionError):
+                await session.execute("SELECT 1")
+            # Plain Tortoise calls raise Tortoise's error, as for PostgreSQL's aborted
+            # transaction, on both backends.
+            with pytest.raises(OperationalError, match="must be rolled back"):
+                await User.filter(name="x").count()
 
     with pytest.raises(TransactionError) as info:
         await unit_of_work()
     assert str(info.value).count("failed earlier") == 1
     assert info.value.details["earlier_error"] == "DuplicateEntityError"
+    assert "unique" in str(info.value.__cause__).lower()  # chained to the earlier failure

@@ -18,6 +18,7 @@ from aegis_tortoise import (
     DatabaseManager,
     DuplicateEntityError,
     ServiceException,
+    TransactionError,
     ValidationError,
 )
 from tests.conftest import fresh_manager
@@ -293,3 +294,24 @@ async def test_conversion_errors_name_the_field_where_the_fast_path_converts(
         await _ours(BaseRepository(session, Clock).update(1, name=None), "name")
         await _ours(repo.update(row.id, ip="nope"), "ip")
         assert (await repo.get(row.id)).label == "x"
+
+
+async def test_a_command_timeout_passes_unchanged(pg_database: str) -> None:
+    # README, Failure behaviour: asyncio's TimeoutError, unchanged (neither a connection
+    # error, which with_db_retry would retry, nor a bad value).
+    async for manager in fresh_manager(pg_database, "postgres", CORRECTNESS_MODELS,
+                                       command_timeout=0.3):
+        async with manager.session() as first:
+            row = await BaseRepository(first, Typed).create({"label": "x"})
+
+        async def blocked(manager: DatabaseManager, row_id: int) -> None:
+            async with manager.session() as second:
+                with pytest.raises(TimeoutError):
+                    await BaseRepository(second, Typed).update(row_id, label="b")
+
+        async with manager.session() as first:
+            await BaseRepository(first, Typed).update(row.id, label="a")  # holds the row lock
+            # The server cancelled the statement, which aborted the second session's
+            # transaction: its end says so rather than pretend to commit.
+            with pytest.raises(TransactionError, match="answered COMMIT with ROLLBACK"):
+                await blocked(manager, row.id)
