@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 
 import pytest
@@ -49,3 +50,23 @@ async def test_update_keyword_data_sets_a_field_named_data(diff_db: DatabaseMana
     assert by_payload is not None
     assert by_payload.data == {"k": 1}
     assert fresh.data == {"k": 1}
+
+
+async def test_update_stores_datetimes_as_create_does(diff_db: DatabaseManager) -> None:
+    """An aware datetime in another offset: update() converts it as Model() does (create(),
+    Tortoise's update_from_dict), so sqlite stores the same text, and text order stays time
+    order."""
+    offset = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    moment = dt.datetime(2000, 1, 1, tzinfo=offset)
+    async with diff_db.session() as session:
+        repo = BaseRepository(session, Item)
+        created = await repo.create({"num": 1, "name": "a", "moment": moment})
+        other = await repo.create({"num": 2, "name": "b"})
+        updated = await repo.update(other.id, moment=moment)
+        result = await session.execute(
+            "SELECT moment FROM diff_item WHERE id IN (:a, :b) ORDER BY id",
+            {"a": created.id, "b": other.id})
+        stored = result.scalars().all()
+    assert updated is not None
+    assert updated.moment == moment
+    assert stored[0] == stored[1]
