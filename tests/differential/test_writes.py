@@ -306,8 +306,10 @@ def test_duplicate(h: Harness) -> None:
            many=st.booleans())
     def check(data: s.Dataset, rank: int, many: bool) -> None:
         if not data.owners:
-            return
+            data.owners.append({"id": 1, "name": "only", "rank": 0})
         name = data.owners[-1]["name"]
+        names = {owner["name"] for owner in data.owners}
+        new = next(f"new{i}" for i in range(9) if f"new{i}" not in names)
 
         async def case() -> None:
             await seed(h, data)
@@ -317,7 +319,7 @@ def test_duplicate(h: Harness) -> None:
                 async with h.db.session() as session:
                     repo = BaseRepository(session, Owner)
                     if many:
-                        return await repo.create_many([{"name": name + "x", "rank": rank},
+                        return await repo.create_many([{"name": new, "rank": rank},
                                                        {"name": name, "rank": rank}])
                     return await repo.create({"name": name, "rank": rank})
 
