@@ -13,7 +13,6 @@ import decimal
 import json
 import math
 import os
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -211,9 +210,6 @@ def mask_rows(model: type[Model], rows: list[tuple[Any, ...]],
         out.append(tuple(cells))
     return sorted(out, key=repr)
 
-
-def new_uuid() -> uuid.UUID:
-    return uuid.uuid4()
 
 
 async def seed(h: Harness, data: Any) -> None:
