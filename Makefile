@@ -26,6 +26,9 @@ demo: $(STAMP)  ## Run the seed's walkthrough on in-memory sqlite
 test: $(STAMP)  ## Run the whole suite on sqlite and PostgreSQL
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+fuzz: $(STAMP)  ## The differential suite (tests/differential) with many more generated cases
+	AEGIS_DIFF_PROFILE=fuzz $(PY) -m pytest tests/differential $(PYTEST_ARGS)
+
 bench: $(STAMP)  ## Benchmark against asyncpg, SQLAlchemy and plain Tortoise (writes bench/README.md)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
@@ -42,4 +45,4 @@ docs: $(STAMP)  ## Build the documentation site into site/ (mkdocs build --stric
 clean:  ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
 
-.PHONY: help install demo test bench bench-curves lint docs clean
+.PHONY: help install demo test fuzz bench bench-curves lint docs clean

@@ -131,8 +131,11 @@ def row_plan(model: type[Model], native: frozenset[type]) -> RowPlan:
     for position, name in enumerate(attrs):
         field = meta.fields_map[name]
         default_converter = type(field).to_python_value is base_convert
-        # Model._meta._generate_db_fields's split, Tortoise 1.1.9.
-        if field.field_type in native and (default_converter or field.skip_to_python_if_native):
+        # Model._meta._generate_db_fields's split, Tortoise 1.1.9. Except float: sqlite's
+        # RETURNING gives a REAL column's integral value as int (0, not 0.0), which a SELECT
+        # never does; float(value) for those (a type check per value otherwise).
+        if (field.field_type in native and field.field_type is not float
+                and (default_converter or field.skip_to_python_if_native)):
             continue
         if default_converter:
             plain.append((position, field.field_type))

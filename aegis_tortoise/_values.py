@@ -57,7 +57,7 @@ def python_values(model: type[Model], values: Mapping[str, Any]) -> dict[str, An
                     f"{name} is non nullable field, but null was passed"))
             result[name] = None
             continue
-        if type(value) is field.field_type:
+        if type(value) is field.field_type and name not in _zoned(model):
             result[name] = value
             continue
         try:
@@ -91,6 +91,14 @@ def db_values(model: type[Model], values: Mapping[str, Any]) -> list[Any]:
 @lru_cache(maxsize=512)
 def _relations(model: type[Model]) -> frozenset[str]:
     return frozenset(model._meta.fk_fields | model._meta.o2o_fields)
+
+
+@lru_cache(maxsize=512)
+def _zoned(model: type[Model]) -> frozenset[str]:
+    """Datetime fields: an aware value goes to the configured time zone, as ``Model()``
+    converts it (sqlite stores the text as given; '+05:30' text would not sort in time)."""
+    return frozenset(name for name, field in model._meta.fields_map.items()
+                     if isinstance(field, DatetimeField))
 
 
 @lru_cache(maxsize=512)

@@ -497,8 +497,14 @@ class BaseRepository(Generic[ModelT]):
         """Change the given fields (and ``updated_at``); returns the entity, or None if missing.
 
         ``data`` is a dict or a pydantic model (only the fields it set); ``fields`` win over
-        it. On every backend this is one ``UPDATE ... RETURNING`` statement.
+        it. On every backend this is one ``UPDATE ... RETURNING`` statement. On a model with
+        a field named ``data``, ``update(id, data=[1, 2])`` (a value that is neither a dict
+        nor a pydantic model) sets that field, as ``save()`` would.
         """
+        given: object = data  # callers pass any value as data= for a field of that name
+        if (given is not None and not isinstance(given, Mapping | BaseModel)
+                and "data" in self.model._meta.fields_map):
+            data, fields = None, {"data": given, **fields}
         values = writable_values(self.model, {**self._data(data, partial=True), **fields},
                                  action="update")
         pk = self._pk(entity_id)
