@@ -50,23 +50,27 @@ def generation() -> int:
 
 def conflicting_manager(manager: DatabaseManager,
                         models: Iterable[type[Model]]) -> DatabaseManager | None:
-    """Another manager, of another dialect, with a session open on some of ``models``."""
+    """Another manager with a session open on some of ``models`` that needs their class
+    state otherwise: another dialect, or another connection name."""
     wanted = set(models)
     for other in list(_managers):
-        if other is manager or other.dialect == manager.dialect or not other._active_sessions:
+        if other is manager or not other._active_sessions:
             continue
-        if wanted & set(other._models):
-            return other
+        for model in wanted.intersection(other._models):
+            # Same dialect and same connection name: the class state serves both.
+            if (other.dialect, other._model_connections.get(model)) != (
+                    manager.dialect, manager._model_connections.get(model)):
+                return other
     return None
 
 
 def dialect_error(manager: DatabaseManager, other: DatabaseManager) -> TransactionError:
-    """The error for two dialects wanting the same model classes at once."""
+    """The error for two managers wanting the same model classes' state at once."""
     return TransactionError(
         f"Cannot open a {manager.dialect} session on {manager.url.masked()} while a "
         f"{other.dialect} session on {other.url.masked()} is using the same model classes: "
-        "Tortoise ORM keeps one SQL dialect per model class, so managers of different "
-        "dialects that share models must work one after the other",
+        "Tortoise ORM keeps one SQL dialect and one connection name per model class, so "
+        "managers that differ in either and share models must work one after the other",
         details={"dialect": manager.dialect, "busy_dialect": other.dialect},
     )
 

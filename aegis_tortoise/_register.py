@@ -27,6 +27,7 @@ from tortoise.backends.base.config_generator import generate_config
 from tortoise.config import TortoiseConfig
 from tortoise.context import TortoiseContext, _current_context
 from tortoise.contrib.fastapi import tortoise_exception_handlers
+from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
 from tortoise.exceptions import DoesNotExist
 
 from aegis_tortoise.errors import ConfigurationError
@@ -35,9 +36,16 @@ from aegis_tortoise.manager import DatabaseManager
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["RegisterTortoise", "register_tortoise", "tortoise_exception_handlers"]
+__all__ = ["RegisterTortoise", "RegistrationError", "register_tortoise",
+           "tortoise_exception_handlers"]
 
 logger = logging.getLogger("aegis_tortoise.fastapi")
+
+class RegistrationError(ConfigurationError, TortoiseConfigurationError):
+    """A registration that cannot start: this library's :class:`ConfigurationError` and
+    Tortoise's own, so a service's ``except tortoise.exceptions.ConfigurationError`` (what
+    Tortoise's RegisterTortoise raises) keeps matching."""
+
 
 # Set by the pytest plugin's app fixtures: registrations then run on the test's manager.
 test_manager: contextvars.ContextVar[DatabaseManager | None] = contextvars.ContextVar(
@@ -138,7 +146,7 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
     def _config(self) -> dict[str, Any] | TortoiseConfig | str:
         given = [bool(self.config), bool(self.config_file), bool(self.db_url)]
         if sum(given) != 1:
-            raise ConfigurationError(
+            raise RegistrationError(
                 'RegisterTortoise takes exactly one of "config", "config_file" or "db_url" '
                 '(with "modules")')
         if self.config:
@@ -146,21 +154,26 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
         if self.config_file:
             return self.config_file
         if not self.modules:
-            raise ConfigurationError('RegisterTortoise(db_url=...) needs "modules", e.g. '
-                                     '{"models": ["app.models"]}')
+            raise RegistrationError('RegisterTortoise(db_url=...) needs "modules", e.g. '
+                                    '{"models": ["app.models"]}')
         return generate_config(str(self.db_url), app_modules=self.modules)
 
     async def init_orm(self) -> TortoiseContext:
         """Initialise the manager and its Tortoise context (what entering does)."""
         manager = test_manager.get()
-        if manager is None:
-            manager = DatabaseManager.from_tortoise_config(
-                self._config(), use_tz=self.use_tz, timezone=self.timezone,
-                global_context=self._enable_global_fallback, **self.options)
-            manager._create_db = self._create_db
-            self._owned = True
-        self._manager = manager
-        await manager.init()
+        self._owned = manager is None
+        try:
+            if manager is None:
+                manager = DatabaseManager.from_tortoise_config(
+                    self._config(), use_tz=self.use_tz, timezone=self.timezone,
+                    global_context=self._enable_global_fallback, **self.options)
+                manager._create_db = self._create_db
+            self._manager = manager
+            await manager.init()
+        except ConfigurationError as exc:
+            if isinstance(exc, RegistrationError):
+                raise
+            raise RegistrationError(exc.message, details=exc.details, cause=exc) from exc
         ctx = manager._ctx
         assert ctx is not None  # noqa: S101 - init() sets it
         self._context = ctx

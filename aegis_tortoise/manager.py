@@ -41,6 +41,7 @@ from aegis_tortoise._tortoise_config import (
 )
 from aegis_tortoise._tortoise_state import keep_process_state, publish_context, unpublish_context
 from aegis_tortoise.config import (
+    DEFAULT_DATABASE_URL,
     DatabaseSettings,
     DatabaseURL,
     parse_database_url,
@@ -145,7 +146,10 @@ class DatabaseManager:
             models = [m for app in config["apps"].values() for m in app["models"]]
         if settings is None and None in (database_url, models, pool_size, max_overflow,
                                          pool_timeout, pool_recycle, echo):
-            settings = DatabaseSettings()
+            # A Tortoise config names the database and the models itself: DATABASE_URL and
+            # DATABASE_MODELS are not this manager's, even when set (or invalid).
+            settings = (DatabaseSettings() if config is None else DatabaseSettings(
+                database_url=DEFAULT_DATABASE_URL, database_models=[]))
         self.settings = settings
         if config is None:
             self.alias = DEFAULT_CONNECTION
@@ -337,7 +341,8 @@ class DatabaseManager:
                        for m in app.values())
         self._model_connections = {m: str(m._meta.default_connection) for m in models}
         # Tortoise's init has just prepared the model classes for this manager. If another
-        # dialect's open session uses some of them, put those back before anything awaits
+        # manager's open session needs them otherwise (another dialect or connection name),
+        # put those back before anything awaits
         # (the other session's next query must not see this dialect), then refuse. The
         # check is by class, so a module that re-exports another's models is caught too.
         other = _model_state.conflicting_manager(self, models)

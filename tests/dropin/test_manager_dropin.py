@@ -17,10 +17,13 @@ from tortoise import Tortoise, connections
 from tortoise.config import TortoiseConfig
 from tortoise.context import get_current_context
 from tortoise.contrib.test import tortoise_test_context, truncate_all_models
+from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
 from tortoise.router import router
 from tortoise.transactions import in_transaction
 
-from aegis_tortoise import ConfigurationError, DatabaseManager
+from aegis_tortoise import ConfigurationError, DatabaseManager, TransactionError
+from aegis_tortoise._register import test_manager
+from aegis_tortoise.fastapi import RegisterTortoise
 from tests.conftest import reset_pg_schema
 from tests.dropin import routers
 from tests.dropin.archive_models import Record
@@ -282,3 +285,66 @@ def test_bad_time_zone_options_name_the_field(option: str, value: Any) -> None:
     with pytest.raises(ConfigurationError) as info:
         DatabaseManager("sqlite:///:memory:", models=[], **{option: value})
     assert info.value.details == {"field": option}
+
+
+async def test_another_connection_name_waits_for_open_sessions(db_url: str,
+                                                               backend: str) -> None:
+    """Same dialect, another connection name for the same model classes: refused while a
+    session of the first manager uses them (it would re-point the classes), fine after."""
+    first = DatabaseManager(db_url, models=[SERVICE])
+    other = DatabaseManager.from_tortoise_config({
+        "connections": {"primary": tortoise_url(db_url)},
+        "apps": {"models": {"models": [SERVICE], "default_connection": "primary"}}})
+    try:
+        await first.generate_schemas()
+        async with first.session():
+            await Event.create(title="kept")
+            with pytest.raises(TransactionError, match="connection name"):
+                await other.init()
+            assert await Event.all().count() == 1  # the first session is unharmed
+        await other.generate_schemas()  # now the classes may follow the other manager
+        async with other.session():
+            assert await Event.all().count() == (1 if backend == "postgres" else 0)
+        async with first.session():
+            assert await Event.filter(title="kept").count() == 1
+    finally:
+        await first.close()
+        await other.close()
+
+
+def test_a_tortoise_config_ignores_database_url_in_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://user@host/elsewhere")
+    monkeypatch.setenv("DATABASE_MODELS", "no.such.module")
+    db = DatabaseManager.from_tortoise_config({"connections": {"default": "sqlite://:memory:"},
+                                               "apps": {"models": {"models": [SERVICE]}}})
+    assert db.url.database == ":memory:"
+
+
+async def test_register_errors_are_tortoises_configuration_error_too() -> None:
+    with pytest.raises(TortoiseConfigurationError, match="modules") as info:
+        async with RegisterTortoise(db_url="sqlite://:memory:"):
+            pass
+    assert isinstance(info.value, ConfigurationError)  # and ours
+    config = {"connections": {"default": "sqlite://:memory:"},
+              "apps": {"models": {"models": ["no.such.module"]}}}
+    with pytest.raises(TortoiseConfigurationError, match=r"no\.such\.module"):
+        async with RegisterTortoise(config=config):
+            pass
+
+
+async def test_a_registration_reused_under_the_plugin_leaves_the_test_manager_open() -> None:
+    registration = RegisterTortoise(db_url="sqlite://:memory:", modules={"models": [SERVICE]},
+                                    generate_schemas=True)
+    async with registration:  # a run of its own: its manager, closed at the end
+        pass
+    tests_manager = DatabaseManager("sqlite:///:memory:", models=[SERVICE])
+    await tests_manager.generate_schemas()
+    token = test_manager.set(tests_manager)
+    try:
+        async with registration:
+            assert registration.db is tests_manager
+        assert tests_manager.is_initialized  # not closed by the registration
+    finally:
+        test_manager.reset(token)
+        await tests_manager.close()
