@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-__all__ = ["BridgedConnection", "close_all", "shared_connection"]
+__all__ = ["BridgedConnection", "close_all", "discard", "shared_connection"]
 
 _CONNECT_PARAMETERS = frozenset(inspect.signature(asyncpg.connect).parameters)
 _shared: dict[tuple[Any, ...], BridgedConnection] = {}
@@ -95,6 +95,16 @@ async def shared_connection(client: Any) -> BridgedConnection:
         raise
     bridged = _shared[key] = BridgedConnection(connection, loop, thread)
     return bridged
+
+
+async def discard(bridged: BridgedConnection) -> None:
+    """Drop a connection that failed: terminate it and stop its loop and thread."""
+    for key, known in list(_shared.items()):
+        if known is bridged:
+            del _shared[key]
+    bridged._loop.call_soon_threadsafe(bridged._target.terminate)
+    bridged._loop.call_soon_threadsafe(bridged._loop.stop)
+    await asyncio.to_thread(bridged._thread.join, 5)
 
 
 def close_all() -> None:

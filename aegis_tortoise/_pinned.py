@@ -19,6 +19,7 @@ which then raise :class:`TransactionError` instead of claiming a commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import itertools
 import logging
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from tortoise.backends.base.client import ConnectionWrapper
 
 from aegis_tortoise._backends import Backend, _PgSessionClient, _SqliteSessionClient
-from aegis_tortoise._loop_bridge import shared_connection
+from aegis_tortoise._loop_bridge import discard, shared_connection
 from aegis_tortoise.errors import TransactionError, translate_errors
 from aegis_tortoise.session import Session, _SessionState
 
@@ -42,6 +43,45 @@ logger = logging.getLogger("aegis_tortoise.testing")
 _names = itertools.count(1)
 # Sequences of each database's tables, looked up once per process: (url, tables) -> names.
 _sequences: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+
+
+class _TaskLock:
+    """``asyncio.Lock`` that the task holding it may take again.
+
+    Every statement on the pinned connection takes it; a session's commit or rollback at
+    the end of its block takes it too, from the same task that may already hold it (its
+    ``Session.commit()`` does), so that overlapping sessions never send two statements at
+    once on the one connection.
+    """
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task[Any] | None = None
+        self._depth = 0
+
+    async def acquire(self) -> bool:
+        task = asyncio.current_task()
+        if task is not None and self._owner is task:
+            self._depth += 1
+            return True
+        await self._lock.acquire()
+        self._owner, self._depth = task, 1
+        return True
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._owner = None
+            self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
 
 
 class _Savepoint:
@@ -59,7 +99,7 @@ class _Pin:
     def __init__(self, manager: DatabaseManager, raw: Any) -> None:
         self.manager = manager
         self.raw = raw
-        self.lock = asyncio.Lock()
+        self.lock = _TaskLock()
         self.stack: list[_Savepoint] = []
 
     async def run(self, *statements: str) -> None:
@@ -115,13 +155,15 @@ class _PinnedTransactions:
         savepoint, self._savepoint = self._savepoint, None
         if savepoint is not None:
             with translate_errors():
-                await self._pin.release(savepoint)
+                async with self._pin.lock:
+                    await self._pin.release(savepoint)
 
     async def rollback(self) -> None:
         savepoint, self._savepoint = self._savepoint, None
         if savepoint is not None:
             with translate_errors():
-                await self._pin.rollback(savepoint)
+                async with self._pin.lock:
+                    await self._pin.rollback(savepoint)
 
 
 class _PinnedPgClient(_PinnedTransactions, _PgSessionClient):
@@ -157,12 +199,39 @@ class _AutocommitConnection(ConnectionWrapper[Any]):
             self._lock.release()
 
 
+class _HoldingPin:
+    """A transaction context that holds the pin's lock from enter to exit."""
+
+    def __init__(self, inner: Any, lock: _TaskLock) -> None:
+        self.inner = inner
+        self.lock = lock
+
+    async def __aenter__(self) -> Any:
+        await self.lock.acquire()
+        try:
+            return await self.inner.__aenter__()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        try:
+            return await self.inner.__aexit__(*exc)
+        finally:
+            self.lock.release()
+
+
 def _plain(base: type[Any]) -> type[Any]:
     """The client plain Tortoise calls outside sessions get while pinned."""
 
     class Plain(base):  # type: ignore[misc]
         def acquire_connection(self) -> ConnectionWrapper[Any]:
             return _AutocommitConnection(self._lock, self)
+
+        def _in_transaction(self) -> Any:
+            # in_transaction() outside sessions: a savepoint block that holds the pin for
+            # its duration, so other tasks' plain calls wait instead of interleaving.
+            return _HoldingPin(super()._in_transaction(), self._pin.lock)
 
     Plain.__name__ = f"Plain{base.__name__}"
     return Plain
@@ -266,12 +335,15 @@ async def pin(manager: DatabaseManager,
     raw, lease = await _connect(manager)
     ctx = manager._ctx
     assert ctx is not None  # noqa: S101 - init() sets it
+    outer: Any = None
     sequences: list[str] = []
     try:
         if manager.dialect == "postgres":
+            sequences = await _sequences_of(manager, raw, tables(manager))
+            if _reset_pending:
+                await _reset_sequences(raw, sequences)  # an earlier test's end failed
             outer = raw.transaction()  # asyncpg's: nested asyncpg transactions are savepoints
             await outer.start()
-            sequences = await _sequences_of(manager, raw, tables(manager))
         else:
             await raw.execute("BEGIN")
         the_pin = _Pin(manager, raw)
@@ -294,26 +366,41 @@ async def pin(manager: DatabaseManager,
             if root is not None:
                 storage[manager.alias] = root
             async with the_pin.lock:
-                await _end(manager, raw, outer if manager.dialect == "postgres" else None,
-                           sequences)
+                await _end(raw, outer, sequences)
+    except BaseException:
+        if outer is not None and manager.dialect == "postgres" and raw._target._top_xact:
+            with contextlib.suppress(Exception):
+                await _end(raw, outer, sequences)
+        raise
     finally:
         if lease is not None:
             await real.release(lease, manager._client())
 
 
-async def _end(manager: DatabaseManager, raw: Any, outer: Any, sequences: list[str]) -> None:
-    """Roll the test back; on PostgreSQL, put the sequences back at 1 (nextval is never
-    rolled back, and the tables are empty again)."""
+_reset_pending = False
+
+
+async def _reset_sequences(raw: Any, sequences: list[str]) -> None:
+    """Sequences back at 1: ``nextval`` is never rolled back, and the tables are empty."""
+    global _reset_pending
+    if sequences:
+        await raw.execute("SELECT " + ", ".join(
+            f"setval('{name}', 1, false)" for name in sequences))
+    _reset_pending = False
+
+
+async def _end(raw: Any, outer: Any, sequences: list[str]) -> None:
+    """Roll the test back; on PostgreSQL, put the sequences back at 1."""
+    global _reset_pending
     if outer is None:
         await raw.execute("ROLLBACK")
         return
     try:
         await outer.rollback()
-        if sequences:
-            await raw.execute("SELECT " + ", ".join(
-                f"setval('{name}', 1, false)" for name in sequences))
+        await _reset_sequences(raw, sequences)
     except BaseException:
-        # The connection is in an unknown state (a cancelled statement): the next test
-        # opens a new one rather than inherit it.
-        raw.terminate()
+        # The connection is lost or in an unknown state (a cancelled statement): the next
+        # test opens a new one, and puts the sequences back first.
+        _reset_pending = True
+        await discard(raw)
         raise

@@ -239,3 +239,101 @@ async def _drop(admin_url: str, prefix: str) -> None:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+OVERLAPPING = '''
+import asyncio
+
+import pytest
+from tortoise import connections
+from tortoise.transactions import in_transaction
+
+from aegis_tortoise import DatabaseConnectionError
+from aegis_tortoise.examples.models import User
+
+async def test_concurrent_session_rollback_and_plain(db_manager):
+    errors = []
+    async def plain():
+        for _ in range(5):
+            try:
+                await connections.get("default").execute_query("select pg_sleep(0.05)")
+            except Exception as e:
+                errors.append(repr(e))
+    async def sess():
+        await asyncio.sleep(0.01)
+        try:
+            async with db_manager.session() as s:
+                await User.create(email="a@x", name="a")
+                await asyncio.sleep(0.06)
+                raise RuntimeError("fail")
+        except RuntimeError:
+            pass
+    await asyncio.gather(plain(), sess())
+    assert errors == []
+    await User.create(email="b@x", name="b")
+    assert await User.all().count() == 1
+
+
+
+async def test_concurrent_session_commit(db_manager):
+    async def b():
+        async with db_manager.session() as s:
+            await User.create(email="b@x", name="b")
+            for _ in range(5):
+                await s.execute("select pg_sleep(0.05)")
+    async def s2():
+        await asyncio.sleep(0.02)
+        async with db_manager.session() as s:
+            await User.create(email="a@x", name="a")
+            await asyncio.sleep(0.06)
+    await asyncio.gather(b(), s2())
+    assert await User.all().count() == 2
+
+
+async def test_in_tx_and_plain_concurrently(db_manager):
+    errors = []
+    async def tx():
+        async with in_transaction() as conn:
+            await User.create(email="t@x", name="t")
+            await asyncio.sleep(0.03)
+    async def plain():
+        for i in range(6):
+            try:
+                await User.create(email=f"{i}@x", name="p")
+            except Exception as e:
+                errors.append(repr(e)[:150])
+            await asyncio.sleep(0.01)
+    res = await asyncio.gather(tx(), plain(), return_exceptions=True)
+    assert not errors and not any(isinstance(r, Exception) for r in res)
+    assert await User.all().count() == 7
+
+
+async def test_zz_a_lost_connection(db_manager):
+    await User.create(email="lost@x", name="l")
+    with pytest.raises(DatabaseConnectionError):  # the server ends the connection under it
+        async with db_manager.session() as session:
+            await session.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            await session.execute("SELECT 1")
+
+
+async def test_zz_the_next_test_starts_afresh(db_manager):
+    assert await User.all().count() == 0
+    user = await User.create(email="next@x", name="n")
+    assert user.id == 1
+'''
+
+
+@pytest.mark.postgres
+def test_overlapping_sessions_and_a_lost_connection_under_the_pin(
+        pytester: pytest.Pytester, pg_server: PgServer) -> None:
+    """Review cases: gathered sessions, in_transaction() beside plain calls, a session that
+    fails while another runs, and a connection the server ends (the next test still starts
+    on empty tables with ids at 1, on a new connection)."""
+    pytester.makeini(INI)
+    pytester.makepyfile(test_overlap=OVERLAPPING)
+    url = pg_server.url_for(pg_server.create_database(f"plugin_pin_{uuid.uuid4().hex[:8]}"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--aegis-db-url={url}",
+                                           timeout=120)
+    # The lost connection's teardown reports the broken connection, as it should.
+    result.assert_outcomes(passed=5, errors=1)
+    result.stdout.fnmatch_lines(["*test_zz_a_lost_connection*"])
