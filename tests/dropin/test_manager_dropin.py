@@ -48,16 +48,6 @@ def tortoise_url(url: str) -> str:
                                                                "sqlite://:memory:")
 
 
-@pytest.fixture(autouse=True)
-async def _leave_postgres_empty(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """Tables of these models must not outlive the test on the shared PostgreSQL database."""
-    url = None
-    if "backend" in request.fixturenames and request.getfixturevalue("backend") == "postgres":
-        url = request.getfixturevalue("db_url")
-    yield
-    if url is not None:
-        await reset_pg_schema(url)
-
 
 @pytest.fixture
 async def service_db(db_url: str, backend: str) -> AsyncIterator[DatabaseManager]:

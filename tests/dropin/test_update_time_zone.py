@@ -14,17 +14,6 @@ from aegis_tortoise.examples.repositories import UserRepository
 from tests.conftest import EXAMPLE_MODELS, reset_pg_schema
 
 
-@pytest.fixture(autouse=True)
-async def _leave_postgres_empty(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """Tables of these models must not outlive the test on the shared PostgreSQL database."""
-    url = None
-    if "backend" in request.fixturenames and request.getfixturevalue("backend") == "postgres":
-        url = request.getfixturevalue("db_url")
-    yield
-    if url is not None:
-        await reset_pg_schema(url)
-
-
 @pytest.fixture(params=[(True, "Asia/Shanghai"), (False, "Asia/Tokyo")],
                 ids=["aware-shanghai", "naive-tokyo"])
 async def zoned_db(request: pytest.FixtureRequest, db_url: str,
