@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from pydantic import BaseModel
 from pypika_tortoise.terms import Term
 from tortoise.exceptions import ValidationError as TortoiseValidationError
 from tortoise.expressions import Expression
@@ -126,3 +127,13 @@ def auto_now_values(model: type[Model], values: dict[str, Any], now: dt.datetime
         stand_in.__dict__.update({"_saved_in_db": True, name: None})
         field.to_db_value(None, stand_in)  # sets the attribute to its Python value
         values[name] = stand_in.__dict__[name]
+
+
+def payload_or_field(model: type[Model], data: Any, fields: dict[str, Any]
+                     ) -> tuple[Any, dict[str, Any]]:
+    """``update(id, data=...)``: the payload (a dict or pydantic model), or, on a model with
+    a field named ``data``, any other value is that field's, as ``save()`` would take it."""
+    if (data is not None and not isinstance(data, Mapping | BaseModel)
+            and "data" in model._meta.fields_map):
+        return None, {"data": data, **fields}
+    return data, fields

@@ -32,7 +32,7 @@ from aegis_tortoise._filters import (
     writable_values,
 )
 from aegis_tortoise._translate import public_methods
-from aegis_tortoise._values import python_values
+from aegis_tortoise._values import payload_or_field, python_values
 from aegis_tortoise.errors import (
     ConfigurationError,
     DuplicateEntityError,
@@ -501,10 +501,7 @@ class BaseRepository(Generic[ModelT]):
         a field named ``data``, ``update(id, data=[1, 2])`` (a value that is neither a dict
         nor a pydantic model) sets that field, as ``save()`` would.
         """
-        given: object = data  # callers pass any value as data= for a field of that name
-        if (given is not None and not isinstance(given, Mapping | BaseModel)
-                and "data" in self.model._meta.fields_map):
-            data, fields = None, {"data": given, **fields}
+        data, fields = payload_or_field(self.model, data, fields)
         values = writable_values(self.model, {**self._data(data, partial=True), **fields},
                                  action="update")
         pk = self._pk(entity_id)
