@@ -119,16 +119,20 @@ def _per_worker(url: str, parsed: DatabaseURL) -> tuple[str, DatabaseURL]:
     """Under pytest-xdist, a database of each worker's own: ``app_test`` becomes
     ``app_test_gw0`` (created when missing), ``tests.db`` becomes ``tests_gw0.db``."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if not worker or parsed.is_memory or not parsed.database:
+    if not worker or parsed.is_memory:
         return url, parsed
     if parsed.dialect == "sqlite":
-        stem, dot, suffix = parsed.database.rpartition(".")
+        database = str(parsed.database)
+        stem, dot, suffix = database.rpartition(".")
         path = f"{stem}_{worker}.{suffix}" if dot and "/" not in suffix else (
-            f"{parsed.database}_{worker}")
-        url = url.replace(parsed.database, path, 1)
+            f"{database}_{worker}")
+        scheme, sep, rest = url.partition("://")  # the path, never the scheme
+        url = scheme + sep + rest.replace(database, path, 1)
     else:
+        # No database in the URL: PostgreSQL's default, the user's name.
+        database = parsed.database or parsed.user or "postgres"
         parts = urlsplit(url)
-        url = urlunsplit(parts._replace(path=f"/{quote(parsed.database)}_{worker}"))
+        url = urlunsplit(parts._replace(path=f"/{quote(database)}_{worker}"))
     return url, parse_database_url(url)
 
 
