@@ -252,3 +252,15 @@ def explain(left: Any, right: Any, path: str = "") -> str:
             if a != b:
                 return explain(a, b, f"{path}[{i}]")
     return f"at {path or 'top'}: {left!r} != {right!r}"
+
+
+async def both_ways(h: Harness, data: Any, via_repo: Callable[[], Awaitable[Any]],
+                    via_tortoise: Callable[[], Awaitable[Any]]
+                    ) -> tuple[Outcome, dict[str, Any], Outcome, dict[str, Any]]:
+    """The repository's call on the seeded data, then plain Tortoise's on the same data
+    seeded again: each outcome with the tables it left."""
+    repo = await attempt(via_repo)
+    after_repo = await h.snapshot()
+    await seed(h, data)
+    ref = await attempt(via_tortoise)
+    return repo, after_repo, ref, await h.snapshot()

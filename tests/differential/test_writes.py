@@ -26,6 +26,7 @@ from tests.differential.harness import (
     Harness,
     Outcome,
     attempt,
+    both_ways,
     check_ours,
     explain,
     harness,
@@ -104,10 +105,6 @@ def test_create(h: Harness) -> None:
                     stored = await fresh(Item, obj.pk)
                 return values(obj, masked), values(stored, masked)
 
-            repo = await attempt(via_repo)
-            after_repo = await h.snapshot()
-            await seed(h, data)
-
             async def via_tortoise() -> Any:
                 async with h.db.session():
                     obj = await Item.create(**payload)
@@ -115,9 +112,9 @@ def test_create(h: Harness) -> None:
                     stored = await fresh(Item, obj.pk)
                 return values(obj, masked), values(stored, masked)
 
-            ref = await attempt(via_tortoise)
+            repo, after_repo, ref, after_ref = await both_ways(h, data, via_repo, via_tortoise)
             compare_write("create", repo, ref, before=before, after_repo=after_repo,
-                          after_ref=await h.snapshot(), given=payload,
+                          after_ref=after_ref, given=payload,
                           invalid=s.has_invalid(payload))
 
         h.run(case)
@@ -161,10 +158,6 @@ def test_create_many(h: Harness) -> None:
                 return ([values(obj, masked) for obj in made],
                         [values(obj, masked) for obj in stored])
 
-            repo = await attempt(via_repo)
-            after_repo = await h.snapshot()
-            await seed(h, data)
-
             async def via_tortoise() -> Any:
                 async with h.db.session():
                     made = [await Item.create(**row) for row in rows]
@@ -173,8 +166,7 @@ def test_create_many(h: Harness) -> None:
                 return ([values(obj, masked) for obj in made],
                         [values(obj, masked) for obj in stored])
 
-            ref = await attempt(via_tortoise)
-            after_ref = await h.snapshot()
+            repo, after_repo, ref, after_ref = await both_ways(h, data, via_repo, via_tortoise)
             if ref.ok and len({"status" in row for row in rows}) == 1:
                 # bulk_create stores the same rows as create() one by one (it refuses a batch
                 # where only some rows give the db_default field).
@@ -225,10 +217,6 @@ def test_update(h: Harness) -> None:
                     stored = await fresh(Item, obj.pk)
                 return values(obj, masked), values(stored, masked)
 
-            repo = await attempt(via_repo)
-            after_repo = await h.snapshot()
-            await seed(h, data)
-
             async def via_tortoise() -> Any:
                 async with h.db.session():
                     obj = await Item.get_or_none(id=pick)
@@ -242,13 +230,13 @@ def test_update(h: Harness) -> None:
                 # the values as given, so both sides are compared through a fresh read.
                 return values(stored, masked), values(stored, masked)
 
-            ref = await attempt(via_tortoise)
+            repo, after_repo, ref, after_ref = await both_ways(h, data, via_repo, via_tortoise)
             if ref.ok and ref.value is None and not repo.ok and s.has_invalid(payload):
                 # No such row, and values Tortoise would refuse: the repository may check the
                 # values first (before any SQL), then ours is the answer, or find no row.
                 ref = Outcome(error=ValueError("invalid values"))
             compare_write("update", repo, ref, before=before, after_repo=after_repo,
-                          after_ref=await h.snapshot(), given={},
+                          after_ref=after_ref, given={},
                           invalid=s.has_invalid(payload))
 
         h.run(case)
@@ -366,10 +354,6 @@ def test_create_other_keys(h: Harness, model: type[Model]) -> None:
                     stored = [await fresh(model, obj.pk) for obj in made]
                 return [values(o, masked) for o in made], [values(o, masked) for o in stored]
 
-            repo = await attempt(via_repo)
-            after_repo = await h.snapshot()
-            await seed(h, data)
-
             async def via_tortoise() -> Any:
                 async with h.db.session():
                     made = [await model.create(**r) for r in rows]
@@ -377,11 +361,11 @@ def test_create_other_keys(h: Harness, model: type[Model]) -> None:
                     stored = [await fresh(model, obj.pk) for obj in made]
                 return [values(o, masked) for o in made], [values(o, masked) for o in stored]
 
-            ref = await attempt(via_tortoise)
+            repo, after_repo, ref, after_ref = await both_ways(h, data, via_repo, via_tortoise)
             invalid = any(v is None or any(v is b for bs in s.INVALID.values() for b in bs)
                           for r in rows for v in r.values())
             compare_write("create_many" if many else "create", repo, ref, before=before,
-                          after_repo=after_repo, after_ref=await h.snapshot(),
+                          after_repo=after_repo, after_ref=after_ref,
                           given=given_keys, invalid=invalid, written=(model, masked))
 
         h.run(case)
@@ -431,10 +415,6 @@ def test_update_expressions_and_relations(h: Harness) -> None:
                     stored = await fresh(Item, obj.pk)
                 return values(obj, masked), values(stored, masked)
 
-            repo = await attempt(via_repo)
-            after_repo = await h.snapshot()
-            await seed(h, data)
-
             async def via_tortoise() -> Any:
                 async with h.db.session():
                     values_now = await payload(reference=True)
@@ -446,9 +426,9 @@ def test_update_expressions_and_relations(h: Harness) -> None:
                     stored = await fresh(Item, pick)
                 return values(stored, masked), values(stored, masked)
 
-            ref = await attempt(via_tortoise)
+            repo, after_repo, ref, after_ref = await both_ways(h, data, via_repo, via_tortoise)
             compare_write("update with expressions", repo, ref, before=before,
-                          after_repo=after_repo, after_ref=await h.snapshot(), given={})
+                          after_repo=after_repo, after_ref=after_ref, given={})
 
         h.run(case)
 
