@@ -23,6 +23,15 @@ from aegis_tortoise import DatabaseManager
 EXAMPLE_MODELS = ["aegis_tortoise.examples.models"]
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ["sqlite", "postgres"]
+# pytest.ini of the inner projects that run the plugin as a user does (pytester).
+PLUGIN_INI = """
+[pytest]
+asyncio_mode = auto
+asyncio_default_fixture_loop_scope = function
+asyncio_default_test_loop_scope = function
+filterwarnings = error
+aegis_models = aegis_tortoise.examples.models
+"""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

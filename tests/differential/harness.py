@@ -39,11 +39,8 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                            HealthCheck.filter_too_much])
 settings.register_profile(
-    "fuzz", max_examples=int(os.environ.get("AEGIS_DIFF_EXAMPLES", "2000")), deadline=None,
-    derandomize=False, database=None, print_blob=True, report_multiple_bugs=False,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.filter_too_much])
+    "fuzz", settings.get_profile("diff"),
+    max_examples=int(os.environ.get("AEGIS_DIFF_EXAMPLES", "2000")), derandomize=False)
 settings.register_profile(
     "dev", settings.get_profile("diff"), phases=[Phase.explicit, Phase.generate])
 PROFILE = os.environ.get("AEGIS_DIFF_PROFILE", "diff")

@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 
 from aegis_tortoise import DatabaseManager
-from tests.conftest import PgServer
+from tests.conftest import PLUGIN_INI, PgServer
 
 pytest_plugins = ["pytester"]
 
@@ -182,14 +182,7 @@ def test_repl_block_runs_in_python_m_asyncio(block: Block, tmp_path: Path) -> No
     assert 'File "<console>"' not in output, output  # a syntax error, as pasted
 
 
-INI = """
-[pytest]
-asyncio_mode = auto
-asyncio_default_fixture_loop_scope = function
-asyncio_default_test_loop_scope = function
-filterwarnings = error
-aegis_models = aegis_tortoise.examples.models
-"""
+INI = PLUGIN_INI
 
 
 def _run_pytest_file(pytester: pytest.Pytester, *args: str) -> None:

@@ -9,18 +9,11 @@ import uuid
 import asyncpg
 import pytest
 
-from tests.conftest import PgServer
+from tests.conftest import PLUGIN_INI, PgServer
 
 pytest_plugins = ["pytester"]
 
-INI = """
-[pytest]
-asyncio_mode = auto
-asyncio_default_fixture_loop_scope = function
-asyncio_default_test_loop_scope = function
-filterwarnings = error
-aegis_models = aegis_tortoise.examples.models
-"""
+INI = PLUGIN_INI
 
 APP_TESTS = '''
 from contextlib import asynccontextmanager
