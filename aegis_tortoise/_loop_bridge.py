@@ -79,8 +79,10 @@ async def shared_connection(client: Any) -> BridgedConnection:
     key = (client.host, client.port, client.user, client.database, repr(sorted(settings.items())),
            repr(sorted(options.items())))
     bridged = _shared.get(key)
-    if bridged is not None and not bridged._target.is_closed():
-        return bridged
+    if bridged is not None:
+        if not bridged._target.is_closed():
+            return bridged
+        await discard(bridged)  # closed under us: its loop and thread go with it
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="aegis-test-connection",
                               daemon=True)
@@ -102,7 +104,7 @@ async def discard(bridged: BridgedConnection) -> None:
     for key, known in list(_shared.items()):
         if known is bridged:
             del _shared[key]
-    bridged._loop.call_soon_threadsafe(bridged._target.terminate)
+    bridged.terminate()
     bridged._loop.call_soon_threadsafe(bridged._loop.stop)
     await asyncio.to_thread(bridged._thread.join, 5)
 
