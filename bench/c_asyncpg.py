@@ -22,6 +22,8 @@ _POLICIES = ("SELECT id, user_id, title, created_at, updated_at, deleted_at FROM
              "WHERE user_id = ANY($1::int[]) ORDER BY id")
 _UNNEST = ("INSERT INTO users (email, name, created_at, updated_at) "
            "SELECT e, n, $3, $3 FROM unnest($1::text[], $2::text[]) AS t(e, n) RETURNING id")
+_NEXTVALS = ("SELECT array_agg(nextval(pg_get_serial_sequence('users', 'id'))) "
+             "FROM generate_series(1, $1)")
 _VALUES = "INSERT INTO users (email, name, created_at, updated_at) VALUES ($1, $2, $3, $3)"
 
 
@@ -48,7 +50,8 @@ class AsyncpgContender(Contender):
 
     Update uses ``UPDATE ... RETURNING`` (one statement); create_many uses
     ``INSERT ... SELECT * FROM unnest(...) RETURNING id`` (``create_many_em`` is the same
-    batch through ``executemany``, which returns no ids).
+    batch through ``executemany``, which returns no ids; ``create_many_copy`` the dict batch
+    by binary COPY with ids taken from the sequence first).
     """
 
     key = "A"
@@ -108,6 +111,17 @@ class AsyncpgContender(Contender):
         async with self.pool.acquire() as conn:
             records = await conn.fetch(_UNNEST, emails, names, now())
         return [r[0] for r in records]
+
+    async def create_many_copy(self, rows: list[dict[str, Any]]) -> list[int]:
+        """The binary COPY floor: ids from the sequence in one round trip, then
+        ``copy_records_to_table`` (asyncpg's binary COPY), in one transaction."""
+        t = now()
+        async with self.pool.acquire() as conn, conn.transaction():
+            ids: list[int] = await conn.fetchval(_NEXTVALS, len(rows))
+            await conn.copy_records_to_table(
+                "users", columns=("id", "email", "name", "created_at", "updated_at"),
+                records=[(i, r["email"], r["name"], t, t) for i, r in zip(ids, rows, strict=True)])
+        return ids
 
     async def create_many_em(self, rows: list[tuple[str, str]]) -> None:
         t = now()

@@ -45,6 +45,9 @@ PG_KEYS = ("A", "B", "D", "E")
 SQLITE_KEYS = ("B", "D", "E")
 # The asyncpg executemany variant of create_many (no ids returned): a footnote to A.
 A_EXECUTEMANY = "A:executemany"
+# The asyncpg binary COPY variant of create_many_dicts (ids from the sequence, then
+# copy_records_to_table): the COPY floor, a footnote to A.
+A_COPY = "A:copy"
 # The caller's own ``User(email=..., name=...)`` for the batch, no database: the part of the
 # "model instances" create_many that no repository can speed up (a footnote to D and E).
 CONSTRUCT = "User(...) only"
@@ -247,6 +250,8 @@ class Bench:
     def _bulk_method(slot: Slot, base: str) -> Callable[[list[Any]], Awaitable[Any]]:
         if slot.label == A_EXECUTEMANY:
             return slot.contender.create_many_em  # type: ignore[attr-defined,no-any-return]
+        if slot.label == A_COPY:
+            return slot.contender.create_many_copy  # type: ignore[attr-defined,no-any-return]
         return getattr(slot.contender, base)  # type: ignore[no-any-return]
 
     async def _sample_concurrent(self, slot: Slot, round_no: int) -> float:
@@ -496,10 +501,11 @@ class PgSetup:
             if key == "A":
                 assert isinstance(contender, AsyncpgContender)
                 self.slots.append(Slot(contender, A_EXECUTEMANY, admin))
+                self.slots.append(Slot(contender, A_COPY, admin))
 
     async def __aexit__(self, *exc: object) -> None:
         for slot in self.slots:
-            if slot.label == A_EXECUTEMANY:
+            if slot.label in (A_EXECUTEMANY, A_COPY):
                 continue
             with contextlib.suppress(Exception):
                 await slot.contender.close()
@@ -542,10 +548,12 @@ def assign_ops(slots: list[Slot], ops: list[Op]) -> None:
     for slot in slots:
         if slot.label == A_EXECUTEMANY:
             slot.ops = tuple(op.key for op in ops if op.key == "create_many")
+        elif slot.label == A_COPY:
+            slot.ops = tuple(op.key for op in ops if op.key == "create_many_dicts")
         else:
             slot.ops = _ops_of(slot.contender, ops)
 
 
-__all__ = ["A_EXECUTEMANY", "CONSTRUCT", "OPS_BY_KEY", "PAGE", "PG_FACTORIES", "PG_KEYS",
+__all__ = ["A_COPY", "A_EXECUTEMANY", "CONSTRUCT", "OPS_BY_KEY", "PAGE", "PG_FACTORIES", "PG_KEYS",
            "SQLITE_FACTORIES", "SQLITE_KEYS", "Bench", "PgSetup", "Results", "assign_ops",
            "sqlite_slots", "tortoise_ddl"]

@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.harness import A_EXECUTEMANY, CONSTRUCT, Results
+from bench.harness import A_COPY, A_EXECUTEMANY, CONSTRUCT, Results
 from bench.workload import OPS, Op, Sizes
 
 START = "<!-- bench:results:start -->"
@@ -119,6 +119,13 @@ def table(results: Results, sizes: Sizes, ops: list[Op] | None = None) -> str:
                      f"the same batch through asyncpg `executemany` (no ids returned) runs at "
                      f"{_fmt(em)} rows/s (E/that = "
                      f"{_ratio(results.ratio('create_many', 'E', A_EXECUTEMANY), None)}).")
+    copy = results.median("create_many_dicts", A_COPY)
+    if copy is not None:
+        notes.append(f"The dicts batch by asyncpg binary COPY (ids taken from the sequence "
+                     f"first, `copy_records_to_table`), the COPY floor, runs at {_fmt(copy)} "
+                     f"rows/s (E/that = "
+                     f"{_ratio(results.ratio('create_many_dicts', 'E', A_COPY), 0.8)}; "
+                     f"target 0.8).")
     construct = results.median("create_many", CONSTRUCT)
     rates = [results.median("create_many", k) for k in ("A", "D")]
     if construct is not None and rates[0] and rates[1]:
@@ -166,7 +173,7 @@ def dump_json(path: Path, results: Results, sizes: Sizes, env: dict[str, Any],
     ratios: dict[str, dict[str, Any]] = {}
     for op, per in results.samples.items():
         ratios[op] = {}
-        for other in ("A", "B", "D", A_EXECUTEMANY):
+        for other in ("A", "B", "D", A_EXECUTEMANY, A_COPY):
             if "E" in per and other in per:
                 ratios[op][f"E/{other}"] = {"median": results.ratio(op, "E", other),
                                             "per_round": results.ratios(op, "E", other)}
