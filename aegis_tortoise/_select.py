@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import operator
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -39,6 +39,7 @@ from tortoise.filters import not_null as is_not_null
 from tortoise.manager import Manager
 from tortoise.models import Model
 
+from aegis_tortoise import _collector
 from aegis_tortoise._bulk import _pg_type, _quote, _table
 from aegis_tortoise._values import field_error
 
@@ -74,15 +75,20 @@ class RowPlan:
     #: The builder compiled for this plan (:func:`_compile_builder`).
     builder: Callable[[Iterable[Any], bool, dt.tzinfo], list[Any]]
 
-    def build(self, records: Iterable[Any]) -> list[Any]:
+    def build(self, records: Sequence[Any]) -> list[Any]:
         """Instances for ``records`` (asyncpg Records or sqlite rows, in select-list order).
 
         The same instances ``Model._init_from_db(**row)`` builds in Tortoise 1.1.9: the same
         conversions per column kind (native, ``field_type(value)``, ``to_python_value``),
         ``_partial``/``_saved_in_db``/``_custom_generated_pk``/``_await_when_save`` set, without
-        a ``__setattr__`` call per attribute.
+        a ``__setattr__`` call per attribute; the collector paused for large batches
+        (:mod:`aegis_tortoise._collector`).
         """
-        return self.builder(records, timezone.get_use_tz(), timezone.get_default_timezone())
+        use_tz, zone = timezone.get_use_tz(), timezone.get_default_timezone()
+        if len(records) < _collector.PAUSE_FROM:
+            return self.builder(records, use_tz, zone)
+        with _collector.paused(len(records)):
+            return self.builder(records, use_tz, zone)
 
 
 def _compile_builder(model: type[Model], attrs: tuple[str, ...],
