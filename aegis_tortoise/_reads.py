@@ -94,7 +94,7 @@ async def plain_fetch(repo: BaseRepository[M], kwargs: Mapping[str, Any], shape:
         params.append(limit)
     if skip:
         params.append(skip)
-    _, records = await connection.execute_query(sql, params)
+    records = await _bulk.fetch_rows(connection, sql, params)
     items: list[M] = rows.build(records)
     for name, plan in prefetches:
         await _prefetch_reverse(repo, items, name, plan, native)
@@ -110,7 +110,7 @@ async def _prefetch_reverse(repo: BaseRepository[M], items: Sequence[Any], name:
     groups: dict[Any, list[Any]] = {}
     if keys:
         values = [plan.own_field.to_db_value(key, repo.model) for key in keys]
-        _, records = await repo.session.connection.execute_query(plan.sql, [values])
+        records = await _bulk.fetch_rows(repo.session.connection, plan.sql, [values])
         fk_attr = plan.fk_attr
         for obj in _sql.row_plan(plan.related, native).build(records):
             groups.setdefault(getattr(obj, fk_attr), []).append(obj)
