@@ -4,7 +4,8 @@
 ``RegisterTortoise(app, config=..., replica_urls=...)`` put readonly sessions on standbys as
 ``DatabaseManager(url, replica_urls=...)`` does. A config's own router (a "replica"
 connection for ``db_for_read``) keeps routing plain Tortoise calls exactly as under
-``Tortoise.init``.
+``Tortoise.init``. ``?pgbouncer=true`` works on every connection of a config, not only
+on the sessions' connection.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from aegis_tortoise.fastapi import RegisterTortoise, register_tortoise
 from aegis_tortoise.repository import BaseRepository
 from tests.cluster.conftest import (
     REPLICATED,
+    Bouncer,
     Cluster,
     Topology,
     replayed,
@@ -38,6 +40,7 @@ from tests.cluster.conftest import (
     where,
 )
 from tests.conftest import EXAMPLE_MODELS
+from tests.dropin.archive_models import Record
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("standbys_back")]
 
@@ -56,7 +59,7 @@ class ReadReplicaRouter:
         return "default"
 
 
-def tortoise_url(server: Cluster, **query: Any) -> str:
+def tortoise_url(server: Cluster | Bouncer, **query: Any) -> str:
     """The replicated database's URL on ``server``, as a Tortoise config writes it."""
     return server.url(REPLICATED, **query).replace("postgresql://", "postgres://", 1)
 
@@ -331,3 +334,36 @@ async def test_inside_a_session_the_router_still_chooses(truncated: Topology) ->
             assert await where(session) == (False, primary.port)
     finally:
         await db.close()
+
+
+# -- ?pgbouncer=true beyond the sessions' connection ---------------------------------------------
+
+
+async def _rounds(read: Callable[[], Awaitable[None]]) -> None:
+    """400 reads, 20 at a time: through PgBouncer, named prepared statements would fail."""
+    for _ in range(20):
+        await asyncio.gather(*(read() for _ in range(20)))
+
+
+async def test_a_second_connection_of_a_config_through_pgbouncer(truncated: Topology) -> None:
+    assert truncated.bouncer is not None
+    config = tortoise_config(truncated.primary)
+    config["connections"]["archive"] = tortoise_url(truncated.bouncer, pgbouncer="true",
+                                                    maxsize=20)
+    config["apps"]["archive"] = {"models": ["tests.dropin.archive_models"],
+                                 "default_connection": "archive"}
+    db = DatabaseManager.from_tortoise_config(config, global_context=True, pool_timeout=10)
+    assert db.pgbouncer is False  # the sessions' connection is direct
+    try:
+        await db.generate_schemas()
+        await Record.all().delete()
+        await Record.create(text="a")
+
+        async def read() -> None:
+            assert await Record.filter(text="a").count() == 1
+            assert await Record.filter(text="b").exists() is False
+
+        await _rounds(read)
+    finally:
+        await db.close()
+
