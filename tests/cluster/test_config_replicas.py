@@ -4,8 +4,8 @@
 ``RegisterTortoise(app, config=..., replica_urls=...)`` put readonly sessions on standbys as
 ``DatabaseManager(url, replica_urls=...)`` does. A config's own router (a "replica"
 connection for ``db_for_read``) keeps routing plain Tortoise calls exactly as under
-``Tortoise.init``. ``?pgbouncer=true`` works on every connection of a config, not only
-on the sessions' connection.
+``Tortoise.init``. ``?pgbouncer=true`` works on every connection of a config and on a
+replica URL, not only on the sessions' connection.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from tests.cluster.conftest import (
     REPLICATED,
     Bouncer,
     Cluster,
+    ClusterFactory,
     Topology,
     replayed,
     sql,
@@ -339,6 +340,12 @@ async def test_inside_a_session_the_router_still_chooses(truncated: Topology) ->
 # -- ?pgbouncer=true beyond the sessions' connection ---------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def standby_bouncer(cluster_factory: ClusterFactory, replicated: Topology) -> Bouncer:
+    """A PgBouncer (transaction pooling, 10 server connections) in front of standby s2."""
+    return cluster_factory.bouncer(replicated.standbys["s2"], "bouncer_s2")
+
+
 async def _rounds(read: Callable[[], Awaitable[None]]) -> None:
     """400 reads, 20 at a time: through PgBouncer, named prepared statements would fail."""
     for _ in range(20):
@@ -367,3 +374,24 @@ async def test_a_second_connection_of_a_config_through_pgbouncer(truncated: Topo
     finally:
         await db.close()
 
+
+async def test_a_replica_url_through_pgbouncer(truncated: Topology,
+                                               standby_bouncer: Bouncer) -> None:
+    s2 = truncated.standbys["s2"]
+    db = DatabaseManager.from_tortoise_config(
+        tortoise_config(truncated.primary),
+        replica_urls=[standby_bouncer.url(REPLICATED, pgbouncer="true")], read_your_writes=0,
+        pool_size=20, max_overflow=0, pool_timeout=10)
+    assert db.pgbouncer is False  # the primary is reached directly
+
+    async def read() -> None:
+        async with db.session(readonly=True) as session:
+            assert await where(session) == (True, s2.port)
+            await session.execute("SELECT count(*) FROM users WHERE name = :n", {"n": "a"})
+            assert await Users(session).count() == 0
+
+    try:
+        await _rounds(read)
+        assert (db.stats()["replica_reads"], db.stats()["replica_fallbacks"]) == (400, 0)
+    finally:
+        await db.close()

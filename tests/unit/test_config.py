@@ -155,3 +155,16 @@ def test_a_pgbouncer_flag_in_a_config_must_be_a_boolean() -> None:
     with pytest.raises(ConfigurationError, match=r"'c1' must be true or false"):
         take_pgbouncer_flags(config, "c0")
 
+
+def test_a_replica_urls_pgbouncer_flag_wins_over_the_managers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_PGBOUNCER", raising=False)
+    replicas = ["postgresql://u@r1/db", "postgresql://u@r2/db?pgbouncer=false",
+                "postgresql://u@r3/db?pgbouncer=true"]
+    for primary, expected in (("postgresql://u@p/db?pgbouncer=true", [True, False, True]),
+                              ("postgresql://u@p/db", [False, False, True])):
+        db = DatabaseManager(primary, models=[], replica_urls=replicas)
+        modes = [r.pgbouncer for r in db._replicas.replicas]
+        cache = [db._replicas._pool_options(r).get("statement_cache_size")
+                 for r in db._replicas.replicas]
+        assert (modes, cache) == (expected, [0 if on else None for on in expected]), primary
