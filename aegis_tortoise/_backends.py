@@ -123,6 +123,7 @@ class _PgSessionClient(_LazyReads, AsyncpgTransactionWrapper):
         self.log = log
         self._proxy: Any = None  # the pool's proxy of conn, handed back on release
         self._home: Any = None  # the pool it came from (the primary's, or a replica's)
+        self._pgbouncer = False  # that pool reaches the server through PgBouncer
 
     async def begin(self) -> None:
         # db.session(readonly=True): READ ONLY, on a replica and on the primary alike.
@@ -233,9 +234,11 @@ class PostgresBackend:
         if getattr(session, "readonly", False):
             replica = await self.manager._replicas.acquire()  # None: the primary serves
         if replica is not None:
-            proxy, pool = replica
+            proxy, chosen = replica
+            pool, pgbouncer = chosen.pool, chosen.pgbouncer
         else:
             proxy = await self._acquire(pool)
+            pgbouncer = self.manager.pgbouncer
         # The session and its Tortoise client use the connection itself, not asyncpg's pool
         # proxy: asyncpg 0.32 detaches the proxy of a connection the server closed (and
         # gives its slot back) at once, after which every call on the proxy, is_closed()
@@ -245,6 +248,7 @@ class PostgresBackend:
         session._client = _PgSessionClient(client, raw, session, self.manager._sql_log)
         session._client._proxy = proxy
         session._client._home = pool
+        session._client._pgbouncer = pgbouncer
 
     async def _acquire(self, pool: Any) -> Any:
         timeout = self.manager.pool_timeout
@@ -294,7 +298,7 @@ class PostgresBackend:
                 await raw.execute("ROLLBACK")
             # Through PgBouncer the connection is no longer ours once the transaction ended:
             # a reset query would run on whichever server connection it hands out.
-            if session._dirty and not raw.is_closed() and not self.manager.pgbouncer:
+            if session._dirty and not raw.is_closed() and not session._client._pgbouncer:
                 await raw.execute(raw.get_reset_query())
             handed_back = True
             await pool.release(proxy)  # a no-op when asyncpg released a lost one already

@@ -70,10 +70,15 @@ class ReadonlySession(Session):
 
 
 class _Replica:
-    """One replica: its pool (created on first use, per event loop) and its health."""
+    """One replica: its pool (created on first use, per event loop) and its health.
 
-    def __init__(self, url: DatabaseURL) -> None:
+    ``pgbouncer``: reached through PgBouncer in transaction pooling mode; the URL's own
+    ``?pgbouncer=`` when it has one, else the manager's mode.
+    """
+
+    def __init__(self, url: DatabaseURL, pgbouncer: bool) -> None:
         self.url = url
+        self.pgbouncer: bool = url.options.get("pgbouncer", pgbouncer)
         self.pool: Any = None
         self.lag: float | None = None
         self.checked = float("-inf")
@@ -89,7 +94,7 @@ class ReplicaSet:
     def __init__(self, manager: DatabaseManager, urls: Sequence[DatabaseURL],
                  max_replica_lag: float, read_your_writes: float) -> None:
         self.manager = manager
-        self.replicas = [_Replica(url) for url in urls]
+        self.replicas = [_Replica(url, manager.pgbouncer) for url in urls]
         self.max_replica_lag = max_replica_lag
         self.read_your_writes = read_your_writes
         self._next = itertools.count()
@@ -145,8 +150,8 @@ class ReplicaSet:
 
     # -- choosing a replica -----------------------------------------------------------------------
 
-    async def acquire(self) -> tuple[Any, Any] | None:
-        """A connection of a usable replica and its pool; None: the primary serves."""
+    async def acquire(self) -> tuple[Any, _Replica] | None:
+        """A connection of a usable replica, and the replica; None: the primary serves."""
         if not self.replicas:
             return None
         if self._wrote_recently():
@@ -160,7 +165,7 @@ class ReplicaSet:
             taken = await self._try(replica)
             if taken is not None:
                 self.replica_reads += 1
-                return taken, replica.pool
+                return taken, replica
         self.fallbacks += 1
         now = time.monotonic()
         if now - self._warned >= DOWN_FOR:
@@ -190,7 +195,7 @@ class ReplicaSet:
         token = _acquire_attempt.set(attempt)
         try:
             if replica.pool is None:
-                replica.pool = await asyncpg.create_pool(**self._pool_options(replica.url))
+                replica.pool = await asyncpg.create_pool(**self._pool_options(replica))
             proxy = await replica.pool.acquire(timeout=timeout)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if isinstance(exc, TimeoutError) and not attempt.connecting:
@@ -223,12 +228,17 @@ class ReplicaSet:
             return None
         return proxy
 
-    def _pool_options(self, url: DatabaseURL) -> dict[str, Any]:
-        """asyncpg ``create_pool`` keywords: the replica's URL, the primary's pool options."""
+    def _pool_options(self, replica: _Replica) -> dict[str, Any]:
+        """asyncpg ``create_pool`` keywords: the replica's URL and PgBouncer mode, the
+        primary's pool options."""
         manager = self.manager
-        credentials: dict[str, Any] = url.tortoise_connection(
+        credentials: dict[str, Any] = replica.url.tortoise_connection(
             **manager.driver_options)["credentials"]
-        credentials.update(manager._backend.pool_options())
+        options = manager._backend.pool_options()
+        options.pop("statement_cache_size", None)  # the primary's PgBouncer mode
+        credentials.update(options)
+        if replica.pgbouncer:
+            credentials["statement_cache_size"] = 0
         server_settings = dict(credentials.pop("server_settings", None) or {})
         name = credentials.pop("application_name", None)
         if name is not None:

@@ -22,7 +22,7 @@ from tortoise.config import TortoiseConfig
 from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
 
 from aegis_tortoise._modules import module_models
-from aegis_tortoise.config import DatabaseURL, parse_database_url
+from aegis_tortoise.config import DatabaseURL, credentials_pgbouncer, parse_database_url
 from aegis_tortoise.errors import ConfigurationError
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "config_from_url",
     "load_tortoise_config",
     "primary_connection",
+    "take_pgbouncer_flags",
     "url_of_connection",
 ]
 
@@ -128,6 +129,25 @@ def primary_connection(config: Mapping[str, Any]) -> str:
         if name in connections:
             return str(name)
     return str(next(iter(connections)))
+
+
+def take_pgbouncer_flags(config: dict[str, Any], alias: str) -> None:
+    """Take this library's ``pgbouncer`` flag out of every connection's credentials.
+
+    asyncpg rejects it as an unknown keyword. The sessions' connection (``alias``) follows
+    the manager's ``pgbouncer`` option, which read the flag already; any other PostgreSQL
+    connection of the config that sets it gets no named prepared statements
+    (``statement_cache_size=0``), as PgBouncer's transaction pooling needs.
+    """
+    for name, connection in config["connections"].items():
+        credentials = connection.get("credentials") or {}
+        if "pgbouncer" not in credentials:
+            continue
+        through_bouncer = credentials_pgbouncer(name, credentials)
+        del credentials["pgbouncer"]
+        if through_bouncer and name != alias and _ENGINES.get(
+                str(connection.get("engine", ""))) == "postgres":
+            credentials["statement_cache_size"] = 0
 
 
 def url_of_connection(name: str, connection: Mapping[str, Any]) -> DatabaseURL:

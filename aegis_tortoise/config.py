@@ -23,6 +23,7 @@ __all__ = [
     "DatabaseSettings",
     "DatabaseURL",
     "Settings",
+    "credentials_pgbouncer",
     "parse_database_url",
     "pgbouncer_option",
     "split_hosts",
@@ -407,14 +408,30 @@ class DatabaseSettings(BaseSettings):
                 yield name, value
 
 
+def credentials_pgbouncer(name: str, credentials: dict[str, Any]) -> bool | None:
+    """The ``pgbouncer`` flag of a Tortoise config's connection (its URL's
+    ``?pgbouncer=true``, kept by Tortoise as a string), or None when it has none.
+
+    Raises:
+        ConfigurationError: the value is not a boolean, naming the connection.
+    """
+    given = credentials.get("pgbouncer")
+    if given is None or isinstance(given, bool):
+        return given
+    try:
+        return _url_flag(str(given))
+    except ValueError:
+        raise ConfigurationError(
+            f"pgbouncer of the Tortoise connection {name!r} must be true or false, got "
+            f"{given!r}", details={"connection": name, "field": "pgbouncer"}) from None
+
+
 def pgbouncer_option(value: bool | None, url: DatabaseURL, config: dict[str, Any] | None,
                      alias: str, settings: DatabaseSettings | None) -> bool:
     """A manager's ``pgbouncer``: the option, else the URL's (or Tortoise config
     connection's) ``pgbouncer``, else ``DATABASE_PGBOUNCER``."""
     if value is None and config is not None:
-        given = config["connections"][alias].get("credentials", {}).get("pgbouncer")
-        value = given if given is None or isinstance(given, bool) else (
-            str(given).lower() in ("true", "1", "yes", "on"))
+        value = credentials_pgbouncer(alias, config["connections"][alias].get("credentials", {}))
     if value is None:
         value = url.options.get("pgbouncer")
     if value is None:

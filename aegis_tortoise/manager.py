@@ -37,6 +37,7 @@ from aegis_tortoise._tortoise_config import (
     config_from_url,
     load_tortoise_config,
     primary_connection,
+    take_pgbouncer_flags,
     url_of_connection,
 )
 from aegis_tortoise._tortoise_state import keep_process_state, publish_context, unpublish_context
@@ -297,7 +298,7 @@ class DatabaseManager:
             config = copy.deepcopy(self._tortoise_config)
             primary = config["connections"][self.alias]
             primary.setdefault("credentials", {}).update(self.driver_options)
-            primary["credentials"].pop("pgbouncer", None)  # this library's, not asyncpg's
+            take_pgbouncer_flags(config, self.alias)  # this library's, not asyncpg's
         config["connections"][self.alias]["credentials"].update(self._backend.pool_options())
         for connection in config["connections"].values():
             if connection.get("engine") == "tortoise.backends.sqlite":

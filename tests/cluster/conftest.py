@@ -7,6 +7,9 @@ mode in front of the primary (a pool of 10 server connections). The failover tes
 pair of its own (:func:`make_pair`), since it promotes a standby. Everything is stopped and
 deleted at the end; the machine's shared cluster on 5432 is never touched.
 
+The replica tests share one database with the example tables (``replicated``), emptied for
+each test (``truncated``), and the helpers below (``sql``, ``where``, ``visible_on``).
+
 Without the PostgreSQL 15 binaries, root (to run as ``postgres``) or pgbouncer, the tests
 are skipped with the reason, and fail with ``CI=true`` (``.ci/run`` installs pgbouncer).
 """
@@ -31,9 +34,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.conftest import _in_ci
+from aegis_tortoise import DatabaseManager, Session
+from tests.conftest import EXAMPLE_MODELS, _in_ci
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+#: The database with the example tables that the replica tests share (see ``replicated``).
+REPLICATED = "replicated"
 BOUNCER_POOL_SIZE = 10
 RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 
@@ -303,3 +309,94 @@ def make_pair(factory: ClusterFactory, name: str) -> tuple[Cluster, Cluster]:
     standby = factory.standby(primary, f"{name}_standby")
     run_sync(wait_streaming(primary, f"{name}_standby"))
     return primary, standby
+
+
+async def sql(cluster: Cluster, statement: str, database: str = REPLICATED) -> object:
+    """The first value of one statement, on a connection of its own."""
+    conn = await asyncpg.connect(cluster.url(database), timeout=10)
+    try:
+        return await conn.fetchval(statement)
+    finally:
+        await conn.close()
+
+
+async def where(session: Session) -> tuple[bool, int]:
+    """Where a session runs: ``(pg_is_in_recovery(), inet_server_port())``."""
+    result = await session.execute("SELECT pg_is_in_recovery(), inet_server_port()")
+    row = result.one()
+    return row[0], row[1]
+
+
+async def visible_on(cluster: Cluster, email: str) -> None:
+    """Until the user ``email`` is in ``cluster``'s users table (5 s at most)."""
+    for _ in range(100):
+        if await sql(cluster, f"SELECT count(*) FROM users WHERE email = '{email}'"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{email} never reached {cluster.name}")
+
+
+async def replayed(topology: Topology) -> None:
+    """Until every standby has replayed the primary's WAL as of now (10 s at most)."""
+    lsn = await sql(topology.primary, "SELECT pg_current_wal_lsn()::text")
+    for standby in topology.standbys.values():
+        for _ in range(200):
+            if await sql(standby, f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"{standby.name} did not replay the primary's WAL to {lsn}")
+
+
+@pytest.fixture(scope="session")
+def replicated(topology: Topology) -> Topology:
+    """A database on the primary (and so on both standbys) with the example tables."""
+    run_sync(topology.primary.fetchval(f'DROP DATABASE IF EXISTS "{REPLICATED}"'))
+    run_sync(topology.primary.fetchval(f'CREATE DATABASE "{REPLICATED}"'))
+
+    async def tables() -> None:
+        manager = DatabaseManager(topology.primary.url(REPLICATED), models=EXAMPLE_MODELS)
+        try:
+            await manager.generate_schemas()
+        finally:
+            await manager.close()
+
+    async def on_standbys() -> None:
+        # CREATE DATABASE and the tables reach the standbys asynchronously (s2 always).
+        for standby in topology.standbys.values():
+            for _ in range(200):
+                try:
+                    if await sql(standby, "SELECT to_regclass('users') IS NOT NULL"):
+                        break
+                except asyncpg.InvalidCatalogNameError:
+                    pass
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"the tables never reached {standby.name}")
+
+    run_sync(tables())
+    run_sync(on_standbys())
+    return topology
+
+
+@pytest.fixture
+def standbys_back(replicated: Topology) -> Iterator[None]:
+    """Whatever a test did to a standby (stopped, replay paused), it streams again after."""
+    yield
+
+    async def restore() -> None:
+        for standby in replicated.standbys.values():
+            if not standby.running:
+                standby.start()
+            await standby.fetchval("SELECT pg_wal_replay_resume()")
+        await wait_streaming(replicated.primary, *replicated.standbys)
+
+    run_sync(restore())
+
+
+@pytest.fixture
+async def truncated(replicated: Topology, standbys_back: None) -> Topology:
+    """Empty tables, on the primary and replayed on both standbys."""
+    await sql(replicated.primary, "TRUNCATE users CASCADE")
+    await replayed(replicated)
+    return replicated

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -16,98 +14,21 @@ from aegis_tortoise import DatabaseManager, DatabaseSettings, Session, Transacti
 from aegis_tortoise.examples.models import User
 from aegis_tortoise.fastapi import session_dependency
 from aegis_tortoise.repository import BaseRepository
-from tests.cluster.conftest import Cluster, Topology, run_sync, wait_streaming
+from tests.cluster.conftest import REPLICATED, Topology, sql, visible_on, where
 from tests.conftest import EXAMPLE_MODELS
 
-pytestmark = pytest.mark.postgres
-
-DATABASE = "replicated"
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("standbys_back")]
 
 
 class Users(BaseRepository[User]):
     pass
 
 
-@pytest.fixture(scope="module")
-def replicated(topology: Topology) -> Topology:
-    """A database on the primary (and so on both standbys) with the example tables."""
-    run_sync(topology.primary.fetchval(f'DROP DATABASE IF EXISTS "{DATABASE}"'))
-    run_sync(topology.primary.fetchval(f'CREATE DATABASE "{DATABASE}"'))
-
-    async def tables() -> None:
-        manager = DatabaseManager(topology.primary.url(DATABASE), models=EXAMPLE_MODELS)
-        try:
-            await manager.generate_schemas()
-        finally:
-            await manager.close()
-
-    async def replayed() -> None:
-        # CREATE DATABASE and the tables reach the standbys asynchronously (s2 always).
-        for standby in topology.standbys.values():
-            for _ in range(200):
-                try:
-                    if await _sql(standby, "SELECT to_regclass('users') IS NOT NULL"):
-                        break
-                except asyncpg.InvalidCatalogNameError:
-                    pass
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError(f"the tables never reached {standby.name}")
-
-    run_sync(tables())
-    run_sync(replayed())
-    return topology
-
-
-@pytest.fixture(autouse=True)
-def standbys_back(replicated: Topology) -> Iterator[None]:
-    """Whatever a test did to a standby (stopped, replay paused), it streams again after."""
-    yield
-
-    async def restore() -> None:
-        for standby in replicated.standbys.values():
-            if not standby.running:
-                standby.start()
-            await standby.fetchval("SELECT pg_wal_replay_resume()")
-        await wait_streaming(replicated.primary, *replicated.standbys)
-
-    run_sync(restore())
-
-
-async def _sql(cluster: Cluster, sql: str) -> object:
-    conn = await asyncpg.connect(cluster.url(DATABASE), timeout=10)
-    try:
-        return await conn.fetchval(sql)
-    finally:
-        await conn.close()
-
-
 def _manager(topology: Topology, *replicas: str, **options: object) -> DatabaseManager:
-    urls = [topology.standbys[name].url(DATABASE) for name in replicas]
-    return DatabaseManager(topology.primary.url(DATABASE), models=EXAMPLE_MODELS,
+    urls = [topology.standbys[name].url(REPLICATED) for name in replicas]
+    return DatabaseManager(topology.primary.url(REPLICATED), models=EXAMPLE_MODELS,
                            replica_urls=urls, pool_size=5, max_overflow=5, pool_timeout=10,
                            **options)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def truncated(replicated: Topology) -> Topology:
-    """Empty tables, on the primary and replayed on both standbys."""
-    await _sql(replicated.primary, "TRUNCATE users CASCADE")
-    lsn = await _sql(replicated.primary, "SELECT pg_current_wal_lsn()::text")
-    for standby in replicated.standbys.values():
-        for _ in range(200):
-            if await _sql(standby, f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError(f"{standby.name} did not replay the TRUNCATE")
-    return replicated
-
-
-async def _where(session: Session) -> tuple[bool, int]:
-    result = await session.execute("SELECT pg_is_in_recovery(), inet_server_port()")
-    row = result.one()
-    return row[0], row[1]
 
 
 async def _write(db: DatabaseManager, email: str) -> None:
@@ -115,25 +36,17 @@ async def _write(db: DatabaseManager, email: str) -> None:
         await Users(session).create({"email": email, "name": email})
 
 
-async def _visible_on(cluster: Cluster, email: str) -> None:
-    for _ in range(100):
-        if await _sql(cluster, f"SELECT count(*) FROM users WHERE email = '{email}'"):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{email} never reached {cluster.name}")
-
-
 async def test_readonly_sessions_land_on_standbys_round_robin(truncated: Topology) -> None:
     db = _manager(truncated, "s1", "s2", read_your_writes=0, max_replica_lag=0.5)
     try:
         await _write(db, "a@x.org")
         for standby in truncated.standbys.values():
-            await _visible_on(standby, "a@x.org")
+            await visible_on(standby, "a@x.org")
         await asyncio.sleep(0.6)  # idle and caught up: not lagging, however old its last replay
         ports = set()
         for _ in range(4):
             async with db.session(readonly=True) as session:
-                recovery, port = await _where(session)
+                recovery, port = await where(session)
                 assert recovery is True
                 ports.add(port)
                 # Session state on a replica connection: reset before it is reused.
@@ -144,7 +57,7 @@ async def test_readonly_sessions_land_on_standbys_round_robin(truncated: Topolog
         assert ports == {s.port for s in truncated.standbys.values()}
         assert db.stats()["replica_reads"] == 4
         async with db.session() as session:
-            assert (await _where(session))[0] is False
+            assert (await where(session))[0] is False
     finally:
         await db.close()
 
@@ -167,7 +80,7 @@ async def test_readonly_on_the_primary_is_still_read_only(truncated: Topology) -
     db = _manager(truncated)  # no replicas: the primary serves, READ ONLY all the same
     try:
         async with db.session(readonly=True) as session:
-            assert (await _where(session))[0] is False
+            assert (await where(session))[0] is False
         with pytest.raises(TransactionError, match=r"readonly"):
             async with db.session(readonly=True) as session:
                 await Users(session).create({"email": "c@x.org", "name": "c"})
@@ -182,17 +95,17 @@ async def test_a_stopped_standby_is_skipped(truncated: Topology,
     only_s2 = _manager(truncated, "s2", read_your_writes=0)
     try:
         await _write(db, "d@x.org")
-        await _visible_on(truncated.standbys["s1"], "d@x.org")
+        await visible_on(truncated.standbys["s1"], "d@x.org")
         truncated.standbys["s2"].stop("immediate")
         for _ in range(6):
             async with db.session(readonly=True) as session:
-                assert await _where(session) == (True, truncated.standbys["s1"].port)
+                assert await where(session) == (True, truncated.standbys["s1"].port)
                 assert await Users(session).count() == 1
         # None usable: the primary serves, with a WARNING and a counter.
         with caplog.at_level(logging.WARNING, logger="aegis_tortoise.replicas"):
             for _ in range(3):
                 async with only_s2.session(readonly=True) as session:
-                    assert await _where(session) == (False, truncated.primary.port)
+                    assert await where(session) == (False, truncated.primary.port)
                     assert await Users(session).count() == 1
         assert only_s2.stats()["replica_fallbacks"] == 3
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -210,23 +123,23 @@ async def test_a_standby_held_behind_is_skipped_then_used_again(
     db = _manager(truncated, "s1", read_your_writes=0, max_replica_lag=1.0)
     try:
         async with db.session(readonly=True) as session:
-            assert (await _where(session))[0] is True
-        await _sql(s1, "SELECT pg_wal_replay_pause()")
+            assert (await where(session))[0] is True
+        await sql(s1, "SELECT pg_wal_replay_pause()")
         await _write(db, "e@x.org")  # s1 (synchronous) receives it, does not replay it
         await asyncio.sleep(1.2)  # past max_replica_lag, and past CHECK_EVERY
         with caplog.at_level(logging.WARNING, logger="aegis_tortoise.replicas"):
             for _ in range(5):
                 async with db.session(readonly=True) as session:
-                    assert (await _where(session))[0] is False
+                    assert (await where(session))[0] is False
                     assert await Users(session).count() == 1  # the primary has it
         assert db.stats()["replica_fallbacks"] == 5
         assert any("lag" in r.getMessage() for r in caplog.records
                    if r.levelno == logging.WARNING)
-        await _sql(s1, "SELECT pg_wal_replay_resume()")
-        await _visible_on(s1, "e@x.org")
+        await sql(s1, "SELECT pg_wal_replay_resume()")
+        await visible_on(s1, "e@x.org")
         await asyncio.sleep(1.1)  # the lag measurement is cached for CHECK_EVERY
         async with db.session(readonly=True) as session:
-            assert (await _where(session))[0] is True
+            assert (await where(session))[0] is True
             assert await Users(session).count() == 1
     finally:
         await db.close()
@@ -236,24 +149,24 @@ async def test_read_your_writes_with_replay_paused(truncated: Topology) -> None:
     s1 = truncated.standbys["s1"]
     db = _manager(truncated, "s1", read_your_writes=2.0, max_replica_lag=60)
     try:
-        await _sql(s1, "SELECT pg_wal_replay_pause()")
+        await sql(s1, "SELECT pg_wal_replay_pause()")
         await _write(db, "f@x.org")
         started = time.monotonic()
         async with db.session(readonly=True) as session:
-            assert (await _where(session))[0] is False  # this task wrote: the primary
+            assert (await where(session))[0] is False  # this task wrote: the primary
             assert await Users(session).get_by_id(
                 (await Users(session).list())[0].id) is not None
 
         async def other_task() -> tuple[bool, int]:
             async with db.session(readonly=True) as session:
-                recovery = (await _where(session))[0]
+                recovery = (await where(session))[0]
                 return recovery, await Users(session).count()
 
         # Another task (request) did not write: the replica, which has not replayed it.
         assert await asyncio.create_task(other_task()) == (True, 0)
         await asyncio.sleep(max(0.0, 2.1 - (time.monotonic() - started)))
         async with db.session(readonly=True) as session:
-            assert (await _where(session))[0] is True  # the window is over
+            assert (await where(session))[0] is True  # the window is over
         assert db.stats()["read_your_writes_reads"] == 1
     finally:
         await db.close()
@@ -267,12 +180,12 @@ async def test_session_dependency_readonly(truncated: Topology) -> None:
     writable = session_dependency(db)
 
     @app.get("/where")
-    async def where(session: Session = readonly) -> dict[str, bool]:
-        return {"replica": (await _where(session))[0]}
+    async def on_a_replica(session: Session = readonly) -> dict[str, bool]:
+        return {"replica": (await where(session))[0]}
 
     @app.get("/primary")
-    async def primary(session: Session = writable) -> dict[str, bool]:
-        return {"replica": (await _where(session))[0]}
+    async def on_the_primary(session: Session = writable) -> dict[str, bool]:
+        return {"replica": (await where(session))[0]}
 
     try:
         transport = httpx.ASGITransport(app=app)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from aegis_tortoise import ConfigurationError, DatabaseURL, parse_database_url
+from aegis_tortoise import ConfigurationError, DatabaseManager, DatabaseURL, parse_database_url
+from aegis_tortoise._tortoise_config import load_tortoise_config, take_pgbouncer_flags
 
 SECRET = "S3cr3t-pw"
 
@@ -120,3 +123,48 @@ def test_sqlite_masked_url_round_trips() -> None:
     for url in ("sqlite:////abs/x.db", "sqlite:///rel.db", "sqlite:///:memory:"):
         parsed = parse_database_url(url)
         assert parse_database_url(parsed.masked()).database == parsed.database
+
+
+def _bouncer_config(*flags: str) -> dict[str, Any]:
+    """A Tortoise config whose connections c0, c1, ... carry ``?pgbouncer=<flag>``."""
+    connections = {f"c{i}": f"postgres://u@h:6432/db?pgbouncer={flag}"
+                   for i, flag in enumerate(flags)}
+    connections["lite"] = {"engine": "tortoise.backends.sqlite",
+                           "credentials": {"file_path": ":memory:", "pgbouncer": "true"}}
+    return load_tortoise_config({"connections": connections,
+                                 "apps": {"models": {"models": ["aegis_tortoise.examples.models"],
+                                                     "default_connection": "c0"}}})
+
+
+def test_pgbouncer_flags_of_every_config_connection_are_taken() -> None:
+    """asyncpg rejects the flag; the sessions' connection (c0) follows the manager's option,
+    the others with pgbouncer=true get no named prepared statements."""
+    config = _bouncer_config("true", "true", "false", "1")
+    take_pgbouncer_flags(config, "c0")
+    credentials = {name: c["credentials"] for name, c in config["connections"].items()}
+    assert all("pgbouncer" not in c for c in credentials.values())
+    cache = {name: c.get("statement_cache_size") for name, c in credentials.items()}
+    assert cache == {"c0": None, "c1": 0, "c2": None, "c3": 0, "lite": None}
+
+
+def test_a_pgbouncer_flag_in_a_config_must_be_a_boolean() -> None:
+    with pytest.raises(ConfigurationError, match=r"'c0' must be true or false") as info:
+        DatabaseManager.from_tortoise_config(_bouncer_config("maybe"))
+    assert info.value.details == {"connection": "c0", "field": "pgbouncer"}
+    config = _bouncer_config("true", "maybe")
+    with pytest.raises(ConfigurationError, match=r"'c1' must be true or false"):
+        take_pgbouncer_flags(config, "c0")
+
+
+def test_a_replica_urls_pgbouncer_flag_wins_over_the_managers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_PGBOUNCER", raising=False)
+    replicas = ["postgresql://u@r1/db", "postgresql://u@r2/db?pgbouncer=false",
+                "postgresql://u@r3/db?pgbouncer=true"]
+    for primary, expected in (("postgresql://u@p/db?pgbouncer=true", [True, False, True]),
+                              ("postgresql://u@p/db", [False, False, True])):
+        db = DatabaseManager(primary, models=[], replica_urls=replicas)
+        modes = [r.pgbouncer for r in db._replicas.replicas]
+        cache = [db._replicas._pool_options(r).get("statement_cache_size")
+                 for r in db._replicas.replicas]
+        assert (modes, cache) == (expected, [0 if on else None for on in expected]), primary
