@@ -40,7 +40,7 @@ async def _records(db: DatabaseManager, n: int) -> tuple[UserRepository, list[An
     session = db.session()
     await session.__aenter__()
     repo = UserRepository(session)
-    sql = f"SELECT {rows_of(repo).columns_sql} FROM users ORDER BY id"  # noqa: S608
+    sql = f"SELECT {rows_of(repo).columns_sql} FROM users ORDER BY id"
     return repo, await fetch_rows(session.connection, sql, [])
 
 
@@ -78,9 +78,16 @@ async def test_the_collector_is_left_as_it_was(db: DatabaseManager) -> None:
             assert not gc.isenabled()  # the caller's choice stands
         finally:
             gc.enable()
-        with pytest.raises(ValueError), _collector.paused(_collector.PAUSE_FROM):
-            assert not gc.isenabled()
-            raise ValueError("a converter failed mid-build")
+        seen: list[bool] = []
+
+        def failing_build() -> None:
+            with _collector.paused(_collector.PAUSE_FROM):
+                seen.append(gc.isenabled())
+                raise ValueError("a converter failed mid-build")
+
+        with pytest.raises(ValueError, match="mid-build"):
+            failing_build()
+        assert seen == [False]
         assert gc.isenabled()
     finally:
         await repo.session.__aexit__(None, None, None)
