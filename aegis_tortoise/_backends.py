@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import logging
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
 from asyncpg.transaction import TransactionState
@@ -105,13 +105,18 @@ class _PgSessionClient(_LazyReads, AsyncpgTransactionWrapper):
     """Tortoise's asyncpg transaction client on a connection the session acquired."""
 
     async def fetch_rows(self, query: str, values: list[Any] | None = None) -> list[Any]:
-        async def fetch(sql: str, params: list[Any] | None) -> list[Any]:
-            # As Tortoise's execute_query_dict, minus the dict per row; errors are asyncpg's
-            # own (translate_errors finds them by SQLSTATE either way).
-            async with self.acquire_connection() as connection:
-                self.log.debug("%s: %s", sql, params)
+        async def run(client: Any, sql: str, params: list[Any] | None) -> list[Any]:
+            async with client.acquire_connection() as connection:
+                client.log.debug("%s: %s", sql, params)
                 rows: list[Any] = await connection.fetch(sql, *(params or ()))
                 return rows
+
+        async def fetch(sql: str, params: list[Any] | None) -> list[Any]:
+            # As Tortoise's execute_query_dict, minus the dict per row; driver errors get
+            # Tortoise's own translation (OperationalError, IntegrityError, ... chained to
+            # asyncpg's), so an error chains to the same causes as on the QuerySet path.
+            # Tortoise 1.1.9 annotates _translate_exceptions as returning an Exception.
+            return cast(list[Any], await self._translate_exceptions(run, sql, params))
 
         result: list[Any] = await self._read(fetch, query, values)
         return result

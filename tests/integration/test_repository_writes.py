@@ -11,7 +11,6 @@ import asyncio
 import pytest
 
 from aegis_tortoise import DatabaseManager, DuplicateEntityError, ValidationError
-from aegis_tortoise._writes import PG_UPDATE_CHUNK
 from aegis_tortoise.examples.models import User
 from tests.integration.test_repository_support import (
     HiddenUserRepository,
@@ -180,33 +179,6 @@ async def test_update_many_all_or_nothing(db: DatabaseManager) -> None:
         assert await _stored(session) == before
         assert [u.name for u in await repo.update_many([{"id": users[0].id, "name": "z"}])] == [
             "z"]
-
-
-async def test_update_many_in_chunks(db: DatabaseManager, backend: str) -> None:
-    """More rows than one statement takes (PG_UPDATE_CHUNK): every chunk lands, the instances
-    equal the stored rows, in input order; a failure in the last chunk undoes the first ones."""
-    n = 2 * PG_UPDATE_CHUNK + 100
-    async with db.session() as session:
-        repo = UserRepository(session)
-        users = await repo.create_many(_users(n))
-        rows: list[dict[str, object]] = [{"id": u.id, "name": f"c{i}"}
-                                         for i, u in reversed(list(enumerate(users)))]
-        async with recorded_sql(session) as sql:
-            updated = await repo.update_many(rows)
-        if backend == "postgres":
-            assert sum(s.lstrip().upper().startswith("UPDATE") for s in sql) == 3
-        assert [u.id for u in updated] == [r["id"] for r in rows]
-        stored = {u.id: u for u in await User.all()}
-        assert all((stored[u.id].name, stored[u.id].updated_at) == (u.name, u.updated_at)
-                   for u in updated)
-        assert [u.name for u in updated] == [r["name"] for r in rows]
-        before = await _stored(session)
-        bad = [{"id": u.id, "email": f"e{i}@x.io"} for i, u in enumerate(users)]
-        bad[-1]["email"] = "e0@x.io"  # collides with the first row, in the last chunk
-        with pytest.raises(DuplicateEntityError) as info:
-            await repo.update_many(bad)
-        assert info.value.details["field"] == "email"
-        assert await _stored(session) == before
 
 
 async def test_where_methods_count_as_plain_tortoise(db: DatabaseManager) -> None:
