@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any, Self
 from tortoise.config import TortoiseConfig
 from tortoise.context import TortoiseContext, _current_context
 from tortoise.exceptions import BaseORMException
-from tortoise.log import db_client_logger
 from tortoise.utils import generate_schema_for_client
 
 from aegis_tortoise import _model_state, _tortoise_state
 from aegis_tortoise._backends import Backend, PostgresBackend, SqliteBackend
 from aegis_tortoise._modules import check_model_modules
 from aegis_tortoise._observe import acquire as observed_acquire
+from aegis_tortoise._observe import client_log, sql_logger
 from aegis_tortoise._observe import stats as observed_stats
 from aegis_tortoise._options import flag, positive_int, seconds, zone
 from aegis_tortoise._replicas import ReadonlySession, ReplicaSet
@@ -64,18 +64,8 @@ if TYPE_CHECKING:
 __all__ = ["DatabaseManager"]
 
 logger = logging.getLogger("aegis_tortoise.manager")
-sql_logger = logging.getLogger("aegis_tortoise.sql")
 
 _ids = itertools.count(1)
-
-class _EchoLog:
-    """Stands in for Tortoise's client logger when ``echo=True``: SQL at INFO level."""
-
-    def debug(self, msg: str, *args: Any) -> None:
-        sql_logger.info(msg, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(sql_logger, name)
 
 
 class DatabaseManager:
@@ -186,7 +176,7 @@ class DatabaseManager:
         self._backend: Backend = (
             PostgresBackend(self) if self.dialect == "postgres" else SqliteBackend(self)
         )
-        self._sql_log: Any = _EchoLog() if self.echo else db_client_logger
+        self._sql_log: Any = client_log(self.echo)
         self._ctx: TortoiseContext | None = None
         self._root_client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
