@@ -355,6 +355,7 @@ class DatabaseManager:
                 )
         self._models = models
         _model_state.record(self, models)
+        _tortoise_state.bind_sessions(ctx, self.alias, self._current)  # sessions beat routers
         self._generation_seen = _model_state.generation()
         # Read once, outside any session: inside one, connections.get(alias) answers with
         # the session's transaction client, which the contextvar binds to the alias.
