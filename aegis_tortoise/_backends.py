@@ -45,8 +45,10 @@ class _LazyReads:
     """Session-client behaviour shared by both dialects (mixed in before Tortoise's class).
 
     A plain ORM read before the session's first write runs without BEGIN; any statement
-    that may leave state on the connection marks the session for a full reset on release.
-    Tortoise 1.1.9 sends every ORM statement through these methods.
+    that may leave state on the connection marks the session for a full reset on release,
+    and any but a plain read marks its transaction as one that may have written
+    (read-your-writes). Tortoise 1.1.9 sends every ORM statement through these methods;
+    code that uses ``acquire_connection()`` directly marks the session itself.
     """
 
     _aegis_session: Session
@@ -55,8 +57,11 @@ class _LazyReads:
     _retry_first = False
 
     def _note(self, query: str) -> None:
+        session = self._aegis_session
         if not is_stateless(query):
-            self._aegis_session._dirty = True
+            session._dirty = True
+        if not session._wrote and not is_plain_read(query):
+            session._wrote = True  # read-your-writes (see _replicas.ReplicaSet.note_commit)
 
     async def _read(self, run: Any, query: str, values: list[Any] | None) -> Any:
         self._note(query)
@@ -99,7 +104,7 @@ class _LazyReads:
         await super().execute_many(query, values)  # type: ignore[misc]
 
     async def execute_script(self, query: str) -> None:
-        self._aegis_session._dirty = True
+        self._aegis_session._dirty = self._aegis_session._wrote = True
         await super().execute_script(query)  # type: ignore[misc]
 
 

@@ -17,8 +17,9 @@ next candidate and the replica is skipped as if it had failed to connect
 (:meth:`ReplicaSet.replace`). With no replica usable the primary serves, with a WARNING on
 ``aegis_tortoise.replicas`` (at most one per :data:`DOWN_FOR` seconds) and
 ``replica_fallbacks`` in ``db.stats()``.
-After a session of the current task committed a write, that task's readonly sessions use
-the primary for ``read_your_writes`` seconds: a time window, not a replay-position check.
+After a session of the current task committed a write (a transaction that sent anything
+but plain reads), that task's readonly sessions use the primary for ``read_your_writes``
+seconds: a time window, not a replay-position check.
 Every readonly session runs in a READ ONLY transaction, wherever it runs.
 """
 
@@ -138,8 +139,10 @@ class ReplicaSet:
     # -- read-your-writes ------------------------------------------------------------------------
 
     def note_commit(self, session: Session) -> None:
-        """A session of the current task committed a write (a transaction that began)."""
-        if self.replicas and self.read_your_writes > 0 and not getattr(
+        """A session of the current task committed: a write, if its transaction sent a
+        statement that may write (``Session._wrote``; a session that only read opens no
+        window)."""
+        if self.replicas and self.read_your_writes > 0 and session._wrote and not getattr(
                 session, "readonly", False):
             task = asyncio.current_task()
             if task is not None:

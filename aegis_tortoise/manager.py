@@ -470,7 +470,7 @@ class DatabaseManager:
             error = end_exc
         finally:
             session._state = _SessionState.CLOSED
-            session._began = False
+            session._end_transaction()
             self._active_sessions -= 1
             self._unbind(session)
             try:
@@ -516,7 +516,7 @@ class DatabaseManager:
     async def _commit(self, session: Session, *, reopen: bool = True) -> None:
         client = session._client
         if self._backend.is_broken(session):
-            session._began = False
+            session._end_transaction()
             raise DatabaseConnectionError(
                 "The connection was lost before COMMIT; nothing of this transaction was "
                 "committed")
@@ -530,7 +530,7 @@ class DatabaseManager:
         try:
             await self._backend.commit(session)
         except Exception as exc:
-            session._began = False
+            session._end_transaction()
             if reopen:
                 client._finalized = False  # the transaction is over either way
             translated = translate_exception(exc)
@@ -546,14 +546,14 @@ class DatabaseManager:
             if translated is exc:
                 raise
             raise translated from exc
-        session._began = False
-        self._replicas.note_commit(session)  # read-your-writes: this task just wrote
+        self._replicas.note_commit(session)  # read-your-writes, if it wrote
+        session._end_transaction()
         if reopen:
             client._finalized = False
 
     async def _rollback(self, session: Session) -> None:
         client = session._client
-        session._began = False
+        session._end_transaction()
         session._clear_failure()
         try:
             with translate_errors():
@@ -563,7 +563,7 @@ class DatabaseManager:
 
     async def _rollback_quietly(self, session: Session) -> None:
         """Roll back after an error; a failure here must not hide the original error."""
-        session._began = False
+        session._end_transaction()
         session._clear_failure()
         if self._backend.is_broken(session):
             return  # the server has already discarded the transaction

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from aegis_tortoise import (
     Session,
     TransactionError,
     TransactionManager,
+    _copy,
     _replicas,
 )
 from aegis_tortoise.examples.models import User
@@ -269,6 +271,59 @@ async def test_read_your_writes_with_replay_paused(truncated: Topology) -> None:
         await asyncio.sleep(max(0.0, 2.1 - (time.monotonic() - started)))
         async with db.session(readonly=True) as session:
             assert (await where(session))[0] is True  # the window is over
+        assert db.stats()["read_your_writes_reads"] == 1
+    finally:
+        await db.close()
+
+
+async def _only_reads(db: DatabaseManager) -> None:
+    """Sessions that read in a transaction of theirs (session.execute begins one), and one
+    whose write was rolled back before it read and committed."""
+    async with db.session() as session:
+        await session.execute("SELECT count(*) FROM users")
+        await session.execute("SELECT * FROM users WHERE email = :e", {"e": "j@x.org"})
+        assert await Users(session).count() == 0
+        assert await User.filter(email="j@x.org").exists() is False
+        await session.execute("SELECT lower(email) FROM users ORDER BY 1 LIMIT 5")
+    async with db.session() as session:
+        await Users(session).create({"email": "j@x.org", "name": "j"})
+        await session.rollback()
+        await session.execute("SELECT count(*) FROM users")
+
+
+async def _insert_rows(session: Session) -> None:
+    await session.execute("INSERT INTO users (email, name, created_at, updated_at) "
+                          "VALUES ('k@x.org', 'k', now(), now())")
+
+
+async def _create_many_by_copy(session: Session) -> None:
+    rows = [{"email": f"{i}@x.org", "name": "c"} for i in range(_copy.COPY_THRESHOLD)]
+    assert len(await Users(session).create_many(rows)) == _copy.COPY_THRESHOLD
+
+
+WRITES: dict[str, Callable[[Session], Awaitable[object]]] = {
+    "execute": _insert_rows,  # after a read in the same transaction
+    "repository": lambda session: Users(session).create({"email": "k@x.org", "name": "k"}),
+    "tortoise": lambda session: User.create(email="k@x.org", name="k"),
+    "update": lambda session: User.filter(email="nobody").update(name="n"),  # no row
+    "copy": _create_many_by_copy,
+}
+
+
+@pytest.mark.parametrize("write", list(WRITES))
+async def test_read_your_writes_starts_only_after_a_write(truncated: Topology,
+                                                          write: str) -> None:
+    db = _manager(truncated, "s1", read_your_writes=60, max_replica_lag=60)
+    try:
+        await _only_reads(db)
+        async with db.session(readonly=True) as session:
+            assert (await where(session))[0] is True  # nothing written: the replica
+        assert db.stats()["read_your_writes_reads"] == 0
+        async with db.session() as session:
+            await session.execute("SELECT count(*) FROM users")
+            await WRITES[write](session)
+        async with db.session(readonly=True) as session:
+            assert (await where(session))[0] is False  # this task wrote: the primary
         assert db.stats()["read_your_writes_reads"] == 1
     finally:
         await db.close()
