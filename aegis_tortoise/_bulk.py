@@ -32,8 +32,6 @@ from tortoise.fields.data import CharField, DatetimeField
 from tortoise.models import Model
 from tortoise.validators import MaxLengthValidator
 
-from aegis_tortoise import _collector
-
 if TYPE_CHECKING:
     from aegis_tortoise.session import Session
 
@@ -527,12 +525,6 @@ def new_instances(plan: BulkPlan, batch: Batch, is_instance: Sequence[bool]) -> 
         "_custom_generated_pk": meta.db_pk_column not in meta.generated_db_fields,
     }
     template.update(batch.constant)
-    with _collector.paused(len(is_instance)):
-        return _new_instances(model, template, batch, is_instance)
-
-
-def _new_instances(model: type[Model], template: dict[str, Any], batch: Batch,
-                   is_instance: Sequence[bool]) -> list[Any]:
     new = model.__new__
     out: list[Any]
     if not any(is_instance):
