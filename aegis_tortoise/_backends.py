@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import logging
 import sqlite3
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
@@ -30,6 +31,7 @@ from aegis_tortoise.errors import (
     PoolTimeoutError,
     TransactionError,
     translate_errors,
+    translate_exception,
 )
 from aegis_tortoise.session import Result, Session, is_dml
 
@@ -43,25 +45,38 @@ class _LazyReads:
     """Session-client behaviour shared by both dialects (mixed in before Tortoise's class).
 
     A plain ORM read before the session's first write runs without BEGIN; any statement
-    that may leave state on the connection marks the session for a full reset on release.
-    Tortoise 1.1.9 sends every ORM statement through these methods.
+    that may leave state on the connection marks the session for a full reset on release,
+    and any but a plain read marks its transaction as one that may have written
+    (read-your-writes). Tortoise 1.1.9 sends every ORM statement through these methods;
+    code that uses ``acquire_connection()`` directly marks the session itself.
     """
 
     _aegis_session: Session
+    #: The session's first statement may still move to another connection (a readonly
+    #: session on a replica, see _PgSessionClient._first_statement).
+    _retry_first = False
 
     def _note(self, query: str) -> None:
+        session = self._aegis_session
         if not is_stateless(query):
-            self._aegis_session._dirty = True
+            session._dirty = True
+        if not session._wrote and not is_plain_read(query):
+            session._wrote = True  # read-your-writes (see _replicas.ReplicaSet.note_commit)
 
     async def _read(self, run: Any, query: str, values: list[Any] | None) -> Any:
         self._note(query)
         if self._aegis_session._began or not is_plain_read(query):
-            return await run(query, values)
+            return await run(query, values)  # a first statement here begins first (begin())
         token = plain_read.set(True)
         try:
+            if self._retry_first:
+                return await self._first_statement(lambda: run(query, values))
             return await run(query, values)
         finally:
             plain_read.reset(token)
+
+    async def _first_statement(self, send: Callable[[], Awaitable[Any]]) -> Any:
+        return await send()
 
     async def execute_query(self, query: str, values: list[Any] | None = None) -> Any:
         return await self._read(super().execute_query, query, values)  # type: ignore[misc]
@@ -89,7 +104,7 @@ class _LazyReads:
         await super().execute_many(query, values)  # type: ignore[misc]
 
     async def execute_script(self, query: str) -> None:
-        self._aegis_session._dirty = True
+        self._aegis_session._dirty = self._aegis_session._wrote = True
         await super().execute_script(query)  # type: ignore[misc]
 
 
@@ -128,13 +143,41 @@ class _PgSessionClient(_LazyReads, AsyncpgTransactionWrapper):
         self.log = log
         self._proxy: Any = None  # the pool's proxy of conn, handed back on release
         self._home: Any = None  # the pool it came from (the primary's, or a replica's)
+        self._replica: Any = None  # the replica that pool belongs to (None: the primary)
         self._pgbouncer = False  # that pool reaches the server through PgBouncer
 
     async def begin(self) -> None:
+        if self._retry_first:
+            await self._first_statement(self._begin)
+        else:
+            await self._begin()
+
+    async def _begin(self) -> None:
         # db.session(readonly=True): READ ONLY, on a replica and on the primary alike.
         self.transaction = self._connection.transaction(
             readonly=getattr(self._aegis_session, "readonly", False))
         await self.transaction.start()
+
+    async def _first_statement(self, send: Callable[[], Awaitable[Any]]) -> Any:
+        """Send a readonly session's first statement; if its replica connection is dead,
+        send it again on the next candidate.
+
+        The session has done nothing before its first statement (its BEGIN READ ONLY, or a
+        plain read before any BEGIN), so a connection that fails then (a pooled connection
+        of a standby that stopped before the event loop saw its sockets close) can be
+        swapped for another: the backend discards it, skips that replica as a failed health
+        check does, and takes another replica, else the primary. A failure after the first
+        statement is not retried.
+        """
+        while True:
+            retry, self._retry_first = self._retry_first, False
+            try:
+                return await send()
+            except Exception as exc:
+                if not (retry and isinstance(translate_exception(exc), DatabaseConnectionError)):
+                    raise
+                backend = cast("PostgresBackend", self._aegis_session._manager._backend)
+                await backend.move_session(self._aegis_session, exc)
 
     def acquire_connection(self) -> ConnectionWrapper[Any]:
         return BeginningConnectionWrapper(self._lock, self)
@@ -235,25 +278,46 @@ class PostgresBackend:
 
     async def acquire(self, session: Session, client: Any) -> None:
         pool = await self._pool(client)
-        replica = None
+        taken = None
         if getattr(session, "readonly", False):
-            replica = await self.manager._replicas.acquire()  # None: the primary serves
-        if replica is not None:
-            proxy, chosen = replica
-            pool, pgbouncer = chosen.pool, chosen.pgbouncer
+            taken = await self.manager._replicas.acquire()  # None: the primary serves
+        session._client = _PgSessionClient(client, None, session, self.manager._sql_log)
+        await self._bind(session, pool, taken)
+
+    async def _bind(self, session: Session, pool: Any, taken: tuple[Any, Any] | None) -> None:
+        """Give the session (and its client) the replica connection ``taken`` (the proxy and
+        the replica), else one of the primary's ``pool``."""
+        bound: _PgSessionClient = session._client
+        if taken is None:
+            proxy, replica = await self._acquire(pool), None
+            bound._home, bound._pgbouncer = pool, self.manager.pgbouncer
         else:
-            proxy = await self._acquire(pool)
-            pgbouncer = self.manager.pgbouncer
+            proxy, replica = taken
+            bound._home, bound._pgbouncer = replica.pool, replica.pgbouncer
         # The session and its Tortoise client use the connection itself, not asyncpg's pool
         # proxy: asyncpg 0.32 detaches the proxy of a connection the server closed (and
         # gives its slot back) at once, after which every call on the proxy, is_closed()
         # included, raises "released back to the pool" instead of saying what happened.
-        raw = proxy._con
-        session._conn = raw
-        session._client = _PgSessionClient(client, raw, session, self.manager._sql_log)
-        session._client._proxy = proxy
-        session._client._home = pool
-        session._client._pgbouncer = pgbouncer
+        session._conn = bound._connection = proxy._con
+        bound._proxy, bound._replica = proxy, replica
+        bound._retry_first = replica is not None
+
+    async def move_session(self, session: Session, exc: BaseException) -> None:
+        """Move a readonly session whose first statement found its replica connection dead
+        to the next candidate (see ``_PgSessionClient._first_statement``)."""
+        bound: _PgSessionClient = session._client
+        raw, session._conn = session._conn, None
+        if not raw.is_closed():
+            raw.terminate()  # the pool replaces it
+        try:
+            await bound._home.release(bound._proxy)
+        except Exception:
+            logger.debug("could not return a dead replica connection", exc_info=True)
+        bound.transaction = None
+        pool = await self._pool(session._lease)
+        # Nothing awaits between taking a replica's connection and binding it: a
+        # cancellation cannot leak it.
+        await self._bind(session, pool, await self.manager._replicas.replace(bound._replica, exc))
 
     async def _acquire(self, pool: Any) -> Any:
         timeout = self.manager.pool_timeout

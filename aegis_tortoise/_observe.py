@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import wraps
 from typing import TYPE_CHECKING, Any
 
+from tortoise.log import db_client_logger
+
 from aegis_tortoise._otel import statement_span, tracer
 from aegis_tortoise.errors import PoolTimeoutError
 
@@ -31,13 +33,29 @@ if TYPE_CHECKING:
     from aegis_tortoise.manager import DatabaseManager
     from aegis_tortoise.session import Session
 
-__all__ = ["acquire", "count_retry", "instrument_sqlite", "pg_connection_init", "pool_state",
-           "stats"]
+__all__ = ["acquire", "client_log", "count_retry", "instrument_sqlite", "pg_connection_init",
+           "pool_state", "sql_logger", "stats"]
 
 sql_logger = logging.getLogger("aegis_tortoise.sql")
 _retries = 0
 _SQLITE_METHODS = ("execute", "execute_insert", "execute_fetchall", "executemany",
                    "executescript")
+
+
+class _EchoLog:
+    """Stands in for Tortoise's client logger when ``echo=True``: SQL at INFO level."""
+
+    def debug(self, msg: str, *args: Any) -> None:
+        sql_logger.info(msg, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(sql_logger, name)
+
+
+def client_log(echo: bool) -> Any:
+    """The logger of the sessions' Tortoise clients: Tortoise's own, or with ``echo=True``
+    every statement at INFO on ``aegis_tortoise.sql``."""
+    return _EchoLog() if echo else db_client_logger
 
 
 @functools.lru_cache(maxsize=8)

@@ -70,6 +70,8 @@ class BeginningConnectionWrapper(ConnectionWrapper[Any]):
                 raise PendingRollback(session._pending_error())  # noqa: TRY301 - released first
             if not session._began and not plain_read.get():
                 await session._begin_now()
+                # A readonly session's BEGIN may have moved it to another connection.
+                self.connection = self.client._connection
         except BaseException:
             self._release()
             raise
@@ -131,6 +133,8 @@ class NestedContext(NestedTransactionContext):
                 async with session._lock:
                     if not session._began:
                         await session._begin_now()
+                        # A readonly session's BEGIN may have moved it to another connection.
+                        self.client._connection = session._client._connection
             client = await super().__aenter__()
         except BaseException:
             session._exit_op(self.token)

@@ -11,10 +11,15 @@ while:
   ``now() - pg_last_xact_replay_timestamp()`` while replay is behind what was received;
   an idle, caught-up replica (or one no longer in recovery) lags 0.
 
-With no replica usable the primary serves, with a WARNING on ``aegis_tortoise.replicas``
-(at most one per :data:`DOWN_FOR` seconds) and ``replica_fallbacks`` in ``db.stats()``.
-After a session of the current task committed a write, that task's readonly sessions use
-the primary for ``read_your_writes`` seconds: a time window, not a replay-position check.
+A pooled connection can be dead before the event loop has noticed (a standby stopped a
+moment ago): when a readonly session's first statement fails on it, the session moves to the
+next candidate and the replica is skipped as if it had failed to connect
+(:meth:`ReplicaSet.replace`). With no replica usable the primary serves, with a WARNING on
+``aegis_tortoise.replicas`` (at most one per :data:`DOWN_FOR` seconds) and
+``replica_fallbacks`` in ``db.stats()``.
+After a session of the current task committed a write (a transaction that sent anything
+but plain reads), that task's readonly sessions use the primary for ``read_your_writes``
+seconds: a time window, not a replay-position check.
 Every readonly session runs in a READ ONLY transaction, wherever it runs.
 """
 
@@ -134,8 +139,10 @@ class ReplicaSet:
     # -- read-your-writes ------------------------------------------------------------------------
 
     def note_commit(self, session: Session) -> None:
-        """A session of the current task committed a write (a transaction that began)."""
-        if self.replicas and self.read_your_writes > 0 and not getattr(
+        """A session of the current task committed: a write, if its transaction sent a
+        statement that may write (``Session._wrote``; a session that only read opens no
+        window)."""
+        if self.replicas and self.read_your_writes > 0 and session._wrote and not getattr(
                 session, "readonly", False):
             task = asyncio.current_task()
             if task is not None:
@@ -175,6 +182,19 @@ class ReplicaSet:
                 "readonly sessions run on the primary %s; replicas: %s", self.max_replica_lag,
                 self.manager.url.masked(), ", ".join(self._describe(r) for r in self.replicas))
         return None
+
+    async def replace(self, replica: _Replica, exc: BaseException) -> tuple[Any, _Replica] | None:
+        """Choose again for a readonly session whose connection to ``replica`` was found dead
+        by its first statement (the backend has discarded it; see ``_backends``).
+
+        The replica is skipped for :data:`DOWN_FOR` seconds, as after a failed health check,
+        and the session is counted once, where it lands (another replica, else the primary:
+        ``replica_fallbacks`` and the WARNING).
+        """
+        replica.down_until = time.monotonic() + DOWN_FOR
+        logger.info("skipping %r for %g s: %r", replica, DOWN_FOR, exc)
+        self.replica_reads -= 1
+        return await self.acquire()
 
     def _describe(self, replica: _Replica) -> str:
         if replica.down_until > time.monotonic():

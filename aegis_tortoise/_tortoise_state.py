@@ -10,6 +10,11 @@ no initialised context is current, which is exactly what Tortoise does with one 
 
 :func:`keep_process_state` undoes what a context's ``init`` writes to the process, so a
 manager's initialisation leaves ``os.environ`` and the global router as they were.
+
+Inside a session the session wins over the routers: while a session of a manager is open in
+the current task, plain Tortoise calls on the models of the session's connection skip the
+routers and run in the session (:func:`bind_sessions`). Outside sessions the routers choose
+exactly as under ``Tortoise.init``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import functools
 import os
 import weakref
 from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
 
@@ -36,14 +42,20 @@ if TYPE_CHECKING:
     from tortoise.models import Model
 
     from aegis_tortoise.manager import DatabaseManager
+    from aegis_tortoise.session import Session
 
-__all__ = ["install", "keep_process_state", "publish_context", "unpublish_context"]
+__all__ = ["bind_sessions", "install", "keep_process_state", "publish_context",
+           "unpublish_context"]
 
 # The process-wide readers as Tortoise 1.1.9 defines them (cached, from os.environ).
 _env_use_tz = tortoise_tz.get_use_tz
 _env_timezone = tortoise_tz.get_timezone
 _parse_timezone = functools.lru_cache(maxsize=64)(tortoise_tz.parse_timezone)
 _router_instances: weakref.WeakKeyDictionary[TortoiseContext, list[Any]] = (
+    weakref.WeakKeyDictionary())
+# Per manager context: the sessions' connection alias, and the manager's contextvar holding
+# the session open in the current task (DatabaseManager._current).
+_sessions: weakref.WeakKeyDictionary[TortoiseContext, tuple[str, ContextVar[Session | None]]] = (
     weakref.WeakKeyDictionary())
 _installed = False
 
@@ -70,8 +82,7 @@ def get_default_timezone() -> tzinfo:
     return _parse_timezone(get_timezone())
 
 
-def _routers(default: ConnectionRouter) -> list[Any] | None:
-    ctx = _context()
+def _routers(default: ConnectionRouter, ctx: TortoiseContext | None) -> list[Any] | None:
     if ctx is None:
         return default._routers
     instances = _router_instances.get(ctx)
@@ -82,13 +93,45 @@ def _routers(default: ConnectionRouter) -> list[Any] | None:
     return instances
 
 
+def bind_sessions(ctx: TortoiseContext, alias: str,
+                  current: ContextVar[Session | None]) -> None:
+    """Let the sessions of ``ctx``'s manager win over its routers.
+
+    Args:
+        ctx: The manager's Tortoise context.
+        alias: The connection its sessions run on.
+        current: The manager's contextvar of the session open in the current task.
+    """
+    _sessions[ctx] = (alias, current)
+
+
+def _in_session(ctx: TortoiseContext | None, model: type[Model]) -> bool:
+    """Whether a session of ``ctx``'s manager is open in the current task and runs on
+    ``model``'s connection (its transaction client is bound to that alias)."""
+    bound = _sessions.get(ctx) if ctx is not None else None
+    if bound is None:
+        return False
+    alias, current = bound
+    session = current.get()
+    return (session is not None and session.is_active
+            and model._meta.default_connection == alias)
+
+
 def _route(self: ConnectionRouter, model: type[Model], action: str) -> BaseDBAsyncClient | None:
     # Mirrors ConnectionRouter._router_func/_db_route (Tortoise 1.1.9) over the context's
-    # routers instead of the process-wide list.
+    # routers instead of the process-wide list. One difference, on purpose: inside a session,
+    # the session wins. Tortoise 1.1.9 asks the router even inside in_transaction(), so a
+    # routed read would leave the session's transaction and miss its own writes; API.md has
+    # plain Tortoise calls inside a session run in its transaction. None here makes Tortoise
+    # take model._meta.db, which is the session's client (bound to the alias).
     from tortoise.connection import get_connection
     from tortoise.exceptions import ConfigurationError
 
-    for instance in _routers(self) or ():
+    ctx = _context()
+    routers = _routers(self, ctx)
+    if not routers or _in_session(ctx, model):
+        return None
+    for instance in routers:
         method = getattr(instance, action, None)
         if method is None:
             continue

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any, Self
 from tortoise.config import TortoiseConfig
 from tortoise.context import TortoiseContext, _current_context
 from tortoise.exceptions import BaseORMException
-from tortoise.log import db_client_logger
 from tortoise.utils import generate_schema_for_client
 
 from aegis_tortoise import _model_state, _tortoise_state
 from aegis_tortoise._backends import Backend, PostgresBackend, SqliteBackend
 from aegis_tortoise._modules import check_model_modules
 from aegis_tortoise._observe import acquire as observed_acquire
+from aegis_tortoise._observe import client_log, sql_logger
 from aegis_tortoise._observe import stats as observed_stats
 from aegis_tortoise._options import flag, positive_int, seconds, zone
 from aegis_tortoise._replicas import ReadonlySession, ReplicaSet
@@ -64,18 +64,8 @@ if TYPE_CHECKING:
 __all__ = ["DatabaseManager"]
 
 logger = logging.getLogger("aegis_tortoise.manager")
-sql_logger = logging.getLogger("aegis_tortoise.sql")
 
 _ids = itertools.count(1)
-
-class _EchoLog:
-    """Stands in for Tortoise's client logger when ``echo=True``: SQL at INFO level."""
-
-    def debug(self, msg: str, *args: Any) -> None:
-        sql_logger.info(msg, *args)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(sql_logger, name)
 
 
 class DatabaseManager:
@@ -186,7 +176,7 @@ class DatabaseManager:
         self._backend: Backend = (
             PostgresBackend(self) if self.dialect == "postgres" else SqliteBackend(self)
         )
-        self._sql_log: Any = _EchoLog() if self.echo else db_client_logger
+        self._sql_log: Any = client_log(self.echo)
         self._ctx: TortoiseContext | None = None
         self._root_client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -365,6 +355,7 @@ class DatabaseManager:
                 )
         self._models = models
         _model_state.record(self, models)
+        _tortoise_state.bind_sessions(ctx, self.alias, self._current)  # sessions beat routers
         self._generation_seen = _model_state.generation()
         # Read once, outside any session: inside one, connections.get(alias) answers with
         # the session's transaction client, which the contextvar binds to the alias.
@@ -479,7 +470,7 @@ class DatabaseManager:
             error = end_exc
         finally:
             session._state = _SessionState.CLOSED
-            session._began = False
+            session._end_transaction()
             self._active_sessions -= 1
             self._unbind(session)
             try:
@@ -525,7 +516,7 @@ class DatabaseManager:
     async def _commit(self, session: Session, *, reopen: bool = True) -> None:
         client = session._client
         if self._backend.is_broken(session):
-            session._began = False
+            session._end_transaction()
             raise DatabaseConnectionError(
                 "The connection was lost before COMMIT; nothing of this transaction was "
                 "committed")
@@ -539,7 +530,7 @@ class DatabaseManager:
         try:
             await self._backend.commit(session)
         except Exception as exc:
-            session._began = False
+            session._end_transaction()
             if reopen:
                 client._finalized = False  # the transaction is over either way
             translated = translate_exception(exc)
@@ -555,14 +546,14 @@ class DatabaseManager:
             if translated is exc:
                 raise
             raise translated from exc
-        session._began = False
-        self._replicas.note_commit(session)  # read-your-writes: this task just wrote
+        self._replicas.note_commit(session)  # read-your-writes, if it wrote
+        session._end_transaction()
         if reopen:
             client._finalized = False
 
     async def _rollback(self, session: Session) -> None:
         client = session._client
-        session._began = False
+        session._end_transaction()
         session._clear_failure()
         try:
             with translate_errors():
@@ -572,7 +563,7 @@ class DatabaseManager:
 
     async def _rollback_quietly(self, session: Session) -> None:
         """Roll back after an error; a failure here must not hide the original error."""
-        session._began = False
+        session._end_transaction()
         session._clear_failure()
         if self._backend.is_broken(session):
             return  # the server has already discarded the transaction

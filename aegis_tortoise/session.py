@@ -23,7 +23,7 @@ from tortoise.backends.base.client import (
 )
 
 from aegis_tortoise._operations import NestedContext, operation, rejected_by_server
-from aegis_tortoise._statements import is_stateless
+from aegis_tortoise._statements import is_plain_read, is_stateless
 from aegis_tortoise.errors import (
     MultipleResultsFoundError,
     NoResultFoundError,
@@ -329,7 +329,7 @@ class Session:
     __slots__ = (
         "_began", "_client", "_conn", "_ctx", "_ctx_token", "_dirty", "_failed", "_failed_as",
         "_lease", "_lock", "_manager", "_op", "_op_lock", "_savepoints", "_state",
-        "_storage_token", "_task_token",
+        "_storage_token", "_task_token", "_wrote",
     )
 
     def __init__(self, manager: DatabaseManager) -> None:
@@ -339,6 +339,9 @@ class Session:
         # Something ran that may leave state on the connection (SET, LISTEN, advisory
         # locks...): it gets asyncpg's full reset when handed back (see _statements.py).
         self._dirty = False
+        # The current transaction sent a statement that may write (anything but a plain
+        # read, see _statements.py): its commit opens the read-your-writes window.
+        self._wrote = False
         self._client: Any = None
         self._conn: Any = None
         self._lease: Any = None
@@ -483,6 +486,12 @@ class Session:
         await self._client.begin()
         self._began = True
 
+    def _end_transaction(self) -> None:
+        """The transaction is over (committed, rolled back or lost); the next statement
+        begins a new one."""
+        self._began = False
+        self._wrote = False
+
     async def commit(self) -> None:
         """Commit the current transaction; later statements run in a new one."""
         self._check_open()
@@ -543,6 +552,8 @@ class Session:
         self._manager._echo_sql(sql, values)
         if not is_stateless(sql):
             self._dirty = True
+        if not is_plain_read(sql):
+            self._wrote = True
         token = await self._enter_op()
         try:
             with translate_errors():

@@ -3,9 +3,9 @@
 ``DatabaseManager.from_tortoise_config(config, replica_urls=[...])`` and
 ``RegisterTortoise(app, config=..., replica_urls=...)`` put readonly sessions on standbys as
 ``DatabaseManager(url, replica_urls=...)`` does. A config's own router (a "replica"
-connection for ``db_for_read``) keeps routing plain Tortoise calls exactly as under
-``Tortoise.init``. ``?pgbouncer=true`` works on every connection of a config and on a
-replica URL, not only on the sessions' connection.
+connection for ``db_for_read``) keeps routing plain Tortoise calls outside sessions exactly
+as under ``Tortoise.init``; inside a session, the session wins. ``?pgbouncer=true`` works
+on every connection of a config and on a replica URL, not only on the sessions' connection.
 """
 
 from __future__ import annotations
@@ -79,15 +79,6 @@ def in_empty_context(make: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any]:
     return asyncio.get_running_loop().create_task(run(), context=contextvars.Context())
 
 
-async def _closed_sockets_seen() -> None:
-    """Let the event loop see the sockets a stopped standby closed.
-
-    ``Cluster.stop`` blocks the loop until the server is down; its pooled connections are
-    known closed only once the loop has read their end (asyncpg then drops them).
-    """
-    await asyncio.sleep(0.2)
-
-
 # -- from_tortoise_config(config, replica_urls=...) ------------------------------------------------
 
 
@@ -123,8 +114,9 @@ async def test_from_tortoise_config_reads_on_standbys_writes_on_the_primary(
             async with db.session(readonly=True) as session:
                 await Users(session).create({"email": "b@x.org", "name": "b"})
 
-        s2.stop("immediate")  # asynchronous: the primary keeps committing without it
-        await _closed_sockets_seen()
+        # Asynchronous: the primary keeps committing without it. Its pooled connections are
+        # dead before the event loop notices: the next session's first statement moves on.
+        s2.stop("immediate")
         for _ in range(4):
             async with db.session(readonly=True) as session:
                 assert await where(session) == (True, s1.port)
@@ -211,7 +203,6 @@ async def test_register_tortoise_with_replica_urls(truncated: Topology, how: str
             assert (await client.get("/where")).json() == on_replica
             assert (await client.get("/where", params={"readonly": False})).json() == on_primary
             s2.stop("immediate")
-            await _closed_sockets_seen()
             assert (await client.get("/where")).json() == on_primary  # no request fails
             stats = app.state.db.stats()
             assert (stats["replica_reads"], stats["replica_fallbacks"]) == (1, 1)
@@ -309,30 +300,64 @@ async def test_plain_tortoise_follows_the_configs_router(truncated: Topology, ru
     assert seen == ROUTED
 
 
-async def test_inside_a_session_the_router_still_chooses(truncated: Topology) -> None:
-    """As inside Tortoise's ``in_transaction()``: a routed read runs on the router's
-    connection, outside the session's transaction; repositories use the session."""
+class SplitRouter:
+    """Reads on "replica" (s1), writes on "writer" (a second connection to the primary)."""
+
+    def db_for_read(self, model: type[Model]) -> str:
+        return "replica"
+
+    def db_for_write(self, model: type[Model]) -> str:
+        return "writer"
+
+
+def split_config(topology: Topology) -> dict[str, Any]:
+    """``routed_config`` with writes routed away from the sessions' connection too, and the
+    archive app on a connection of its own ("archive", the primary)."""
+    config = routed_config(topology)
+    config["connections"]["writer"] = tortoise_url(topology.primary)
+    config["connections"]["archive"] = tortoise_url(topology.primary)
+    config["apps"]["archive"] = {"models": ["tests.dropin.archive_models"],
+                                 "default_connection": "archive"}
+    config["routers"] = [SplitRouter]
+    return config
+
+
+async def test_inside_a_session_the_session_wins_over_the_router(truncated: Topology) -> None:
+    """Inside a session, plain Tortoise calls on the models of the session's connection run
+    in its transaction whatever the router says: a routed read sees the session's
+    uncommitted writes, a routed write is rolled back with it. Models of another connection
+    still follow the router."""
     primary, s1 = truncated.primary, truncated.standbys["s1"]
-    db = DatabaseManager.from_tortoise_config(routed_config(truncated), pool_timeout=10)
+    db = DatabaseManager.from_tortoise_config(split_config(truncated), pool_timeout=10)
     try:
+        await db.generate_schemas()  # the archive's table, on the primary
+        await replayed(truncated)
+        await s1.fetchval("SELECT pg_wal_replay_pause()")  # from here on s1 sees nothing new
+        await sql(primary, "INSERT INTO dropin_archive_record (text) VALUES ('on the primary')")
         async with db.session() as session:
-            user = await User.create(email="s@x.org", name="s")  # routed: the session's
-            assert await User.filter(email="s@x.org").exists() is False
+            user = await User.create(email="s@x.org", name="s")  # routed to "writer"
+            assert await sql(primary, "SELECT count(*) FROM users") == 0  # uncommitted
+            assert await User.filter(email="s@x.org").exists()  # routed to "replica"
+            assert await User.filter(email="s@x.org").update(name="s2") == 1
+            assert (await User.get(id=user.id)).name == "s2"
             assert await Users(session).get_by_id(user.id) is not None
-            assert await User.filter(email="s@x.org").using_db(session.connection).exists()
-        await visible_on(s1, "s@x.org")
+            assert await Record.filter(text="on the primary").exists() is False  # s1's view
+        assert await sql(primary, "SELECT name FROM users WHERE email = 's@x.org'") == "s2"
 
         async def rolled_back() -> None:
             async with db.session():
                 await User.create(email="gone@x.org", name="gone")
+                assert await User.filter(name="gone").exists()
                 raise RuntimeError
 
         with pytest.raises(RuntimeError):
             await rolled_back()
         assert await sql(primary, "SELECT count(*) FROM users WHERE name = 'gone'") == 0
-        # The router's connection is no replica for readonly sessions: replica_urls are.
+        # The router's connection is no replica for readonly sessions (replica_urls are), and
+        # in one the session wins too: s1 has not replayed the user, the session sees it.
         async with db.session(readonly=True) as session:
             assert await where(session) == (False, primary.port)
+            assert await User.filter(email="s@x.org").exists()
     finally:
         await db.close()
 

@@ -141,7 +141,8 @@ async def test_tortoise_init_before_and_after_a_manager(db_url: str, backend: st
 async def test_time_zone_and_routers_are_each_managers_own(tmp_path: Path) -> None:
     saved = (os.environ.get("USE_TZ"), os.environ.get("TIMEZONE"), router._routers)
     shanghai = DatabaseManager("sqlite:///:memory:", models=[SERVICE], timezone="Asia/Shanghai",
-                               routers=["tests.dropin.routers.CountingRouter"])
+                               routers=["tests.dropin.routers.CountingRouter"],
+                               global_context=True)
     utc = DatabaseManager(f"sqlite:///{tmp_path}/utc.db", models=[SERVICE])
     naive = DatabaseManager(f"sqlite:///{tmp_path}/naive.db", models=[SERVICE],
                             use_tz=False, timezone="Asia/Tokyo")
@@ -156,6 +157,8 @@ async def test_time_zone_and_routers_are_each_managers_own(tmp_path: Path) -> No
             first = await Event.create(title="sh")
             assert first.created_at.utcoffset() == timedelta(hours=8)
             await Event.all().count()
+        assert routers.calls == []  # inside a session, the session wins over the router
+        await Event.all().count()  # outside: shanghai's context (the global one) routes it
         assert routers.calls == ["Event"]
         async with utc.session():
             second = await Event.create(title="utc")
