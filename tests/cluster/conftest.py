@@ -327,6 +327,13 @@ async def where(session: Session) -> tuple[bool, int]:
     return row[0], row[1]
 
 
+async def standby_port(session: Session) -> int:
+    """The port of the standby ``session`` runs on (it fails if it runs on a primary)."""
+    recovery, port = await where(session)
+    assert recovery is True
+    return port
+
+
 async def visible_on(cluster: Cluster, email: str) -> None:
     """Until the user ``email`` is in ``cluster``'s users table (5 s at most)."""
     for _ in range(100):
