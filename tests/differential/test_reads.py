@@ -83,6 +83,24 @@ def reference_order(model: type[Model], ordering: s.Ordering) -> list[str]:
             for name in ordering.names] + ["id"]
 
 
+def reference_list(model: type[Model], filters: s.Filters, ordering: s.Ordering,
+                   names: list[str], *, skip: int, limit: int | None) -> QuerySet[Any]:
+    """What ``repo.list(skip, limit, filters, order_by, prefetch=names)`` stands for."""
+    query = reference_set(model, filters).order_by(*reference_order(model, ordering))
+    if names:
+        query = query.prefetch_related(*names)
+    if skip:
+        query = query.offset(skip)
+    return query if limit is None else query.limit(limit)
+
+
+def reference_page(model: type[Model], filters: s.Filters, ordering: s.Ordering,
+                   number: int, size: int) -> QuerySet[Any]:
+    """The items of ``repo.paginate(number, size, filters, order_by)``."""
+    return reference_set(model, filters).order_by(*reference_order(model, ordering)).offset(
+        (number - 1) * size).limit(size)
+
+
 @pytest.fixture
 def h(backend: str, db_url: str) -> Any:
     with harness(backend, db_url) as running:
@@ -114,13 +132,7 @@ def test_item_list(h: Harness) -> None:
 
             async def via_tortoise() -> Any:
                 async with h.db.session():
-                    query = reference_set(Item, filters).order_by(*reference_order(Item, ordering))
-                    if names:
-                        query = query.prefetch_related(*names)
-                    if skip:
-                        query = query.offset(skip)
-                    if limit is not None:
-                        query = query.limit(limit)
+                    query = reference_list(Item, filters, ordering, names, skip=skip, limit=limit)
                     return rows_of(await query, names)
 
             compare(await attempt(via_repo), await attempt(via_tortoise), "list")
@@ -161,10 +173,8 @@ def test_item_count_and_paginate(h: Harness) -> None:
 
             async def page_ref() -> Any:
                 async with h.db.session():
-                    query = reference_set(Item, filters)
-                    total = await query.count()
-                    items = await query.order_by(*reference_order(Item, ordering)).offset(
-                        (number - 1) * size).limit(size)
+                    total = await reference_set(Item, filters).count()
+                    items = await reference_page(Item, filters, ordering, number, size)
                     return total, (total + size - 1) // size, rows_of(items, [])
 
             compare(await attempt(page_repo), await attempt(page_ref), "paginate")
@@ -203,18 +213,11 @@ def test_owner_meta_ordering(h: Harness) -> None:
 
             async def via_tortoise() -> Any:
                 async with h.db.session():
-                    base = reference_set(Owner, filters)
-                    query = base.order_by(*reference_order(Owner, ordering))
-                    if names:
-                        query = query.prefetch_related(*names)
-                    if skip:
-                        query = query.offset(skip)
-                    if limit is not None:
-                        query = query.limit(limit)
-                    number, size = page
-                    paged = base.order_by(*reference_order(Owner, ordering)).offset(
-                        (number - 1) * size).limit(size)
-                    return rows_of(await query, names), await base.count(), rows_of(await paged, [])
+                    query = reference_list(Owner, filters, ordering, names, skip=skip,
+                                           limit=limit)
+                    paged = reference_page(Owner, filters, ordering, *page)
+                    total = await reference_set(Owner, filters).count()
+                    return rows_of(await query, names), total, rows_of(await paged, [])
 
             compare(await attempt(via_repo), await attempt(via_tortoise), "Owner list/paginate")
 

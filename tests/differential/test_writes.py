@@ -64,6 +64,16 @@ async def fresh(model: Any, pk: Any) -> Any:
     return await model.filter(pk=pk).first()
 
 
+async def read_back(h: Harness, obj: Model | None,
+                    masked: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``obj``'s values and those of its row read again in a new session (None: no row)."""
+    if obj is None:
+        return None
+    async with h.db.session():
+        stored = await fresh(type(obj), obj.pk)
+    return values(obj, masked), values(stored, masked)
+
+
 def compare_write(context: str, repo: Outcome, ref: Outcome, *, before: dict[str, Any],
                   after_repo: dict[str, Any], after_ref: dict[str, Any],
                   given: dict[str, Any], invalid: bool = False,
@@ -101,16 +111,12 @@ def test_create(h: Harness) -> None:
             async def via_repo() -> Any:
                 async with h.db.session() as session:
                     obj = await BaseRepository(session, Item).create(dict(payload))
-                async with h.db.session():
-                    stored = await fresh(Item, obj.pk)
-                return values(obj, masked), values(stored, masked)
+                return await read_back(h, obj, masked)
 
             async def via_tortoise() -> Any:
                 async with h.db.session():
                     obj = await Item.create(**payload)
-                async with h.db.session():
-                    stored = await fresh(Item, obj.pk)
-                return values(obj, masked), values(stored, masked)
+                return await read_back(h, obj, masked)
 
             repo, after_repo, ref, after_ref = await both_ways(h, data, via_repo, via_tortoise)
             compare_write("create", repo, ref, before=before, after_repo=after_repo,
@@ -211,11 +217,7 @@ def test_update(h: Harness) -> None:
                         "data" in payload and isinstance(payload["data"], dict | None))
                     obj = await (repo.update(pick, **payload) if keywords
                                  else repo.update(pick, dict(payload)))
-                if obj is None:
-                    return None
-                async with h.db.session():
-                    stored = await fresh(Item, obj.pk)
-                return values(obj, masked), values(stored, masked)
+                return await read_back(h, obj, masked)
 
             async def via_tortoise() -> Any:
                 async with h.db.session():
@@ -409,11 +411,7 @@ def test_update_expressions_and_relations(h: Harness) -> None:
             async def via_repo() -> Any:
                 async with h.db.session() as session:
                     obj = await BaseRepository(session, Item).update(pick, **await payload())
-                if obj is None:
-                    return None
-                async with h.db.session():
-                    stored = await fresh(Item, obj.pk)
-                return values(obj, masked), values(stored, masked)
+                return await read_back(h, obj, masked)
 
             async def via_tortoise() -> Any:
                 async with h.db.session():
