@@ -66,13 +66,7 @@ class RowPlan:
     columns_sql: str
     #: The attribute each selected column goes to, in the same order.
     attrs: tuple[str, ...]
-    #: (position, field type) of columns Tortoise converts with ``field_type(value)``.
-    plain: tuple[tuple[int, type], ...]
-    #: Positions of ``DatetimeField`` columns (converted to the configured time zone).
-    datetimes: tuple[int, ...]
-    #: (position, field) of columns that need their field's ``to_python_value``.
-    complex: tuple[tuple[int, Field[Any]], ...]
-    #: The builder compiled for this plan (:func:`_compile_builder`).
+    #: The builder compiled for this plan's columns (:func:`_compile_builder`).
     builder: Callable[[Iterable[Any], bool, dt.tzinfo], list[Any]]
 
     def build(self, records: Sequence[Any]) -> list[Any]:
@@ -85,7 +79,7 @@ class RowPlan:
         (:mod:`aegis_tortoise._collector`).
         """
         use_tz, zone = timezone.get_use_tz(), timezone.get_default_timezone()
-        if len(records) < _collector.PAUSE_FROM:
+        if len(records) < _collector.PAUSE_FROM:  # most reads: no context manager to enter
             return self.builder(records, use_tz, zone)
         with _collector.paused(len(records)):
             return self.builder(records, use_tz, zone)
@@ -176,8 +170,7 @@ def row_plan(model: type[Model], native: frozenset[type]) -> RowPlan:
     columns = ",".join(_quote(c) for c in meta.fields_db_projection.values())
     builder = _compile_builder(model, attrs, tuple(plain), tuple(datetimes),
                                tuple(complex_fields))
-    return RowPlan(model, columns, attrs, tuple(plain), tuple(datetimes), tuple(complex_fields),
-                   builder)
+    return RowPlan(model, columns, attrs, builder)
 
 
 # -- query shapes ------------------------------------------------------------------------------

@@ -41,12 +41,12 @@ from aegis_tortoise.errors import (
     translate_exception,
 )
 
-__all__ = ["public_methods", "repository_error"]
+__all__ = ["VALUE_ERRORS", "public_methods", "repository_error"]
 
 C = TypeVar("C", bound=type)
 
 #: Errors raised by converting or sending a value the field cannot hold.
-_VALUE_ERRORS = (ValueError, TypeError, ArithmeticError, AttributeError)
+VALUE_ERRORS = (ValueError, TypeError, ArithmeticError, AttributeError)
 
 
 @lru_cache(maxsize=512)
@@ -89,7 +89,7 @@ def repository_error(model: type[Model], exc: Exception) -> Exception:
         return _named(model, translated)
     if isinstance(exc, TimeoutError):
         return exc
-    if isinstance(exc, _VALUE_ERRORS):
+    if isinstance(exc, VALUE_ERRORS):
         return ValidationError(f"Invalid {name} value: {exc}", details={"model": name},
                                cause=exc)
     if isinstance(exc, OSError):

@@ -31,7 +31,7 @@ from aegis_tortoise._filters import (
     single_pass,
     writable_values,
 )
-from aegis_tortoise._translate import public_methods
+from aegis_tortoise._translate import VALUE_ERRORS, public_methods
 from aegis_tortoise._values import payload_or_field, python_values
 from aegis_tortoise.errors import (
     ConfigurationError,
@@ -182,9 +182,9 @@ class BaseRepository(Generic[ModelT]):
             entity_id = entity_id.pk
         try:
             if entity_id is None:
-                raise ValueError("None")  # noqa: TRY301 - same message as a bad value
+                raise ValueError("None")  # same message as a bad value
             return self.model._meta.pk.to_python_value(entity_id)
-        except (ValueError, TypeError, ArithmeticError, AttributeError) as exc:
+        except VALUE_ERRORS as exc:
             raise ValidationError(f"Invalid {self._name} id: {entity_id!r}", details={
                 "model": self._name, "id": repr(entity_id),
                 "field": self.model._meta.pk_attr}) from exc

@@ -189,20 +189,15 @@ class Bench:
             async def calls() -> None:
                 for _ in range(units):
                     await c.count()
-        elif base == "update":
+        elif base in ("update", "dropin"):
             ids = self._ids(op, round_no, units)
-            names = [f"upd {round_no}-{k}" for k in range(units)]
+            tag = "upd" if base == "update" else "dropin"
+            names = [f"{tag} {round_no}-{k}" for k in range(units)]
+            write = getattr(c, base)
 
             async def calls() -> None:
                 for i, name in zip(ids, names, strict=True):
-                    await c.update(i, name)
-        elif base == "dropin":
-            ids = self._ids(op, round_no, units)
-            names = [f"dropin {round_no}-{k}" for k in range(units)]
-
-            async def calls() -> None:
-                for i, name in zip(ids, names, strict=True):
-                    await c.dropin(i, name)
+                    await write(i, name)
         elif base == "relations":
             rel_ids = self.seeded["rel_ids"]
 
