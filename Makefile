@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 CURVES_ARGS ?=
+# the operations `make bench` measures again in a process holding 1,000,000 objects
+HEAP_OPS ?= list_first,relations,create_many,create_many_dicts
 
 .DEFAULT_GOAL := help
 
@@ -31,6 +33,7 @@ fuzz: $(STAMP)  ## The differential suite (tests/differential) with many more ge
 
 bench: $(STAMP)  ## Benchmark against asyncpg, SQLAlchemy and plain Tortoise (writes bench/README.md)
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/run.py --heap 1000000 --only $(HEAP_OPS) $(BENCH_ARGS)
 
 bench-curves: $(STAMP)  ## Cost curves at 1k-1M rows (CURVES_ARGS="--sizes 1000,10000"; writes bench/curves.png)
 	$(PY) bench/curves.py $(CURVES_ARGS)

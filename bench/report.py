@@ -16,8 +16,6 @@ from typing import Any
 from bench.harness import A_COPY, A_EXECUTEMANY, CONSTRUCT, Results
 from bench.workload import OPS, Op, Sizes
 
-START = "<!-- bench:results:start -->"
-END = "<!-- bench:results:end -->"
 NAMES = {"A": "A asyncpg", "B": "B SQLAlchemy", "D": "D Tortoise", "E": "E aegis"}
 
 
@@ -155,13 +153,17 @@ def header(env: dict[str, Any], sizes: Sizes, rounds: int, only: list[str] | Non
         "throughput divided by the other's, measured back to back in the same round.")
 
 
-def write_readme(path: Path, body: str) -> None:
-    """Replace the results section of ``path`` (between the markers) with ``body``."""
-    block = f"{START}\n{body}\n{END}"
+def write_readme(path: Path, body: str, section: str = "results") -> None:
+    """Replace a section of ``path`` (between its markers) with ``body``.
+
+    ``section`` is ``"results"`` (the main table) or ``"heap"`` (a run with ``--heap``).
+    """
+    start, end = f"<!-- bench:{section}:start -->", f"<!-- bench:{section}:end -->"
+    block = f"{start}\n{body}\n{end}"
     text = path.read_text(encoding="utf-8") if path.exists() else f"# Benchmarks\n\n{block}\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1]
         text = before + block + after
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"

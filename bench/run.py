@@ -4,6 +4,7 @@
     python bench/run.py --rounds 1 --scale 0.01 --no-readme   # CI smoke run, < 30 s
     python bench/run.py --only get,update,create_many --rounds 9
     python bench/run.py --json out.json --pg-url postgresql://postgres@db:5432/postgres
+    python bench/run.py --heap 1000000 --only list_first,relations,create_many_dicts
 
 Contenders run interleaved in this one process, the order rotated every round, each on its
 own database (created on the server of ``--pg-url``, dropped at the end). Each contender's
@@ -22,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.heap import allocate, tracked
 from bench.harness import (
     PG_KEYS,
     SQLITE_KEYS,
@@ -64,9 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="do not write the table into bench/README.md")
     parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up round")
     parser.add_argument("--seed", type=int, default=5, help="seed of the random ids")
+    parser.add_argument("--heap", type=int, default=0, metavar="N",
+                        help="first allocate about N tracked objects that live for the whole "
+                             "run, as a service's process holds (default 0); the table goes "
+                             "between the README's heap markers")
     args = parser.parse_args(argv)
-    if args.scale <= 0 or args.rounds < 1:
-        parser.error("--scale must be > 0 and --rounds >= 1")
+    if args.scale <= 0 or args.rounds < 1 or args.heap < 0:
+        parser.error("--scale must be > 0, --rounds >= 1 and --heap >= 0")
     selected: list[str] = []
     for item in filter(None, (s.strip() for s in args.only.split(","))):
         if item in ("postgres", "sqlite"):
@@ -82,6 +88,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def main_async(args: argparse.Namespace) -> int:
+    held = allocate(args.heap)  # alive until the run ends, as an app's objects are
+    objects = tracked()
+    log(f"heap: {args.heap:,} objects allocated; the collector tracks {objects:,}")
     sizes = Sizes.at(args.scale)
     results = Results()
     pg_ops = [op for op in args.ops if op.backend == "postgres"]
@@ -118,16 +127,23 @@ async def main_async(args: argparse.Namespace) -> int:
             for slot in slots:
                 await slot.contender.close()
     only = [op.key for op in args.ops] if len(args.ops) != len(OPS) else None
-    text = header(env, sizes, args.rounds, only) + "\n\n" + table(results, sizes)
+    text = header(env, sizes, args.rounds, only) + "\n" + _heap_line(args.heap, objects)
+    text += "\n\n" + table(results, sizes)
     if results.failures:
         text += "\n\nCHECKS FAILED:\n" + "\n".join(f"- {f}" for f in results.failures)
     print(text)
     if args.json is not None:
         dump_json(args.json, results, sizes, env, args.rounds)
     if not args.no_readme and not results.failures:
-        write_readme(README, text)
+        write_readme(README, text, section="heap" if args.heap else "results")
         log(f"wrote {README}")
+    del held
     return 1 if results.failures else 0
+
+
+def _heap_line(heap: int, objects: int) -> str:
+    return (f"Heap: {heap:,} objects allocated before the rounds (`--heap`); "
+            f"`len(gc.get_objects())` = {objects:,}.")
 
 
 def main(argv: list[str] | None = None) -> int:

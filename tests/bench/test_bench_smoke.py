@@ -81,3 +81,16 @@ def test_bulk_phases_smoke(pg_server: PgServer) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for phase in ("check batch", "convert", "build instances", "INSERT task", "E/A"):
         assert phase in proc.stdout
+
+
+def test_bench_heap_mode(pg_server: PgServer, tmp_path: Path) -> None:
+    # --heap N keeps N more tracked objects alive for the run and says how many are tracked.
+    out = tmp_path / "bench.json"
+    proc = _run(["--rounds", "1", "--scale", "0.01", "--no-readme", "--no-warmup",
+                 "--only", "relations", "--contenders", "A,E", "--heap", "200000",
+                 "--pg-url", pg_server.admin_url, "--json", str(out)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("Heap: 200,000 objects"))
+    tracked = int(line.rsplit("= ", 1)[1].rstrip(".").replace(",", ""))
+    assert tracked >= 200_000
+    assert json.loads(out.read_text())["samples"]["relations"]["E"]
