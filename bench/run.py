@@ -23,7 +23,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.heap import allocate, tracked
 from bench.harness import (
     PG_KEYS,
     SQLITE_KEYS,
@@ -33,6 +32,7 @@ from bench.harness import (
     assign_ops,
     sqlite_slots,
 )
+from bench.heap import allocate, tracked
 from bench.report import dump_json, environment, header, log, table, write_readme
 from bench.workload import OPS, OPS_BY_KEY, PgDatabases, Sizes
 
