@@ -8,21 +8,44 @@ Search terms need no escaping here: Tortoise 1.1.9 escapes ``%``, ``_`` and ``\\
 ``contains``/``startswith``/``endswith`` lookups (and their ``i`` variants) with
 ``LIKE ... ESCAPE '\\'`` and sends every value as a bind parameter, on sqlite and PostgreSQL
 alike (tortoise/filters.py ``escape_like``); the repository tests pin that behaviour.
+
+What Tortoise does *not* bind is checked here, before any SQL:
+
+- the key of a JSONField ``__filter`` dict: Tortoise 1.1.9 pastes its parts into the SQL text
+  (``pypika_tortoise`` ``JSONAttributeCriterion``: ``data->'<part>'``), so every part must
+  match :data:`JSON_KEY` (letters, digits, ``_``, ``-``, ``.`` and spaces, at most 255
+  characters a part);
+- filter shapes Tortoise would fail on after validation: ``__range`` without two bounds, a
+  ``__filter`` value that is not a one-item dict, a path through a to-many relation back to a
+  table the path already joined (``user__policies__title``: "table name specified more than
+  once");
+- a long ``__in``/``__not_in`` list is sent as one array parameter (:func:`bound_lists`):
+  asyncpg takes at most 32,767 arguments a statement.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+from pypika_tortoise.enums import Dialects
+from pypika_tortoise.terms import Term, ValueWrapper
+from pypika_tortoise.utils import format_alias_sql
+from tortoise.exceptions import ValidationError as TortoiseValidationError
+from tortoise.fields.data import JSONField
 from tortoise.fields.relational import RelationalField
+from tortoise.filters import is_in, not_in
 from tortoise.models import Model
 from tortoise.query_utils import Prefetch
 
 from aegis_tortoise.errors import InvalidFilterError
 
 __all__ = [
+    "JSON_KEY",
+    "MAX_BOUND_VALUES",
+    "bound_lists",
     "default_ordering",
     "fans_out",
     "filter_kwargs",
@@ -33,6 +56,17 @@ __all__ = [
 ]
 
 _MAX_DEPTH = 8
+
+#: One part of a JSON ``__filter`` key (``{"color__startswith": "r"}`` has two parts).
+JSON_KEY = re.compile(r"[\w\-. ]{1,255}")
+# The operators Tortoise 1.1.9 reads from a JSON key's last part
+# (tortoise/contrib/postgres/json_functions.py ``operator_keywords``).
+_JSON_OPERATORS = frozenset({
+    "not", "isnull", "not_isnull", "in", "not_in", "gte", "gt", "lte", "lt", "range",
+    "contains", "startswith", "endswith", "iexact", "icontains", "istartswith", "iendswith",
+    "year", "quarter", "month", "week", "day", "hour", "minute", "second", "microsecond"})
+#: ``__in``/``__not_in`` lists longer than this go as one array parameter (:func:`bound_lists`).
+MAX_BOUND_VALUES = 1000
 
 
 def _fields(model: type[Model]) -> list[str]:
@@ -66,17 +100,82 @@ def _filter_error(root: type[Model], key: str, model: type[Model], part: str) ->
     return InvalidFilterError(message, details=details)
 
 
-def _check_filter_key(root: type[Model], key: str) -> None:
+def _check_filter_key(root: type[Model], key: str) -> tuple[type[Model], str]:
+    """The model and the filter name (``title__icontains``) at the end of ``key``'s path."""
     model, part = root, key
-    for _ in range(_MAX_DEPTH):
+    tables = [root._meta.db_table]
+    for hop in range(_MAX_DEPTH):
         meta = model._meta
         if part in meta.filters or part in meta.fk_fields or part in meta.o2o_fields:
-            return
+            return model, part
         head, _, rest = part.partition("__")
         if not rest or head not in meta.fetch_fields:
             raise _filter_error(root, key, model, part)
-        model, part = _related(model, head), rest
+        related = _related(model, head)
+        to_many = head in meta.backward_fk_fields or head in meta.m2m_fields
+        if to_many and hop and related._meta.db_table in tables:
+            # Tortoise 1.1.9 joins such a table twice under one alias: PostgreSQL answers
+            # "table name specified more than once", sqlite "ambiguous column name".
+            raise InvalidFilterError(
+                f"Invalid filter {key!r} for {root.__name__}: the path comes back to "
+                f"{related.__name__} through the to-many relation {head!r}; filter on "
+                f"{related.__name__} directly", details={"model": root.__name__, "key": key})
+        tables.append(related._meta.db_table)
+        model, part = related, rest
     raise _filter_error(root, key, model, part)
+
+
+def _check_filter_value(root: type[Model], key: str, model: type[Model], name: str,
+                        value: Any) -> None:
+    """Refuse values Tortoise would paste into the SQL text or fail on after validation."""
+    info: Mapping[str, Any] = model._meta.filters.get(name) or {}
+    # On PostgreSQL the executor has replaced json_filter in the model's filter table by
+    # postgres_json_filter at init (FILTER_FUNC_OVERRIDE, Tortoise 1.1.9): test the field.
+    if name.endswith("__filter") and isinstance(
+            model._meta.fields_map.get(info.get("field", "")), JSONField):
+        _check_json_filter(root, key, value)
+    elif name.endswith("__range") and (
+            isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence)
+            or len(value) != 2):
+        raise InvalidFilterError(
+            f"Filter {key!r} takes two bounds, [low, high], not {_short(value)}",
+            details={"model": root.__name__, "key": key})
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_json_filter(root: type[Model], key: str, value: Any) -> None:
+    """A JSON ``__filter`` value: one ``{path: value}`` item whose path parts are safe text."""
+    details: dict[str, Any] = {"model": root.__name__, "key": key}
+    if not isinstance(value, Mapping) or len(value) != 1:
+        raise InvalidFilterError(
+            f"Filter {key!r} takes one {{'<json key>[__<lookup>]': value}} item, not "
+            f"{_short(value)}", details=details)
+    ((path, inner),) = value.items()
+    if not isinstance(path, str):
+        raise InvalidFilterError(f"Filter {key!r}: JSON keys must be strings, not {path!r}",
+                                 details=details)
+    parts = path.split("__")
+    if len(parts) > 1 and parts[-1] in _JSON_OPERATORS:
+        lookup = parts.pop()
+        if lookup in ("in", "not_in") and (isinstance(inner, str | bytes | Mapping)
+                                           or not isinstance(inner, Sequence)):
+            raise InvalidFilterError(f"Filter {key!r}: __{lookup} takes a list",
+                                     details=details)
+        if lookup == "range" and (isinstance(inner, str | bytes | Mapping)
+                                  or not isinstance(inner, Sequence) or len(inner) != 2):
+            raise InvalidFilterError(f"Filter {key!r}: __range takes two bounds",
+                                     details=details)
+    for part in parts:
+        # isdigit() parts become array indexes (int(part)): ASCII digits only.
+        if not JSON_KEY.fullmatch(part) or (part.isdigit() and not part.isascii()):
+            raise InvalidFilterError(
+                f"Filter {key!r}: JSON key {_short(part)} is not allowed; JSON keys may hold "
+                "letters, digits, '_', '-', '.' and spaces (1-255 characters a part)",
+                details=details)
 
 
 def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -100,12 +199,70 @@ def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None) -> dict
         if not isinstance(key, str):
             raise InvalidFilterError(f"Filter keys must be strings, not {key!r}",
                                      details={"model": model.__name__, "key": repr(key)})
-        _check_filter_key(model, key)
+        final, name = _check_filter_key(model, key)
+        if value is not None:
+            _check_filter_value(model, key, final, name, value)
         if value is None:
             null_key, is_null = _null_filter(model, key)
             result[null_key] = is_null
         else:
             result[key] = value
+    return result
+
+
+class _ArrayValues(Term):  # type: ignore[misc]
+    """A long ``IN`` list as one parameter: ``(SELECT unnest($n::TYPE[]))`` on PostgreSQL;
+    elsewhere the plain ``(?, ?, ...)`` Tortoise renders (sqlite takes 250,000 arguments)."""
+
+    def __init__(self, values: list[Any], pg_type: str) -> None:
+        super().__init__()
+        self.values = values
+        self.pg_type = pg_type
+
+    def get_sql(self, ctx: Any) -> str:
+        if ctx.dialect == Dialects.POSTGRESQL and ctx.parameterizer is not None:
+            param = ctx.parameterizer.create_param(self.values).get_sql(ctx)
+            sql = f"(SELECT unnest({param}::{self.pg_type}[]))"
+        else:
+            sql = "(" + ",".join(ValueWrapper(v).get_sql(ctx) for v in self.values) + ")"
+        return str(format_alias_sql(sql, self.alias, ctx))
+
+
+def bound_lists(model: type[Model], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` (from :func:`filter_kwargs`) with each ``__in``/``__not_in`` list of more
+    than :data:`MAX_BOUND_VALUES` values as one array parameter, converted by the field's
+    ``to_db_value`` as Tortoise's ``list_encoder`` converts them (a :class:`Term` value skips
+    Tortoise's own encoding: tortoise/expressions.py ``_process_filter_kwarg``, 1.1.9)."""
+    from aegis_tortoise._select import _array_type
+    from aegis_tortoise._values import field_error
+
+    result = kwargs
+    for key, value in kwargs.items():
+        if (isinstance(value, str | bytes | Mapping | Term) or not isinstance(value, Iterable)
+                or not key.endswith(("__in", "__not_in"))):
+            continue
+        values = value if isinstance(value, Sequence | set | frozenset) else None
+        if values is None or len(values) <= MAX_BOUND_VALUES:
+            continue
+        final, name = _check_filter_key(model, key)
+        info: Mapping[str, Any] = final._meta.filters.get(name) or {}
+        field = final._meta.fields_map.get(info.get("field", ""))
+        if (info.get("operator") not in (is_in, not_in) or "table" in info or field is None
+                or isinstance(field, JSONField)
+                or info.get("field") not in final._meta.fields_db_projection):
+            continue
+        converted: list[Any] = []
+        item: Any = None
+        try:
+            for item in values:
+                converted.append(field.to_db_value(item, final))
+        except TortoiseValidationError:
+            raise
+        except Exception as exc:
+            raise field_error(final, info["field"], item, exc) from exc
+        if result is kwargs:
+            result = dict(kwargs)
+        result[key] = _ArrayValues(converted, _array_type(final, info["field"]))
     return result
 
 

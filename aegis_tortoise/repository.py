@@ -23,6 +23,7 @@ from tortoise.queryset import QuerySet
 from aegis_tortoise import _bulk, _create_many, _keyset, _reads, _stream, _writes
 from aegis_tortoise import _select as _sql
 from aegis_tortoise._filters import (
+    bound_lists,
     default_ordering,
     fans_out,
     filter_kwargs,
@@ -32,7 +33,7 @@ from aegis_tortoise._filters import (
     writable_values,
 )
 from aegis_tortoise._translate import VALUE_ERRORS, public_methods
-from aegis_tortoise._values import payload_or_field, python_values
+from aegis_tortoise._values import payload_or_field, python_values, refuse_nan
 from aegis_tortoise.errors import (
     ConfigurationError,
     DuplicateEntityError,
@@ -169,7 +170,7 @@ class BaseRepository(Generic[ModelT]):
         ``pk IN (subquery)``, so a row matching through several related rows comes back once
         and is counted once.
         """
-        kwargs = filter_kwargs(self.model, filters)
+        kwargs = bound_lists(self.model, filter_kwargs(self.model, filters))
         queryset = self.query(include_deleted=include_deleted)
         if kwargs and fans_out(self.model, kwargs):
             inner = self.model.filter(**kwargs).using_db(self.session.connection)
@@ -275,6 +276,7 @@ class BaseRepository(Generic[ModelT]):
             ValidationError: unknown or missing fields, or an invalid value.
         """
         instance = self._instance(entity)
+        refuse_nan(self.model, instance.__dict__, self.session.dialect)
         await instance.save(using_db=self.session.connection, force_create=True)
         return instance
 
