@@ -55,3 +55,13 @@ class Part(Model):
 
     class Meta:
         table = "hostile_parts"
+
+
+#: The rows every hardening test starts from (two owners, five items).
+OWNERS = [{"id": 1, "name": "ann"}, {"id": 2, "name": "bob"}]
+ITEMS = [
+    {"id": i, "name": f"item{i}", "qty": i, "price": f"{i}.50", "ratio": i / 4,
+     "data": {"color": f"c{i}", "secret": f"s{i}", "tags": ["a", f"t{i}"], "n": i},
+     "owner_id": 1 if i != 3 else 2}
+    for i in range(1, 6)
+]

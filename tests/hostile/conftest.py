@@ -1,0 +1,5 @@
+"""The hostile suite's fixtures (tests/hostile/fixtures.py)."""
+
+from tests.hostile.fixtures import items
+
+__all__ = ["items"]
