@@ -210,7 +210,7 @@ def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None) -> dict
     return result
 
 
-class _ArrayValues(Term):  # type: ignore[misc]
+class _ArrayValues(Term):
     """A long ``IN`` list as one parameter: ``(SELECT unnest($n::TYPE[]))`` on PostgreSQL;
     elsewhere the plain ``(?, ?, ...)`` Tortoise renders (sqlite takes 250,000 arguments)."""
 

@@ -148,30 +148,30 @@ def reference(key: str, value: Any) -> list[int] | object:
         return _UNKNOWN  # collation and case folding differ from Python's
     ids = []
     for row in ITEMS:
-        stored = _column(row, field)
-        text = str(stored)
-        w = wanted[0]
-        match = {
-            "": lambda: stored == w,
-            "__not": lambda: stored != w,
-            "__gt": lambda: stored > w,
-            "__gte": lambda: stored >= w,
-            "__lt": lambda: stored < w,
-            "__lte": lambda: stored <= w,
-            "__contains": lambda: w in text,
-            "__icontains": lambda: w.upper() in text.upper(),
-            "__startswith": lambda: text.startswith(w),
-            "__endswith": lambda: text.endswith(w),
-            "__in": lambda: stored in wanted,
-            "__not_in": lambda: stored not in wanted,
-            "__range": lambda: wanted[0] <= stored <= wanted[1],
-        }[lookup]
         try:
-            if match():
+            if _matches(lookup, _column(row, field), wanted):
                 ids.append(row["id"])
         except TypeError:
             return None  # a str compared with an int: the field conversion refuses it
     return ids
+
+
+def _matches(lookup: str, stored: Any, wanted: list[Any]) -> bool:
+    """Whether a stored value passes ``lookup`` with the converted ``wanted`` value(s)."""
+    w, text = wanted[0] if wanted else None, str(stored)
+    if lookup == "":
+        return bool(stored == w)
+    if lookup == "__not":
+        return bool(stored != w)
+    if lookup in ("__gt", "__gte", "__lt", "__lte"):
+        return {"__gt": stored > w, "__gte": stored >= w, "__lt": stored < w,
+                "__lte": stored <= w}[lookup]
+    if lookup in ("__contains", "__icontains", "__startswith", "__endswith"):
+        return {"__contains": w in text, "__icontains": str(w).upper() in text.upper(),
+                "__startswith": text.startswith(w), "__endswith": text.endswith(w)}[lookup]
+    if lookup == "__range":
+        return bool(wanted[0] <= stored <= wanted[1])
+    return (stored in wanted) == (lookup == "__in")
 
 
 def json_reference(key: str, value: str, backend: str) -> list[int] | None:
