@@ -251,6 +251,9 @@ def bound_lists(model: type[Model], kwargs: dict[str, Any]) -> dict[str, Any]:
                 or isinstance(field, JSONField)
                 or info.get("field") not in final._meta.fields_db_projection):
             continue
+        pg_type = _array_type(final, info["field"])
+        if pg_type.endswith("]"):
+            continue  # an array field: Tortoise's own rendering
         converted: list[Any] = []
         item: Any = None
         try:
@@ -262,7 +265,7 @@ def bound_lists(model: type[Model], kwargs: dict[str, Any]) -> dict[str, Any]:
             raise field_error(final, info["field"], item, exc) from exc
         if result is kwargs:
             result = dict(kwargs)
-        result[key] = _ArrayValues(converted, _array_type(final, info["field"]))
+        result[key] = _ArrayValues(converted, pg_type)
     return result
 
 

@@ -33,11 +33,15 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any, TypeVar
 
+import tortoise
+from tortoise.fields.base import Field
 from tortoise.models import Model
+from tortoise.validators import Validator
 
 from aegis_tortoise._operations import operation
 from aegis_tortoise.errors import (
@@ -61,21 +65,26 @@ logger = logging.getLogger("aegis_tortoise.repository")
 VALUE_ERRORS = (ValueError, TypeError, ArithmeticError, AttributeError)
 #: Raised by a bad value wherever it happens.
 _BAD_VALUE = (ValueError, ArithmeticError)
-# Tortoise 1.1.9 functions that convert a caller's value (tortoise/fields, tortoise/filters
-# encoders): a TypeError/AttributeError raised in one of them is a bad value, anywhere else
-# a bug.
-_CONVERTERS = frozenset({
-    "to_db_value", "to_python_value", "validate", "__call__", "list_encoder",
-    "related_list_encoder", "bool_encoder", "string_encoder", "int_encoder", "json_encoder",
-    "array_encoder"})
+# Tortoise 1.1.9's conversions of a caller's value: a field's (or a custom field's)
+# to_db_value/to_python_value/validate, a validator's __call__, the filter encoders of
+# tortoise/filters.py. A TypeError/AttributeError raised in one of them is a bad value,
+# anywhere else a bug.
+_FIELD_METHODS = frozenset({"to_db_value", "to_python_value", "validate"})
+_ENCODERS = frozenset({"list_encoder", "related_list_encoder", "bool_encoder",
+                       "string_encoder", "int_encoder", "json_encoder", "array_encoder"})
+_TORTOISE_DIR = os.path.dirname(tortoise.__file__) + os.sep
 
 
 def _raised_converting(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised inside a Tortoise field conversion or filter encoder."""
+    """Whether ``exc`` was raised inside a field's conversion of a value (see above)."""
     tb = exc.__traceback__
     while tb is not None:
-        code = tb.tb_frame.f_code
-        if code.co_name in _CONVERTERS and "tortoise" in code.co_filename:
+        frame = tb.tb_frame
+        name = frame.f_code.co_name
+        owner = frame.f_locals.get("self")
+        if ((name in _FIELD_METHODS and isinstance(owner, Field))
+                or (name == "__call__" and isinstance(owner, Validator))
+                or (name in _ENCODERS and frame.f_code.co_filename.startswith(_TORTOISE_DIR))):
             return True
         tb = tb.tb_next
     return False

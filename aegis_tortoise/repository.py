@@ -230,6 +230,7 @@ class BaseRepository(Generic[ModelT]):
         else:
             instance = self._build(self._data(entity, partial=False))
         self._check_required(instance)
+        refuse_nan(self.model, instance.__dict__, self.session.dialect)
         return instance
 
     def _check_required(self, instance: ModelT) -> None:
@@ -276,7 +277,6 @@ class BaseRepository(Generic[ModelT]):
             ValidationError: unknown or missing fields, or an invalid value.
         """
         instance = self._instance(entity)
-        refuse_nan(self.model, instance.__dict__, self.session.dialect)
         await instance.save(using_db=self.session.connection, force_create=True)
         return instance
 
