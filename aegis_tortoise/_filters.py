@@ -46,6 +46,7 @@ __all__ = [
     "JSON_KEY",
     "MAX_BOUND_VALUES",
     "bound_lists",
+    "clip",
     "default_ordering",
     "fans_out",
     "filter_kwargs",
@@ -89,6 +90,8 @@ def _lookups(model: type[Model], field: str) -> list[str]:
 def _filter_error(root: type[Model], key: str, model: type[Model], part: str) -> InvalidFilterError:
     meta = model._meta
     head, _, lookup = part.partition("__")
+    # A key from a request may be long: messages and details show at most 80 characters.
+    key, head, lookup = clip(key), clip(head), clip(lookup)
     details: dict[str, Any] = {"model": root.__name__, "key": key, "valid_fields": _fields(model)}
     if head in meta.filters and lookup:
         details["valid_lookups"] = _lookups(model, head)
@@ -140,6 +143,11 @@ def _check_filter_value(root: type[Model], key: str, model: type[Model], name: s
         raise InvalidFilterError(
             f"Filter {key!r} takes two bounds, [low, high], not {_short(value)}",
             details={"model": root.__name__, "key": key})
+
+
+def clip(text: str) -> str:
+    """``text`` cut to 80 characters (a caller's key shown in an error)."""
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _short(value: Any) -> str:
@@ -356,8 +364,8 @@ def order_by_fields(model: type[Model], order_by: str | Sequence[str] | None) ->
     result: list[str] = []
     for item in items:
         if not isinstance(item, str) or not item.lstrip("-+"):
-            raise InvalidFilterError(f"order_by takes field names, not {item!r}",
-                                     details={"model": model.__name__, "order_by": repr(item)})
+            raise InvalidFilterError(f"order_by takes field names, not {_short(item)}",
+                                     details={"model": model.__name__, "order_by": _short(item)})
         desc = item.startswith("-")
         name = item.lstrip("-+")
         result.append(("-" if desc else "") + _check_order_field(model, name, item))
@@ -385,8 +393,9 @@ def _check_order_field(root: type[Model], name: str, item: str) -> str:
     valid = sorted(model._meta.fields_db_projection) + sorted(
         model._meta.fk_fields | model._meta.o2o_fields)
     raise InvalidFilterError(
-        f"Invalid order_by {item!r} for {root.__name__}: valid fields: {', '.join(valid)}",
-        details={"model": root.__name__, "order_by": item, "valid_fields": valid})
+        f"Invalid order_by {clip(item)!r} for {root.__name__}: valid fields: "
+        f"{', '.join(valid)}",
+        details={"model": root.__name__, "order_by": clip(item), "valid_fields": valid})
 
 
 def prefetch_fields(model: type[Model],
@@ -407,9 +416,10 @@ def prefetch_fields(model: type[Model],
             if part not in current._meta.fetch_fields:
                 valid = sorted(current._meta.fetch_fields)
                 raise InvalidFilterError(
-                    f"Cannot prefetch {item!r} on {model.__name__}: {current.__name__} has no "
-                    f"relation {part!r}; relations: {', '.join(valid) or 'none'}",
-                    details={"model": model.__name__, "prefetch": str(item),
+                    f"Cannot prefetch {clip(str(item))!r} on {model.__name__}: "
+                    f"{current.__name__} has no relation {clip(part)!r}; relations: "
+                    f"{', '.join(valid) or 'none'}",
+                    details={"model": model.__name__, "prefetch": clip(str(item)),
                              "valid_relations": valid})
             current = _related(current, part)
     return items
@@ -435,10 +445,11 @@ def writable_values(model: type[Model], data: Mapping[str, Any], *,
         name = meta.pk_attr if key == "pk" else key
         if name not in writable:
             valid = sorted(writable)
+            shown = clip(key) if isinstance(key, str) else repr(key)
             raise ValidationError(
-                f"Cannot {action} {model.__name__}: unknown field {key!r}; valid fields: "
+                f"Cannot {action} {model.__name__}: unknown field {shown!r}; valid fields: "
                 f"{', '.join(valid)}",
-                details={"model": model.__name__, "field": key, "valid_fields": valid})
+                details={"model": model.__name__, "field": shown, "valid_fields": valid})
         if action == "update" and (name == meta.pk_attr or meta.fields_map[name].generated):
             raise ValidationError(
                 f"Cannot update {model.__name__}.{key}: it is the primary key or generated",

@@ -41,8 +41,11 @@ __all__ = ["auto_now_values", "db_values", "field_error", "python_values", "refu
 
 def field_error(model: type[Model], name: str, value: Any, exc: BaseException) -> ValidationError:
     """The error for ``value`` that field ``name`` of ``model`` cannot hold."""
+    shown = repr(value)
+    if len(shown) > 80:  # a value from a request may be long: show its start
+        shown = shown[:77] + "..."
     return ValidationError(
-        f"Invalid {model.__name__}.{name}: {value!r} ({exc})",
+        f"Invalid {model.__name__}.{name}: {shown} ({exc})",
         details={"model": model.__name__, "field": name}, cause=exc)
 
 

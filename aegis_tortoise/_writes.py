@@ -35,7 +35,7 @@ from tortoise.models import Model
 
 from aegis_tortoise import _bulk, _create_many, _reads
 from aegis_tortoise._bulk import _pg_type, _quote, _table, fetch_rows
-from aegis_tortoise._filters import writable_values
+from aegis_tortoise._filters import clip, writable_values
 from aegis_tortoise._values import (
     auto_now_values,
     db_values,
@@ -118,9 +118,10 @@ def _conflict_names(model: type[Model], conflict: Sequence[str]) -> tuple[str, .
         if name in meta.fk_fields or name in meta.o2o_fields:
             name = str(meta.fields_map[name].source_field)
         if name not in meta.fields_db_projection:
+            shown = clip(key) if isinstance(key, str) else repr(key)
             raise ValidationError(
-                f"Cannot upsert {model.__name__}: unknown conflict field {key!r}",
-                details={"model": model.__name__, "field": key})
+                f"Cannot upsert {model.__name__}: unknown conflict field {shown!r}",
+                details={"model": model.__name__, "field": shown})
         names.append(name)
     wanted = set(names)
     uniques = [{meta.pk_attr}] + [{n} for n, f in meta.fields_map.items()
