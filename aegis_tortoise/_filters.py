@@ -40,6 +40,8 @@ from tortoise.filters import is_in, not_in
 from tortoise.models import Model
 from tortoise.query_utils import Prefetch
 
+from aegis_tortoise._select import _array_type
+from aegis_tortoise._values import field_error
 from aegis_tortoise.errors import InvalidFilterError
 
 __all__ = [
@@ -220,7 +222,8 @@ def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None) -> dict
 
 class _ArrayValues(Term):
     """A long ``IN`` list as one parameter: ``(SELECT unnest($n::TYPE[]))`` on PostgreSQL;
-    elsewhere the plain ``(?, ?, ...)`` Tortoise renders (sqlite takes 250,000 arguments)."""
+    elsewhere the plain ``(?, ?, ...)`` Tortoise renders (sqlite's own limit,
+    ``SQLITE_LIMIT_VARIABLE_NUMBER``, is 250,000 in Debian's and CPython's builds)."""
 
     def __init__(self, values: list[Any], pg_type: str) -> None:
         super().__init__()
@@ -241,9 +244,6 @@ def bound_lists(model: type[Model], kwargs: dict[str, Any]) -> dict[str, Any]:
     than :data:`MAX_BOUND_VALUES` values as one array parameter, converted by the field's
     ``to_db_value`` as Tortoise's ``list_encoder`` converts them (a :class:`Term` value skips
     Tortoise's own encoding: tortoise/expressions.py ``_process_filter_kwarg``, 1.1.9)."""
-    from aegis_tortoise._select import _array_type
-    from aegis_tortoise._values import field_error
-
     result = kwargs
     for key, value in kwargs.items():
         if (isinstance(value, str | bytes | Mapping | Term) or not isinstance(value, Iterable)
