@@ -231,6 +231,8 @@ class _ArrayValues(Term):
         self.pg_type = pg_type
 
     def get_sql(self, ctx: Any) -> str:
+        # pypika_tortoise 0.6.5 (Tortoise 1.1.9): ctx.parameterizer collects the bind values
+        # of the statement being rendered; create_param adds one and gives its "$n".
         if ctx.dialect == Dialects.POSTGRESQL and ctx.parameterizer is not None:
             param = ctx.parameterizer.create_param(self.values).get_sql(ctx)
             sql = f"(SELECT unnest({param}::{self.pg_type}[]))"
