@@ -34,6 +34,10 @@ INJECTIONS = [
 ]
 
 
+async def _walk(rows: Any) -> list[Any]:
+    return [row async for row in rows]
+
+
 # -- item 1: JSON __filter keys -----------------------------------------------------------------
 
 
@@ -46,7 +50,8 @@ async def test_hostile_json_keys_are_refused_and_touch_nothing(items: DatabaseMa
         repo = BaseRepository(session, Item)
         for call in (repo.list(filters=hostile), repo.count(hostile),
                      repo.delete_where(hostile), repo.update_where(hostile, name="pwned"),
-                     repo.paginate(filters=hostile)):
+                     repo.paginate(filters=hostile), repo.paginate_keyset(filters=hostile),
+                     _walk(repo.iterate(filters=hostile))):
             with pytest.raises(InvalidFilterError, match="JSON key"):
                 await call
         assert await repo.count() == len(ITEMS)  # the session is still usable
