@@ -130,16 +130,26 @@ def _check_filter_key(root: type[Model], key: str) -> tuple[type[Model], str]:
     raise _filter_error(root, key, model, part)
 
 
-def _check_filter_value(root: type[Model], key: str, model: type[Model], name: str,
-                        value: Any) -> None:
-    """Refuse values Tortoise would paste into the SQL text or fail on after validation."""
+@lru_cache(maxsize=2048)
+def _checked_key(root: type[Model], key: str) -> tuple[type[Model], str, str]:
+    """:func:`_check_filter_key`, and which value check the filter needs: ``"json"``,
+    ``"range"`` or ``""`` (cached: an invalid key raises, which is never cached)."""
+    model, name = _check_filter_key(root, key)
     info: Mapping[str, Any] = model._meta.filters.get(name) or {}
     # On PostgreSQL the executor has replaced json_filter in the model's filter table by
     # postgres_json_filter at init (FILTER_FUNC_OVERRIDE, Tortoise 1.1.9): test the field.
     if name.endswith("__filter") and isinstance(
             model._meta.fields_map.get(info.get("field", "")), JSONField):
+        return model, name, "json"
+    return model, name, "range" if name.endswith("__range") else ""
+
+
+def _check_filter_value(root: type[Model], key: str, model: type[Model], kind: str,
+                        value: Any) -> None:
+    """Refuse values Tortoise would paste into the SQL text or fail on after validation."""
+    if kind == "json":
         _check_json_filter(root, key, value)
-    elif name.endswith("__range") and (
+    elif kind == "range" and (
             isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence)
             or len(value) != 2):
         raise InvalidFilterError(
@@ -209,9 +219,9 @@ def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None) -> dict
         if not isinstance(key, str):
             raise InvalidFilterError(f"Filter keys must be strings, not {key!r}",
                                      details={"model": model.__name__, "key": repr(key)})
-        final, name = _check_filter_key(model, key)
-        if value is not None:
-            _check_filter_value(model, key, final, name, value)
+        final, _, kind = _checked_key(model, key)
+        if kind and value is not None:
+            _check_filter_value(model, key, final, kind, value)
         if value is None:
             null_key, is_null = _null_filter(model, key)
             result[null_key] = is_null
@@ -254,7 +264,7 @@ def bound_lists(model: type[Model], kwargs: dict[str, Any]) -> dict[str, Any]:
         values = value if isinstance(value, Sequence | set | frozenset) else None
         if values is None or len(values) <= MAX_BOUND_VALUES:
             continue
-        final, name = _check_filter_key(model, key)
+        final, name, _ = _checked_key(model, key)
         info: Mapping[str, Any] = final._meta.filters.get(name) or {}
         field = final._meta.fields_map.get(info.get("field", ""))
         if (info.get("operator") not in (is_in, not_in) or "table" in info or field is None

@@ -60,6 +60,7 @@ def python_values(model: type[Model], values: Mapping[str, Any]) -> dict[str, An
     """
     meta = model._meta
     relations = _relations(model)
+    as_given = _as_given(model)
     result: dict[str, Any] = {}
     for name, value in values.items():
         field: Field[Any] = meta.fields_map[name]
@@ -72,7 +73,10 @@ def python_values(model: type[Model], values: Mapping[str, Any]) -> dict[str, An
                     f"{name} is non nullable field, but null was passed"))
             result[name] = None
             continue
-        result[name] = update_value(model, name, field, value)
+        if type(value) is field.field_type and name in as_given:
+            result[name] = value  # update_value's first case, inlined (the common one)
+        else:
+            result[name] = update_value(model, name, field, value)
     return result
 
 
