@@ -13,8 +13,8 @@ What Tortoise does *not* bind is checked here, before any SQL:
 
 - the key of a JSONField ``__filter`` dict: Tortoise 1.1.9 pastes its parts into the SQL text
   (``pypika_tortoise`` ``JSONAttributeCriterion``: ``data->'<part>'``), so every part must
-  match :data:`JSON_KEY` (letters, digits, ``_``, ``-``, ``.`` and spaces, at most 255
-  characters a part);
+  match :data:`JSON_KEY` (letters, digits, spaces and ``_ - . @ $ : / + #``, at most 255
+  characters a part: no quote, backslash or control character can end the literal);
 - filter shapes Tortoise would fail on after validation: ``__range`` without two bounds, a
   ``__filter`` value that is not a one-item dict, a path through a to-many relation back to a
   table the path already joined (``user__policies__title``: "table name specified more than
@@ -61,7 +61,7 @@ __all__ = [
 _MAX_DEPTH = 8
 
 #: One part of a JSON ``__filter`` key (``{"color__startswith": "r"}`` has two parts).
-JSON_KEY = re.compile(r"[\w\-. ]{1,255}")
+JSON_KEY = re.compile(r"[\w\-. @$:/+#]{1,255}")
 # The operators Tortoise 1.1.9 reads from a JSON key's last part
 # (tortoise/contrib/postgres/json_functions.py ``operator_keywords``).
 _JSON_OPERATORS = frozenset({
@@ -194,7 +194,7 @@ def _check_json_filter(root: type[Model], key: str, value: Any) -> None:
         if not JSON_KEY.fullmatch(part) or (part.isdigit() and not part.isascii()):
             raise InvalidFilterError(
                 f"Filter {key!r}: JSON key {_short(part)} is not allowed; JSON keys may hold "
-                "letters, digits, '_', '-', '.' and spaces (1-255 characters a part)",
+                "letters, digits, spaces and _ - . @ $ : / + # (1-255 characters a part)",
                 details=details)
 
 

@@ -36,7 +36,7 @@ from tests.hostile.models import ITEMS, Item, Owner, Part
 T = TypeVar("T")
 
 #: The JSON key parts docs/reference/repositories.md allows (checked here on its own).
-JSON_KEY = re.compile(r"[\w\-. ]{1,255}")
+JSON_KEY = re.compile(r"[\w\-. @$:/+#]{1,255}")
 
 #: Generated cases run, per backend (reported by tests/hostile/conftest.py).
 CASES: dict[str, int] = {}

@@ -28,6 +28,8 @@ INJECTIONS = [
     "color' || (SELECT substr(name, 1, 1) FROM hostile_items WHERE id = 2) || '",
     "a'; DELETE FROM hostile_items; --",
     "x'/*",
+    "a\\'",
+    "a*/b",
     "nul\x00byte",
     "back\\slash'",
     "k" * 256,
@@ -63,7 +65,7 @@ async def test_json_filter_keys_of_the_allowed_set_work(items: DatabaseManager,
     async with items.session() as session:
         repo = BaseRepository(session, Item)
         await repo.update_where({"id": 4}, data={"content-type": "text", "a b.c": 7,
-                                                 "한글": "ok"})
+                                                 "한글": "ok", "@type": "x", "$ref": "#/a:b+"})
         cases: list[tuple[dict[str, Any], list[int]]] = [
             ({"color": "c2"}, [2]),
             ({"n__gte": 4}, [5]),
@@ -71,6 +73,8 @@ async def test_json_filter_keys_of_the_allowed_set_work(items: DatabaseManager,
             ({"content-type": "text"}, [4]),
             ({"a b.c": 7}, [4]),
             ({"한글": "ok"}, [4]),
+            ({"@type": "x"}, [4]),
+            ({"$ref": "#/a:b+"}, [4]),
         ]
         for json_filter, ids in cases:
             filters = {"data__filter": json_filter}
