@@ -16,9 +16,9 @@ What Tortoise does *not* bind is checked here, before any SQL:
   match :data:`JSON_KEY` (letters, digits, spaces and ``_ - . @ $ : / + #``, at most 255
   characters a part: no quote, backslash or control character can end the literal);
 - filter shapes Tortoise would fail on after validation: ``__range`` without two bounds, a
-  ``__filter`` value that is not a one-item dict, a path through a to-many relation back to a
-  table the path already joined (``user__policies__title``: "table name specified more than
-  once");
+  ``__filter`` value that is not a one-item dict, a path that comes back to the model's own
+  table through a to-many relation after its first step (``user__policies__title`` on
+  ``Policy``: "table name specified more than once");
 - a long ``__in``/``__not_in`` list is sent as one array parameter (:func:`bound_lists`):
   asyncpg takes at most 32,767 arguments a statement.
 """
@@ -108,7 +108,6 @@ def _filter_error(root: type[Model], key: str, model: type[Model], part: str) ->
 def _check_filter_key(root: type[Model], key: str) -> tuple[type[Model], str]:
     """The model and the filter name (``title__icontains``) at the end of ``key``'s path."""
     model, part = root, key
-    tables = [root._meta.db_table]
     for hop in range(_MAX_DEPTH):
         meta = model._meta
         if part in meta.filters or part in meta.fk_fields or part in meta.o2o_fields:
@@ -118,14 +117,14 @@ def _check_filter_key(root: type[Model], key: str) -> tuple[type[Model], str]:
             raise _filter_error(root, key, model, part)
         related = _related(model, head)
         to_many = head in meta.backward_fk_fields or head in meta.m2m_fields
-        if to_many and hop and related._meta.db_table in tables:
-            # Tortoise 1.1.9 joins such a table twice under one alias: PostgreSQL answers
-            # "table name specified more than once", sqlite "ambiguous column name".
+        if to_many and hop and related._meta.db_table == root._meta.db_table:
+            # Tortoise 1.1.9 joins the root's table again under the alias it gives the first
+            # self-join ("<table>2"): PostgreSQL answers "table name specified more than
+            # once", sqlite "ambiguous column name". (Found by trying every such path.)
             raise InvalidFilterError(
                 f"Invalid filter {key!r} for {root.__name__}: the path comes back to "
                 f"{related.__name__} through the to-many relation {head!r}; filter on "
                 f"{related.__name__} directly", details={"model": root.__name__, "key": key})
-        tables.append(related._meta.db_table)
         model, part = related, rest
     raise _filter_error(root, key, model, part)
 

@@ -17,7 +17,7 @@ from aegis_tortoise import (
     ValidationError,
 )
 from tests.hostile.fixtures import items, table
-from tests.hostile.models import ITEMS, Item
+from tests.hostile.models import ITEMS, Item, Owner
 
 __all__ = ["items"]
 
@@ -121,8 +121,12 @@ async def test_a_path_back_through_a_to_many_relation_is_refused(items: Database
                 await call
         # No rollback needed: the write before the refused calls is still there.
         assert (await repo.get(1)).name == "first"
-        # A path through the same table without a to-many hop back works.
+        # Paths Tortoise can join stay allowed: through the same table without a to-many
+        # step back to the root, or back to another table.
         assert [i.id for i in await repo.list(filters={"owner__name": "bob"})] == [3]
+        owners = BaseRepository(session, Owner)
+        assert [o.id for o in await owners.list(
+            filters={"items__owner__items__name": "item3"})] == [2]
     async with items.session() as session:
         assert (await BaseRepository(session, Item).get(1)).name == "first"
 
