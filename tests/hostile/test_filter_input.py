@@ -1,5 +1,7 @@
 """Hostile strings wherever a caller's text can reach SQL: filter keys and lookups, JSON keys
-and values, ``order_by`` entries and field names of writes (issue #18, "Scope").
+and values, ``order_by`` entries, prefetch names, field names of writes, and relation paths
+back and forth (issue #18, "Scope"). One exhaustive test renders every Tortoise filter of the
+test models with a marker value and checks no caller text lands in the statement.
 
 Each generated call must either raise a typed :class:`InvalidFilterError` /
 :class:`ValidationError`, or return what a safe reference computes in Python from the rows
