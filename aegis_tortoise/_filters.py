@@ -230,9 +230,9 @@ def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None) -> dict
 
 
 class _ArrayValues(Term):
-    """A long ``IN`` list as one parameter: ``(SELECT unnest($n::TYPE[]))`` on PostgreSQL;
-    elsewhere the plain ``(?, ?, ...)`` Tortoise renders (sqlite's own limit,
-    ``SQLITE_LIMIT_VARIABLE_NUMBER``, is 250,000 in Debian's and CPython's builds)."""
+    """A long ``IN`` list as one parameter: ``(SELECT unnest($n::TYPE[]))`` on PostgreSQL
+    (the only dialect :func:`bound_lists` makes one for; a plain ``(?, ?, ...)`` should a
+    statement be rendered for another)."""
 
     def __init__(self, values: list[Any], pg_type: str) -> None:
         super().__init__()
@@ -250,11 +250,18 @@ class _ArrayValues(Term):
         return str(format_alias_sql(sql, self.alias, ctx))
 
 
-def bound_lists(model: type[Model], kwargs: dict[str, Any]) -> dict[str, Any]:
+def bound_lists(model: type[Model], kwargs: dict[str, Any], dialect: str) -> dict[str, Any]:
     """``kwargs`` (from :func:`filter_kwargs`) with each ``__in``/``__not_in`` list of more
     than :data:`MAX_BOUND_VALUES` values as one array parameter, converted by the field's
     ``to_db_value`` as Tortoise's ``list_encoder`` converts them (a :class:`Term` value skips
-    Tortoise's own encoding: tortoise/expressions.py ``_process_filter_kwarg``, 1.1.9)."""
+    Tortoise's own encoding: tortoise/expressions.py ``_process_filter_kwarg``, 1.1.9).
+
+    PostgreSQL only: sqlite's limit (``SQLITE_LIMIT_VARIABLE_NUMBER``) is 250,000 in Debian's
+    and CPython's builds, and Tortoise's own rendering there also wraps some columns
+    (``CAST("price" AS NUMERIC)`` for a DecimalField) that a list of our own would miss.
+    """
+    if dialect != "postgres":
+        return kwargs
     result = kwargs
     for key, value in kwargs.items():
         if (isinstance(value, str | bytes | Mapping | Term) or not isinstance(value, Iterable)

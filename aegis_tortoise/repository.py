@@ -170,7 +170,8 @@ class BaseRepository(Generic[ModelT]):
         ``pk IN (subquery)``, so a row matching through several related rows comes back once
         and is counted once.
         """
-        kwargs = bound_lists(self.model, filter_kwargs(self.model, filters))
+        kwargs = bound_lists(self.model, filter_kwargs(self.model, filters),
+                             self.session.dialect)
         queryset = self.query(include_deleted=include_deleted)
         if kwargs and fans_out(self.model, kwargs):
             inner = self.model.filter(**kwargs).using_db(self.session.connection)

@@ -1,0 +1,76 @@
+"""Review of the #18 values branch: what a second user and an attacker found after it.
+
+Each test names the behaviour it pins; each failed on the branch before its fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from aegis_tortoise import BaseRepository, DatabaseManager
+from tests.conftest import fresh_manager
+from tests.integration.values_review_models import MODELS, Color, Kind, Thing
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+_UTC = dt.timezone.utc
+ROWS = [{"id": i, "code": f"c{i}", "token": uuid.UUID(int=i), "kind": Kind(1 + i % 2),
+         "color": Color.RED if i % 2 else None, "at": dt.datetime(2024, 1, i, 12, tzinfo=_UTC),
+         "day": dt.date(2024, 1, i), "price": decimal.Decimal(f"{i}.50"), "ratio": i / 4,
+         "data": {"k": i}} for i in range(1, 6)]
+
+
+@pytest.fixture
+async def things(db_url: str, backend: str) -> AsyncIterator[DatabaseManager]:
+    """A manager of :class:`Thing` holding ROWS."""
+    async for manager in fresh_manager(db_url, backend, MODELS, pool_size=2, max_overflow=0):
+        async with manager.session() as session:
+            await BaseRepository(session, Thing).create_many(ROWS)
+        yield manager
+
+
+# -- long __in lists match what Tortoise matches ------------------------------------------------
+
+#: (field, values that match some rows, padding that matches none)
+_LONG_LISTS: list[tuple[str, list[Any], list[Any]]] = [
+    ("price", [decimal.Decimal("1.5")], [decimal.Decimal(900 + i) for i in range(1100)]),
+    ("price", [1.5], [float(900 + i) for i in range(1100)]),
+    ("price", ["2.5"], [str(900 + i) for i in range(1100)]),
+    ("id", [1, None, 1, "2"], list(range(1000, 2100))),
+    ("code", ["c1", "c1"], [f"zz{i}" for i in range(1100)]),
+    ("token", [str(uuid.UUID(int=1)), uuid.UUID(int=2)],
+     [uuid.UUID(int=10**6 + i) for i in range(1100)]),
+    ("at", [dt.datetime(2024, 1, 1, 21, tzinfo=dt.timezone(dt.timedelta(hours=9)))],
+     [dt.datetime(1990, 1, 1, tzinfo=_UTC) + dt.timedelta(hours=i) for i in range(1100)]),
+    ("day", ["2024-01-02"], [dt.date(1990, 1, 1) + dt.timedelta(days=i) for i in range(1100)]),
+    ("color", [Color.RED], [Color.BLUE] * 1100),
+    ("ratio", [0.25], [900.5 + i for i in range(1100)]),
+]
+
+
+@pytest.mark.parametrize(("field", "wanted", "padding"), _LONG_LISTS,
+                         ids=[f"{f}-{i}" for i, (f, _, _) in enumerate(_LONG_LISTS)])
+@pytest.mark.parametrize("lookup", ["in", "not_in"])
+async def test_a_long_in_list_matches_what_tortoise_matches(
+        things: DatabaseManager, field: str, wanted: list[Any], padding: list[Any],
+        lookup: str) -> None:
+    """More than MAX_BOUND_VALUES values take our array path on PostgreSQL; the rows must
+    be Tortoise's own for the same list. Before the fix, sqlite rendered the list itself
+    and a DecimalField list (``price__in=[Decimal("1.5"), ...1100 more]``) matched no row."""
+    key = f"{field}__{lookup}"
+    values = wanted + padding
+    async with things.session() as session:
+        repo = BaseRepository(session, Thing)
+        ours = sorted(t.id for t in await repo.list(filters={key: values}, limit=None))
+        short = sorted(t.id for t in await repo.list(filters={key: wanted}, limit=None))
+        theirs = sorted(t.id for t in await Thing.filter(**{key: values})
+                        .using_db(session.connection))
+        assert ours == theirs
+        assert ours == short
+        assert await repo.count({key: values}) == len(theirs)
