@@ -34,7 +34,14 @@ from pypika_tortoise.enums import Dialects
 from pypika_tortoise.terms import Term, ValueWrapper
 from pypika_tortoise.utils import format_alias_sql
 from tortoise.exceptions import ValidationError as TortoiseValidationError
-from tortoise.fields.data import JSONField
+from tortoise.fields.data import (
+    CharField,
+    DateField,
+    DatetimeField,
+    JSONField,
+    TextField,
+    TimeField,
+)
 from tortoise.fields.relational import RelationalField
 from tortoise.filters import is_in, not_in
 from tortoise.models import Model
@@ -68,6 +75,14 @@ _JSON_OPERATORS = frozenset({
     "not", "isnull", "not_isnull", "in", "not_in", "gte", "gt", "lte", "lt", "range",
     "contains", "startswith", "endswith", "iexact", "icontains", "istartswith", "iendswith",
     "year", "quarter", "month", "week", "day", "hour", "minute", "second", "microsecond"})
+# Tortoise 1.1.9 registers the date-part lookups and __search on every field
+# (tortoise/filters.py get_filters_for_field): on another field PostgreSQL fails
+# ("function pg_catalog.extract(unknown, integer) does not exist"), and sqlite has neither
+# EXTRACT nor a search criterion (the filter is dropped: a delete_where deleted every row).
+_DATE_PARTS = frozenset({"year", "quarter", "month", "week", "day"})
+_TIME_PARTS = frozenset({"hour", "minute", "second", "microsecond"})
+_NEEDS = {"date": (DatetimeField, DateField), "time": (DatetimeField, TimeField),
+          "search": (CharField, TextField)}
 #: ``__in``/``__not_in`` lists longer than this go as one array parameter (:func:`bound_lists`).
 MAX_BOUND_VALUES = 1000
 
@@ -129,12 +144,35 @@ def _check_filter_key(root: type[Model], key: str) -> tuple[type[Model], str]:
     raise _filter_error(root, key, model, part)
 
 
+def _check_lookup_type(root: type[Model], key: str, model: type[Model], name: str,
+                       info: Mapping[str, Any]) -> bool:
+    """Refuse a date-part or ``__search`` lookup on a field that cannot take it; whether the
+    lookup needs PostgreSQL (sqlite has no EXTRACT and no search)."""
+    lookup = name.rpartition("__")[2] if "__" in name else ""
+    need = ("date" if lookup in _DATE_PARTS else "time" if lookup in _TIME_PARTS
+            else "search" if lookup == "search" else "")
+    if not need:
+        return False
+    field = model._meta.fields_map.get(info.get("field", ""))
+    if field is not None and not isinstance(field, _NEEDS[need]):
+        kinds = {"date": "a date or datetime", "time": "a time or datetime",
+                 "search": "a text"}[need]
+        raise InvalidFilterError(
+            f"Invalid filter {clip(key)!r} for {root.__name__}: __{lookup} needs {kinds} "
+            f"field; {model.__name__}.{info.get('field')} is a {type(field).__name__}",
+            details={"model": root.__name__, "key": clip(key)})
+    return True
+
+
 @lru_cache(maxsize=2048)
 def _checked_key(root: type[Model], key: str) -> tuple[type[Model], str, str]:
     """:func:`_check_filter_key`, and which value check the filter needs: ``"json"``,
-    ``"range"`` or ``""`` (cached: an invalid key raises, which is never cached)."""
+    ``"range"``, ``"postgres"`` (a lookup sqlite lacks) or ``""`` (cached: an invalid key
+    raises, which is never cached)."""
     model, name = _check_filter_key(root, key)
     info: Mapping[str, Any] = model._meta.filters.get(name) or {}
+    if _check_lookup_type(root, key, model, name, info):
+        return model, name, "postgres"
     # On PostgreSQL the executor has replaced json_filter in the model's filter table by
     # postgres_json_filter at init (FILTER_FUNC_OVERRIDE, Tortoise 1.1.9): test the field.
     if name.endswith("__filter") and isinstance(
@@ -197,8 +235,12 @@ def _check_json_filter(root: type[Model], key: str, value: Any) -> None:
                 details=details)
 
 
-def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None) -> dict[str, Any]:
+def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None,
+                  dialect: str | None = None) -> dict[str, Any]:
     """Validate ``filters`` and turn them into ``QuerySet.filter`` keyword arguments.
+
+    With ``dialect="sqlite"``, lookups sqlite lacks (the date parts, ``__search``) are
+    refused too.
 
     A ``None`` value means IS NULL: ``{"deleted_at": None}`` becomes
     ``deleted_at__isnull=True`` and ``{"x__not": None}`` becomes ``x__not_isnull=True``.
@@ -219,7 +261,14 @@ def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None) -> dict
             raise InvalidFilterError(f"Filter keys must be strings, not {key!r}",
                                      details={"model": model.__name__, "key": repr(key)})
         final, _, kind = _checked_key(model, key)
-        if kind and value is not None:
+        if kind == "postgres":
+            if dialect == "sqlite":
+                lookup = key.rpartition("__")[2]
+                raise InvalidFilterError(
+                    f"Invalid filter {clip(key)!r} for {model.__name__}: __{lookup} needs "
+                    "PostgreSQL (Tortoise 1.1.9 has no such lookup on sqlite)",
+                    details={"model": model.__name__, "key": clip(key)})
+        elif kind and value is not None:
             _check_filter_value(model, key, final, kind, value)
         if value is None:
             null_key, is_null = _null_filter(model, key)
@@ -256,12 +305,11 @@ def bound_lists(model: type[Model], kwargs: dict[str, Any], dialect: str) -> dic
     ``to_db_value`` as Tortoise's ``list_encoder`` converts them (a :class:`Term` value skips
     Tortoise's own encoding: tortoise/expressions.py ``_process_filter_kwarg``, 1.1.9).
 
-    PostgreSQL only: sqlite's limit (``SQLITE_LIMIT_VARIABLE_NUMBER``) is 250,000 in Debian's
-    and CPython's builds, and Tortoise's own rendering there also wraps some columns
-    (``CAST("price" AS NUMERIC)`` for a DecimalField) that a list of our own would miss.
+    On PostgreSQL only: sqlite's limit (``SQLITE_LIMIT_VARIABLE_NUMBER``) is 250,000 in
+    Debian's and CPython's builds, and Tortoise's own rendering there also wraps some columns
+    (``CAST("price" AS NUMERIC)`` for a DecimalField) that a list of our own would miss; the
+    values are still converted there, so a bad one raises the same error naming the field.
     """
-    if dialect != "postgres":
-        return kwargs
     result = kwargs
     for key, value in kwargs.items():
         if (isinstance(value, str | bytes | Mapping | Term) or not isinstance(value, Iterable)
@@ -289,6 +337,8 @@ def bound_lists(model: type[Model], kwargs: dict[str, Any], dialect: str) -> dic
             raise
         except Exception as exc:
             raise field_error(final, info["field"], item, exc) from exc
+        if dialect != "postgres":
+            continue
         if result is kwargs:
             result = dict(kwargs)
         result[key] = _ArrayValues(converted, pg_type)

@@ -170,8 +170,8 @@ class BaseRepository(Generic[ModelT]):
         ``pk IN (subquery)``, so a row matching through several related rows comes back once
         and is counted once.
         """
-        kwargs = bound_lists(self.model, filter_kwargs(self.model, filters),
-                             self.session.dialect)
+        dialect = self.session.dialect
+        kwargs = bound_lists(self.model, filter_kwargs(self.model, filters, dialect), dialect)
         queryset = self.query(include_deleted=include_deleted)
         if kwargs and fans_out(self.model, kwargs):
             inner = self.model.filter(**kwargs).using_db(self.session.connection)
@@ -314,7 +314,7 @@ class BaseRepository(Generic[ModelT]):
         if not lookup:
             raise ValidationError("get_or_create() needs at least one lookup field",
                                   details={"model": self._name})
-        kwargs = filter_kwargs(self.model, lookup)
+        kwargs = filter_kwargs(self.model, lookup, self.session.dialect)
         plain = {k: v for k, v in lookup.items() if "__" not in k}
         queryset = self.query(include_deleted=True).filter(**kwargs)
         found = await queryset.get_or_none()

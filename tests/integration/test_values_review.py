@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from aegis_tortoise import BaseRepository, DatabaseManager
+from aegis_tortoise import BaseRepository, DatabaseManager, InvalidFilterError
 from tests.conftest import fresh_manager
 from tests.integration.values_review_models import MODELS, Color, Kind, Thing
 
@@ -74,3 +74,57 @@ async def test_a_long_in_list_matches_what_tortoise_matches(
         assert ours == theirs
         assert ours == short
         assert await repo.count({key: values}) == len(theirs)
+
+
+# -- lookups Tortoise registers on every field, that fail late or filter nothing ----------------
+
+
+async def test_search_never_drops_the_filter(things: DatabaseManager, backend: str) -> None:
+    """Tortoise 1.1.9 has no ``__search`` on sqlite: its criterion is None and the filter is
+    dropped, so ``delete_where({"code__search": "zzz"})`` deleted every row. It works on
+    PostgreSQL and is refused up front on sqlite."""
+    async with things.session() as session:
+        repo = BaseRepository(session, Thing)
+        if backend == "postgres":
+            assert [t.id for t in await repo.list(filters={"code__search": "c1"})] == [1]
+            assert await repo.delete_where({"code__search": "zzz"}) == 0
+        else:
+            for call in (repo.list(filters={"code__search": "zzz"}),
+                         repo.count({"code__search": "zzz"}),
+                         repo.update_where({"code__search": "zzz"}, code="x"),
+                         repo.delete_where({"code__search": "zzz"})):
+                with pytest.raises(InvalidFilterError, match="search"):
+                    await call
+        assert await repo.count() == len(ROWS)
+
+
+_AT_1 = {"year": 2024, "month": 1, "day": 1, "hour": 12, "quarter": 1, "week": 1,
+         "minute": 0, "second": 0, "microsecond": 0}
+
+
+@pytest.mark.parametrize(("key", "works_on"), [
+    ("at__year", {"postgres"}), ("at__hour", {"postgres"}), ("day__month", {"postgres"}),
+    ("day__hour", set()), ("day__microsecond", set()), ("id__year", set()),
+    ("price__month", set()), ("code__day", set()), ("token__week", set()),
+    ("flag__quarter", set()), ("code__search", {"postgres"}), ("id__search", set()),
+    ("at__search", set()), ("kind__search", set()),
+])
+async def test_lookups_work_or_are_refused_up_front(things: DatabaseManager, backend: str,
+                                                    key: str, works_on: set[str]) -> None:
+    """Tortoise 1.1.9 registers the date-part lookups and ``__search`` on every field: on a
+    field that cannot take them (or on sqlite, which has no EXTRACT) they passed our check
+    and failed in the database as a 500 ``DatabaseError`` that aborted the session."""
+    value: Any = "c1" if key.endswith("__search") else _AT_1[key.rsplit("__", 1)[1]]
+    async with things.session() as session:
+        repo = BaseRepository(session, Thing)
+        if backend in works_on:
+            theirs = await Thing.filter(**{key: value}).using_db(session.connection)
+            ours = await repo.list(filters={key: value}, order_by="id")
+            assert [t.id for t in ours] == sorted(t.id for t in theirs)
+            assert ours
+        else:
+            with pytest.raises(InvalidFilterError, match=key.rsplit("__", 1)[1]):
+                await repo.list(filters={key: value})
+            with pytest.raises(InvalidFilterError):
+                await repo.delete_where({key: value})
+        assert await repo.count() == len(ROWS)  # the session is still usable
