@@ -13,8 +13,9 @@ What Tortoise does *not* bind is checked here, before any SQL:
 
 - the key of a JSONField ``__filter`` dict: Tortoise 1.1.9 pastes its parts into the SQL text
   (``pypika_tortoise`` ``JSONAttributeCriterion``: ``data->'<part>'``), so every part must
-  match :data:`JSON_KEY` (letters, digits, spaces and ``_ - . @ $ : / + #``, at most 255
-  characters a part: no quote, backslash or control character can end the literal);
+  match :func:`_json_key_allowed` (letters and their marks, digits, spaces and
+  ``_ - . @ $ : / + #``, at most 255 characters a part: no quote, backslash or control
+  character can end the literal);
 - filter shapes Tortoise would fail on after validation: ``__range`` without two bounds, a
   ``__filter`` value that is not a one-item dict, a path that comes back to the model's own
   table through a to-many relation after its first step (``user__policies__title`` on
@@ -26,6 +27,7 @@ What Tortoise does *not* bind is checked here, before any SQL:
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
@@ -69,6 +71,7 @@ _MAX_DEPTH = 8
 
 #: One part of a JSON ``__filter`` key (``{"color__startswith": "r"}`` has two parts).
 JSON_KEY = re.compile(r"[\w\-. @$:/+#]{1,255}")
+_JSON_PUNCTUATION = frozenset("_-. @$:/+#")
 # The operators Tortoise 1.1.9 reads from a JSON key's last part
 # (tortoise/contrib/postgres/json_functions.py ``operator_keywords``).
 _JSON_OPERATORS = frozenset({
@@ -228,11 +231,21 @@ def _check_json_filter(root: type[Model], key: str, value: Any) -> None:
                                      details=details)
     for part in parts:
         # isdigit() parts become array indexes (int(part)): ASCII digits only.
-        if not JSON_KEY.fullmatch(part) or (part.isdigit() and not part.isascii()):
+        if not _json_key_allowed(part) or (part.isdigit() and not part.isascii()):
             raise InvalidFilterError(
                 f"Filter {key!r}: JSON key {_short(part)} is not allowed; JSON keys may hold "
                 "letters, digits, spaces and _ - . @ $ : / + # (1-255 characters a part)",
                 details=details)
+
+
+def _json_key_allowed(part: str) -> bool:
+    """Whether one part of a JSON key is :data:`JSON_KEY`, or the same with combining marks:
+    ``\\w`` has no marks, which the words of many scripts hold ("नाम", "ชื่อ") and a
+    decomposed accent too ("cafe\\u0301"). A mark cannot end a quoted literal."""
+    if JSON_KEY.fullmatch(part):
+        return True
+    return 0 < len(part) <= 255 and all(
+        ch in _JSON_PUNCTUATION or unicodedata.category(ch)[0] in "LMN" for ch in part)
 
 
 def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None,

@@ -128,3 +128,27 @@ async def test_lookups_work_or_are_refused_up_front(things: DatabaseManager, bac
             with pytest.raises(InvalidFilterError):
                 await repo.delete_where({key: value})
         assert await repo.count() == len(ROWS)  # the session is still usable
+
+
+# -- JSON keys of any script --------------------------------------------------------------------
+
+#: Words of scripts whose letters carry combining marks (Devanagari, Thai, Tamil), and an
+#: accented key in decomposed form (NFD, as macOS and some clients send it).
+_SCRIPT_KEYS = ["नाम", "ชื่อ", "தமிழ்", "cafe\u0301", "user-id", "日本語"]
+
+
+@pytest.mark.parametrize("key", _SCRIPT_KEYS)
+async def test_json_keys_in_any_script_work(things: DatabaseManager, backend: str,
+                                            key: str) -> None:
+    """The docs allow "letters and digits of any script"; the check refused a letter
+    followed by a combining mark (``\\w`` does not match marks), so "नाम" or a decomposed
+    "café" raised ``InvalidFilterError`` on PostgreSQL. (sqlite has no JSON ``__filter``.)"""
+    async with things.session() as session:
+        repo = BaseRepository(session, Thing)
+        await repo.update(2, {"data": {key: "v"}})
+        flt = {"data__filter": {key: "v"}}
+        if backend == "postgres":
+            assert [t.id for t in await repo.list(filters=flt)] == [2]
+        else:
+            with pytest.raises(InvalidFilterError, match="does not support"):
+                await repo.list(filters=flt)
