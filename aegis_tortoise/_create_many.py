@@ -26,6 +26,7 @@ from tortoise.models import Model
 
 from aegis_tortoise import _bulk, _copy
 from aegis_tortoise._filters import writable_values
+from aegis_tortoise._values import refuse_nan_columns
 
 if TYPE_CHECKING:
     from aegis_tortoise.repository import BaseRepository
@@ -116,6 +117,7 @@ def _prepare(repo: BaseRepository[M], items: list[Any]
         return None
     except _bulk.MissingFieldsError as exc:
         raise repo._missing(exc.fields) from None
+    refuse_nan_columns(model, [c.name for c in batch.sent], batch.arrays, repo.session.dialect)
     return plan, batch, is_instance
 
 

@@ -8,21 +8,56 @@ Search terms need no escaping here: Tortoise 1.1.9 escapes ``%``, ``_`` and ``\\
 ``contains``/``startswith``/``endswith`` lookups (and their ``i`` variants) with
 ``LIKE ... ESCAPE '\\'`` and sends every value as a bind parameter, on sqlite and PostgreSQL
 alike (tortoise/filters.py ``escape_like``); the repository tests pin that behaviour.
+
+What Tortoise does *not* bind is checked here, before any SQL:
+
+- the key of a JSONField ``__filter`` dict: Tortoise 1.1.9 pastes its parts into the SQL text
+  (``pypika_tortoise`` ``JSONAttributeCriterion``: ``data->'<part>'``), so every part must
+  match :func:`_json_key_allowed` (letters and their marks, digits, spaces and
+  ``_ - . @ $ : / + #``, at most 255 characters a part: no quote, backslash or control
+  character can end the literal);
+- filter shapes Tortoise would fail on after validation: ``__range`` without two bounds, a
+  ``__filter`` value that is not a one-item dict, a path that comes back to the model's own
+  table through a to-many relation after its first step (``user__policies__title`` on
+  ``Policy``: "table name specified more than once");
+- a long ``__in``/``__not_in`` list is sent as one array parameter (:func:`bound_lists`):
+  asyncpg takes at most 32,767 arguments a statement.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+from pypika_tortoise.enums import Dialects
+from pypika_tortoise.terms import Term, ValueWrapper
+from pypika_tortoise.utils import format_alias_sql
+from tortoise.exceptions import ValidationError as TortoiseValidationError
+from tortoise.fields.data import (
+    CharField,
+    DateField,
+    DatetimeField,
+    JSONField,
+    TextField,
+    TimeField,
+)
 from tortoise.fields.relational import RelationalField
+from tortoise.filters import is_in, not_in
 from tortoise.models import Model
 from tortoise.query_utils import Prefetch
 
+from aegis_tortoise._select import _array_type
+from aegis_tortoise._values import field_error
 from aegis_tortoise.errors import InvalidFilterError
 
 __all__ = [
+    "JSON_KEY",
+    "MAX_BOUND_VALUES",
+    "bound_lists",
+    "clip",
     "default_ordering",
     "fans_out",
     "filter_kwargs",
@@ -33,6 +68,26 @@ __all__ = [
 ]
 
 _MAX_DEPTH = 8
+
+#: One part of a JSON ``__filter`` key (``{"color__startswith": "r"}`` has two parts).
+JSON_KEY = re.compile(r"[\w\-. @$:/+#]{1,255}")
+_JSON_PUNCTUATION = frozenset("_-. @$:/+#")
+# The operators Tortoise 1.1.9 reads from a JSON key's last part
+# (tortoise/contrib/postgres/json_functions.py ``operator_keywords``).
+_JSON_OPERATORS = frozenset({
+    "not", "isnull", "not_isnull", "in", "not_in", "gte", "gt", "lte", "lt", "range",
+    "contains", "startswith", "endswith", "iexact", "icontains", "istartswith", "iendswith",
+    "year", "quarter", "month", "week", "day", "hour", "minute", "second", "microsecond"})
+# Tortoise 1.1.9 registers the date-part lookups and __search on every field
+# (tortoise/filters.py get_filters_for_field): on another field PostgreSQL fails
+# ("function pg_catalog.extract(unknown, integer) does not exist"), and sqlite has neither
+# EXTRACT nor a search criterion (the filter is dropped: a delete_where deleted every row).
+_DATE_PARTS = frozenset({"year", "quarter", "month", "week", "day"})
+_TIME_PARTS = frozenset({"hour", "minute", "second", "microsecond"})
+_NEEDS = {"date": (DatetimeField, DateField), "time": (DatetimeField, TimeField),
+          "search": (CharField, TextField)}
+#: ``__in``/``__not_in`` lists longer than this go as one array parameter (:func:`bound_lists`).
+MAX_BOUND_VALUES = 1000
 
 
 def _fields(model: type[Model]) -> list[str]:
@@ -55,6 +110,8 @@ def _lookups(model: type[Model], field: str) -> list[str]:
 def _filter_error(root: type[Model], key: str, model: type[Model], part: str) -> InvalidFilterError:
     meta = model._meta
     head, _, lookup = part.partition("__")
+    # A key from a request may be long: messages and details show at most 80 characters.
+    key, head, lookup = clip(key), clip(head), clip(lookup)
     details: dict[str, Any] = {"model": root.__name__, "key": key, "valid_fields": _fields(model)}
     if head in meta.filters and lookup:
         details["valid_lookups"] = _lookups(model, head)
@@ -66,21 +123,137 @@ def _filter_error(root: type[Model], key: str, model: type[Model], part: str) ->
     return InvalidFilterError(message, details=details)
 
 
-def _check_filter_key(root: type[Model], key: str) -> None:
+def _check_filter_key(root: type[Model], key: str) -> tuple[type[Model], str]:
+    """The model and the filter name (``title__icontains``) at the end of ``key``'s path."""
     model, part = root, key
-    for _ in range(_MAX_DEPTH):
+    for hop in range(_MAX_DEPTH):
         meta = model._meta
         if part in meta.filters or part in meta.fk_fields or part in meta.o2o_fields:
-            return
+            return model, part
         head, _, rest = part.partition("__")
         if not rest or head not in meta.fetch_fields:
             raise _filter_error(root, key, model, part)
-        model, part = _related(model, head), rest
+        related = _related(model, head)
+        to_many = head in meta.backward_fk_fields or head in meta.m2m_fields
+        if to_many and hop and related._meta.db_table == root._meta.db_table:
+            # Tortoise 1.1.9 joins the root's table again under the alias it gives the first
+            # self-join ("<table>2"): PostgreSQL answers "table name specified more than
+            # once", sqlite "ambiguous column name". (Found by trying every such path.)
+            raise InvalidFilterError(
+                f"Invalid filter {key!r} for {root.__name__}: the path comes back to "
+                f"{related.__name__} through the to-many relation {head!r}; filter on "
+                f"{related.__name__} directly", details={"model": root.__name__, "key": key})
+        model, part = related, rest
     raise _filter_error(root, key, model, part)
 
 
-def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None) -> dict[str, Any]:
+def _check_lookup_type(root: type[Model], key: str, model: type[Model], name: str,
+                       info: Mapping[str, Any]) -> bool:
+    """Refuse a date-part or ``__search`` lookup on a field that cannot take it; whether the
+    lookup needs PostgreSQL (sqlite has no EXTRACT and no search)."""
+    lookup = name.rpartition("__")[2] if "__" in name else ""
+    need = ("date" if lookup in _DATE_PARTS else "time" if lookup in _TIME_PARTS
+            else "search" if lookup == "search" else "")
+    if not need:
+        return False
+    field = model._meta.fields_map.get(info.get("field", ""))
+    if field is not None and not isinstance(field, _NEEDS[need]):
+        kinds = {"date": "a date or datetime", "time": "a time or datetime",
+                 "search": "a text"}[need]
+        raise InvalidFilterError(
+            f"Invalid filter {clip(key)!r} for {root.__name__}: __{lookup} needs {kinds} "
+            f"field; {model.__name__}.{info.get('field')} is a {type(field).__name__}",
+            details={"model": root.__name__, "key": clip(key)})
+    return True
+
+
+@lru_cache(maxsize=2048)
+def _checked_key(root: type[Model], key: str) -> tuple[type[Model], str, str]:
+    """:func:`_check_filter_key`, and which value check the filter needs: ``"json"``,
+    ``"range"``, ``"postgres"`` (a lookup sqlite lacks) or ``""`` (cached: an invalid key
+    raises, which is never cached)."""
+    model, name = _check_filter_key(root, key)
+    info: Mapping[str, Any] = model._meta.filters.get(name) or {}
+    if _check_lookup_type(root, key, model, name, info):
+        return model, name, "postgres"
+    # On PostgreSQL the executor has replaced json_filter in the model's filter table by
+    # postgres_json_filter at init (FILTER_FUNC_OVERRIDE, Tortoise 1.1.9): test the field.
+    if name.endswith("__filter") and isinstance(
+            model._meta.fields_map.get(info.get("field", "")), JSONField):
+        return model, name, "json"
+    return model, name, "range" if name.endswith("__range") else ""
+
+
+def _check_filter_value(root: type[Model], key: str, model: type[Model], kind: str,
+                        value: Any) -> None:
+    """Refuse values Tortoise would paste into the SQL text or fail on after validation."""
+    if kind == "json":
+        _check_json_filter(root, key, value)
+    elif kind == "range" and (
+            isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence)
+            or len(value) != 2):
+        raise InvalidFilterError(
+            f"Filter {key!r} takes two bounds, [low, high], not {_short(value)}",
+            details={"model": root.__name__, "key": key})
+
+
+def clip(text: str) -> str:
+    """``text`` cut to 80 characters (a caller's key shown in an error)."""
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_json_filter(root: type[Model], key: str, value: Any) -> None:
+    """A JSON ``__filter`` value: one ``{path: value}`` item whose path parts are safe text."""
+    details: dict[str, Any] = {"model": root.__name__, "key": key}
+    if not isinstance(value, Mapping) or len(value) != 1:
+        raise InvalidFilterError(
+            f"Filter {key!r} takes one {{'<json key>[__<lookup>]': value}} item, not "
+            f"{_short(value)}", details=details)
+    ((path, inner),) = value.items()
+    if not isinstance(path, str):
+        raise InvalidFilterError(f"Filter {key!r}: JSON keys must be strings, not {path!r}",
+                                 details=details)
+    parts = path.split("__")
+    if len(parts) > 1 and parts[-1] in _JSON_OPERATORS:
+        lookup = parts.pop()
+        if lookup in ("in", "not_in") and (isinstance(inner, str | bytes | Mapping)
+                                           or not isinstance(inner, Sequence)):
+            raise InvalidFilterError(f"Filter {key!r}: __{lookup} takes a list",
+                                     details=details)
+        if lookup == "range" and (isinstance(inner, str | bytes | Mapping)
+                                  or not isinstance(inner, Sequence) or len(inner) != 2):
+            raise InvalidFilterError(f"Filter {key!r}: __range takes two bounds",
+                                     details=details)
+    for part in parts:
+        # isdigit() parts become array indexes (int(part)): ASCII digits only.
+        if not _json_key_allowed(part) or (part.isdigit() and not part.isascii()):
+            raise InvalidFilterError(
+                f"Filter {key!r}: JSON key {_short(part)} is not allowed; JSON keys may hold "
+                "letters, digits, spaces and _ - . @ $ : / + # (1-255 characters a part)",
+                details=details)
+
+
+def _json_key_allowed(part: str) -> bool:
+    """Whether one part of a JSON key is :data:`JSON_KEY`, or the same with combining marks:
+    ``\\w`` has no marks, which the words of many scripts hold ("नाम", "ชื่อ") and a
+    decomposed accent too ("cafe\\u0301"). A mark cannot end a quoted literal."""
+    if JSON_KEY.fullmatch(part):
+        return True
+    return 0 < len(part) <= 255 and all(
+        ch in _JSON_PUNCTUATION or unicodedata.category(ch)[0] in "LMN" for ch in part)
+
+
+def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None,
+                  dialect: str | None = None) -> dict[str, Any]:
     """Validate ``filters`` and turn them into ``QuerySet.filter`` keyword arguments.
+
+    With ``dialect="sqlite"``, lookups sqlite lacks (the date parts, ``__search``) are
+    refused too.
 
     A ``None`` value means IS NULL: ``{"deleted_at": None}`` becomes
     ``deleted_at__isnull=True`` and ``{"x__not": None}`` becomes ``x__not_isnull=True``.
@@ -100,12 +273,88 @@ def filter_kwargs(model: type[Model], filters: Mapping[str, Any] | None) -> dict
         if not isinstance(key, str):
             raise InvalidFilterError(f"Filter keys must be strings, not {key!r}",
                                      details={"model": model.__name__, "key": repr(key)})
-        _check_filter_key(model, key)
+        final, _, kind = _checked_key(model, key)
+        if kind == "postgres":
+            if dialect == "sqlite":
+                lookup = key.rpartition("__")[2]
+                raise InvalidFilterError(
+                    f"Invalid filter {clip(key)!r} for {model.__name__}: __{lookup} needs "
+                    "PostgreSQL (Tortoise 1.1.9 has no such lookup on sqlite)",
+                    details={"model": model.__name__, "key": clip(key)})
+        elif kind and value is not None:
+            _check_filter_value(model, key, final, kind, value)
         if value is None:
             null_key, is_null = _null_filter(model, key)
             result[null_key] = is_null
         else:
             result[key] = value
+    return result
+
+
+class _ArrayValues(Term):
+    """A long ``IN`` list as one parameter: ``(SELECT unnest($n::TYPE[]))`` on PostgreSQL
+    (the only dialect :func:`bound_lists` makes one for; a plain ``(?, ?, ...)`` should a
+    statement be rendered for another)."""
+
+    def __init__(self, values: list[Any], pg_type: str) -> None:
+        super().__init__()
+        self.values = values
+        self.pg_type = pg_type
+
+    def get_sql(self, ctx: Any) -> str:
+        # pypika_tortoise 0.6.5 (Tortoise 1.1.9): ctx.parameterizer collects the bind values
+        # of the statement being rendered; create_param adds one and gives its "$n".
+        if ctx.dialect == Dialects.POSTGRESQL and ctx.parameterizer is not None:
+            param = ctx.parameterizer.create_param(self.values).get_sql(ctx)
+            sql = f"(SELECT unnest({param}::{self.pg_type}[]))"
+        else:
+            sql = "(" + ",".join(ValueWrapper(v).get_sql(ctx) for v in self.values) + ")"
+        return str(format_alias_sql(sql, self.alias, ctx))
+
+
+def bound_lists(model: type[Model], kwargs: dict[str, Any], dialect: str) -> dict[str, Any]:
+    """``kwargs`` (from :func:`filter_kwargs`) with each ``__in``/``__not_in`` list of more
+    than :data:`MAX_BOUND_VALUES` values as one array parameter, converted by the field's
+    ``to_db_value`` as Tortoise's ``list_encoder`` converts them (a :class:`Term` value skips
+    Tortoise's own encoding: tortoise/expressions.py ``_process_filter_kwarg``, 1.1.9).
+
+    On PostgreSQL only: sqlite's limit (``SQLITE_LIMIT_VARIABLE_NUMBER``) is 250,000 in
+    Debian's and CPython's builds, and Tortoise's own rendering there also wraps some columns
+    (``CAST("price" AS NUMERIC)`` for a DecimalField) that a list of our own would miss; the
+    values are still converted there, so a bad one raises the same error naming the field.
+    """
+    result = kwargs
+    for key, value in kwargs.items():
+        if (isinstance(value, str | bytes | Mapping | Term) or not isinstance(value, Iterable)
+                or not key.endswith(("__in", "__not_in"))):
+            continue
+        values = value if isinstance(value, Sequence | set | frozenset) else None
+        if values is None or len(values) <= MAX_BOUND_VALUES:
+            continue
+        final, name, _ = _checked_key(model, key)
+        info: Mapping[str, Any] = final._meta.filters.get(name) or {}
+        field = final._meta.fields_map.get(info.get("field", ""))
+        if (info.get("operator") not in (is_in, not_in) or "table" in info or field is None
+                or isinstance(field, JSONField)
+                or info.get("field") not in final._meta.fields_db_projection):
+            continue
+        pg_type = _array_type(final, info["field"])
+        if pg_type.endswith("]"):
+            continue  # an array field: Tortoise's own rendering
+        converted: list[Any] = []
+        item: Any = None
+        try:
+            for item in values:
+                converted.append(field.to_db_value(item, final))
+        except TortoiseValidationError:
+            raise
+        except Exception as exc:
+            raise field_error(final, info["field"], item, exc) from exc
+        if dialect != "postgres":
+            continue
+        if result is kwargs:
+            result = dict(kwargs)
+        result[key] = _ArrayValues(converted, pg_type)
     return result
 
 
@@ -196,8 +445,8 @@ def order_by_fields(model: type[Model], order_by: str | Sequence[str] | None) ->
     result: list[str] = []
     for item in items:
         if not isinstance(item, str) or not item.lstrip("-+"):
-            raise InvalidFilterError(f"order_by takes field names, not {item!r}",
-                                     details={"model": model.__name__, "order_by": repr(item)})
+            raise InvalidFilterError(f"order_by takes field names, not {_short(item)}",
+                                     details={"model": model.__name__, "order_by": _short(item)})
         desc = item.startswith("-")
         name = item.lstrip("-+")
         result.append(("-" if desc else "") + _check_order_field(model, name, item))
@@ -225,8 +474,9 @@ def _check_order_field(root: type[Model], name: str, item: str) -> str:
     valid = sorted(model._meta.fields_db_projection) + sorted(
         model._meta.fk_fields | model._meta.o2o_fields)
     raise InvalidFilterError(
-        f"Invalid order_by {item!r} for {root.__name__}: valid fields: {', '.join(valid)}",
-        details={"model": root.__name__, "order_by": item, "valid_fields": valid})
+        f"Invalid order_by {clip(item)!r} for {root.__name__}: valid fields: "
+        f"{', '.join(valid)}",
+        details={"model": root.__name__, "order_by": clip(item), "valid_fields": valid})
 
 
 def prefetch_fields(model: type[Model],
@@ -247,9 +497,10 @@ def prefetch_fields(model: type[Model],
             if part not in current._meta.fetch_fields:
                 valid = sorted(current._meta.fetch_fields)
                 raise InvalidFilterError(
-                    f"Cannot prefetch {item!r} on {model.__name__}: {current.__name__} has no "
-                    f"relation {part!r}; relations: {', '.join(valid) or 'none'}",
-                    details={"model": model.__name__, "prefetch": str(item),
+                    f"Cannot prefetch {clip(str(item))!r} on {model.__name__}: "
+                    f"{current.__name__} has no relation {clip(part)!r}; relations: "
+                    f"{', '.join(valid) or 'none'}",
+                    details={"model": model.__name__, "prefetch": clip(str(item)),
                              "valid_relations": valid})
             current = _related(current, part)
     return items
@@ -275,10 +526,11 @@ def writable_values(model: type[Model], data: Mapping[str, Any], *,
         name = meta.pk_attr if key == "pk" else key
         if name not in writable:
             valid = sorted(writable)
+            shown = clip(key) if isinstance(key, str) else repr(key)
             raise ValidationError(
-                f"Cannot {action} {model.__name__}: unknown field {key!r}; valid fields: "
+                f"Cannot {action} {model.__name__}: unknown field {shown!r}; valid fields: "
                 f"{', '.join(valid)}",
-                details={"model": model.__name__, "field": key, "valid_fields": valid})
+                details={"model": model.__name__, "field": shown, "valid_fields": valid})
         if action == "update" and (name == meta.pk_attr or meta.fields_map[name].generated):
             raise ValidationError(
                 f"Cannot update {model.__name__}.{key}: it is the primary key or generated",

@@ -55,7 +55,7 @@ def plain_where(repo: BaseRepository[M], filters: Mapping[str, Any] | None,
     Raises:
         InvalidFilterError: as ``BaseRepository._where`` would, before any SQL.
     """
-    kwargs = filter_kwargs(repo.model, filters)
+    kwargs = filter_kwargs(repo.model, filters, repo.session.dialect)
     if not plain_query(repo):
         return None  # query() or the model's manager may narrow or join: QuerySet path
     if repo.hide_soft_deleted and not include_deleted:

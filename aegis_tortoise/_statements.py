@@ -18,7 +18,7 @@ import re
 from contextvars import ContextVar
 from functools import lru_cache
 
-__all__ = ["is_plain_read", "is_stateless", "plain_read"]
+__all__ = ["block_comment_end", "is_plain_read", "is_stateless", "plain_read"]
 
 #: Set while Tortoise runs a statement that :func:`is_plain_read` accepted.
 plain_read: ContextVar[bool] = ContextVar("aegis_plain_read", default=False)
@@ -32,6 +32,10 @@ _UNTOKENISED = re.compile(r"\$[A-Za-z_]*\$|\b[Ee]'")
 _LOCKING = re.compile(r"\bFOR\s+(?:UPDATE|SHARE|NO\s+KEY\s+UPDATE|KEY\s+SHARE)\b", re.I)
 _INTO = re.compile(r"\bINTO\b", re.I)  # SELECT ... INTO creates a table
 _FIRST_WORD = re.compile(r"[\s(]*([A-Za-z]+)")
+# A block comment opened inside another: PostgreSQL nests them, sqlite does not, and _STRIP
+# (which does not nest) could then take code for a comment or a string. Such a statement is
+# "unknown". (A "/*" in a string literal matches too: that only costs the saving.)
+_NESTED_COMMENT = re.compile(r"/\*(?:(?!\*/).)*?/\*", re.DOTALL)
 # Words that may precede "(" in the ORM's SQL without being a function with side effects:
 # SQL syntax, and the aggregate/scalar functions Tortoise 1.1.9 emits.
 _HARMLESS = frozenset({
@@ -52,8 +56,28 @@ _HARMLESS = frozenset({
 _DML = frozenset({"select", "insert", "update", "delete", "with"})
 
 
+def block_comment_end(sql: str, start: int) -> int:
+    """The index just after the block comment that opens at ``sql[start]``, counting nested
+    comments as PostgreSQL does (``/* a /* b */ c */`` is one comment); ``len(sql)`` if it
+    never closes."""
+    depth, i, n = 0, start, len(sql)
+    while i < n:
+        pair = sql[i:i + 2]
+        if pair == "/*":
+            depth += 1
+            i += 2
+        elif pair == "*/":
+            depth -= 1
+            i += 2
+            if depth == 0:
+                return i
+        else:
+            i += 1
+    return n
+
+
 def _calls_only_harmless_functions(sql: str) -> bool:
-    if _UNTOKENISED.search(sql):
+    if _UNTOKENISED.search(sql) or _NESTED_COMMENT.search(sql):
         return False
     code = _INTO_TABLE.sub(" INTO ", _STRIP.sub(" ", sql))  # INSERT INTO "t" ("c")
     return all((quoted or bare).lower() in _HARMLESS for quoted, bare in _CALL.findall(code))
@@ -64,6 +88,8 @@ def is_plain_read(sql: str) -> bool:
     """A SELECT that takes no row locks and calls no function that could write."""
     first = _FIRST_WORD.match(sql)
     if first is None or first.group(1).lower() != "select":
+        return False
+    if _NESTED_COMMENT.search(sql):
         return False
     code = _STRIP.sub(" ", sql)
     return (_LOCKING.search(code) is None and _INTO.search(code) is None

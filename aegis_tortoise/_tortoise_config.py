@@ -150,6 +150,22 @@ def take_pgbouncer_flags(config: dict[str, Any], alias: str) -> None:
             credentials["statement_cache_size"] = 0
 
 
+def _port(name: str, port: Any) -> int | None:
+    """The ``port`` of connection ``name``'s credentials as an int (None: not given)."""
+    if port in (None, ""):
+        return None
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        number = -1
+    if isinstance(port, bool | float) or not 0 < number < 65536:
+        # The value is quoted by type only: a misplaced secret must not reach a log.
+        raise ConfigurationError(
+            f"Connection {name!r}: the 'port' of its credentials is not an integer 1-65535 "
+            f"(got a {type(port).__name__})", details={"connection": name, "field": "port"})
+    return number
+
+
 def url_of_connection(name: str, connection: Mapping[str, Any]) -> DatabaseURL:
     """The DatabaseURL of a Tortoise connection dict (for messages and the dialect)."""
     engine = str(connection.get("engine", ""))
@@ -163,10 +179,9 @@ def url_of_connection(name: str, connection: Mapping[str, Any]) -> DatabaseURL:
     if dialect == "sqlite":
         return DatabaseURL(dialect="sqlite", scheme="sqlite",
                            database=str(credentials.get("file_path", ":memory:")))
-    port = credentials.get("port")
     return DatabaseURL(
         dialect="postgres", scheme="asyncpg", host=credentials.get("host"),
-        port=int(port) if port not in (None, "") else None, user=credentials.get("user"),
+        port=_port(name, credentials.get("port")), user=credentials.get("user"),
         password=credentials.get("password"), database=credentials.get("database"))
 
 

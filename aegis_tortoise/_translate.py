@@ -10,11 +10,18 @@ Nothing here runs on the success path but the operation bookkeeping (~0.5 us a c
 error path maps
 
 - driver and Tortoise errors through :func:`~aegis_tortoise.errors.translate_exception`,
-- values a field cannot convert (``ValueError`` and ``UnicodeEncodeError``, ``TypeError``,
-  ``ArithmeticError`` such as ``decimal.InvalidOperation`` and ``OverflowError``,
-  ``AttributeError``) to :class:`ValidationError`,
-- anything else to :class:`DatabaseError`, chained (but for ``TimeoutError``, a
-  ``command_timeout``, which passes unchanged as docs/failures.md says),
+- values a field cannot convert (``ValueError`` and ``UnicodeEncodeError``,
+  ``ArithmeticError`` such as ``decimal.InvalidOperation`` and ``OverflowError``; a
+  ``TypeError`` or ``AttributeError`` only when a field's conversion raised it, e.g.
+  ``to_db_value``) to :class:`ValidationError`,
+- a lookup the backend lacks (Tortoise's ``NotImplementedError``, e.g. a JSON ``__filter``
+  on sqlite) to :class:`InvalidFilterError`,
+- a call that does not fit the method's signature (an unknown keyword, a positional
+  argument where a keyword is required) to nothing: the ``TypeError`` passes unchanged,
+  as from any Python function,
+- anything else to :class:`DatabaseError`, chained and logged as a bug when it is a
+  ``TypeError``/``AttributeError`` (but for ``TimeoutError``, a ``command_timeout``, which
+  passes unchanged as docs/failures.md says),
 
 and names model fields, not database columns (``email``, not ``email_address``).
 Plain Tortoise calls (``User.create(...)``) do not pass through here and keep raising
@@ -25,17 +32,23 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import os
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any, TypeVar
 
+import tortoise
+from tortoise.fields.base import Field
 from tortoise.models import Model
+from tortoise.validators import Validator
 
 from aegis_tortoise._operations import operation
 from aegis_tortoise.errors import (
     DatabaseConnectionError,
     DatabaseError,
     DuplicateEntityError,
+    InvalidFilterError,
     ServiceException,
     ValidationError,
     translate_exception,
@@ -45,8 +58,36 @@ __all__ = ["VALUE_ERRORS", "public_methods", "repository_error"]
 
 C = TypeVar("C", bound=type)
 
-#: Errors raised by converting or sending a value the field cannot hold.
+logger = logging.getLogger("aegis_tortoise.repository")
+
+#: Errors a field's conversion of a value raises (``to_python_value``/``to_db_value``): catch
+#: them only around a conversion (``BaseRepository._pk``, :mod:`aegis_tortoise._values`).
 VALUE_ERRORS = (ValueError, TypeError, ArithmeticError, AttributeError)
+#: Raised by a bad value wherever it happens.
+_BAD_VALUE = (ValueError, ArithmeticError)
+# Tortoise 1.1.9's conversions of a caller's value: a field's (or a custom field's)
+# to_db_value/to_python_value/validate, a validator's __call__, the filter encoders of
+# tortoise/filters.py. A TypeError/AttributeError raised in one of them is a bad value,
+# anywhere else a bug.
+_FIELD_METHODS = frozenset({"to_db_value", "to_python_value", "validate"})
+_ENCODERS = frozenset({"list_encoder", "related_list_encoder", "bool_encoder",
+                       "string_encoder", "int_encoder", "json_encoder", "array_encoder"})
+_TORTOISE_DIR = os.path.dirname(tortoise.__file__) + os.sep
+
+
+def _raised_converting(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised inside a field's conversion of a value (see above)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        name = frame.f_code.co_name
+        owner = frame.f_locals.get("self")
+        if ((name in _FIELD_METHODS and isinstance(owner, Field))
+                or (name == "__call__" and isinstance(owner, Validator))
+                or (name in _ENCODERS and frame.f_code.co_filename.startswith(_TORTOISE_DIR))):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 @lru_cache(maxsize=512)
@@ -89,9 +130,18 @@ def repository_error(model: type[Model], exc: Exception) -> Exception:
         return _named(model, translated)
     if isinstance(exc, TimeoutError):
         return exc
-    if isinstance(exc, VALUE_ERRORS):
+    if isinstance(exc, _BAD_VALUE) or (isinstance(exc, TypeError | AttributeError)
+                                       and _raised_converting(exc)):
         return ValidationError(f"Invalid {name} value: {exc}", details={"model": name},
                                cause=exc)
+    if isinstance(exc, NotImplementedError):
+        return InvalidFilterError(
+            f"{name}: the call uses a filter or lookup this database does not support "
+            "(a JSON __filter on sqlite, a regex lookup without regexp functions)",
+            details={"model": name}, cause=exc)
+    if isinstance(exc, TypeError | AttributeError):
+        logger.error("%s: unexpected %s in the repository (a bug)", name,
+                     type(exc).__name__, exc_info=exc)
     if isinstance(exc, OSError):
         return DatabaseConnectionError(f"Database connection failed: {exc!r}", cause=exc)
     return DatabaseError(f"{name}: unexpected error: {exc!r}", details={"model": name},
@@ -119,6 +169,9 @@ def _wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]
                 raise
             raise named from exc.__cause__
         except Exception as exc:
+            if (isinstance(exc, TypeError) and exc.__traceback__ is not None
+                    and exc.__traceback__.tb_next is None):
+                raise  # raised by the call itself: the arguments do not fit the signature
             error = repository_error(self.model, exc)
             if error is exc:
                 raise

@@ -6,13 +6,22 @@ any SQL is sent (``BaseRepository.update`` and friends).
 date) fails there, before the INSERT. ``update()`` sends one ``UPDATE ... RETURNING`` without
 an instance; converting its values the same way makes both reject the same input with the
 same error, and keeps sqlite (which stores any value in any column) from storing what the
-field could never read back.
+field could never read back: a ``Decimal`` is quantized as ``Model()`` quantizes it
+(``Infinity``, ``sNaN`` or ``1e30`` in a ``DecimalField(10, 2)`` fail), whatever its type.
+
+Two checks go beyond ``Model()``, so that every write path refuses what one of them refuses:
+
+- an update takes a ``TimeDeltaField`` value only as a ``timedelta``: Tortoise 1.1.9's
+  ``save()`` and ``QuerySet.update`` fail on an int (``value.days``), while
+  ``to_python_value`` would read ``5`` as 5 microseconds;
+- on sqlite a float NaN is refused (:func:`refuse_nan`): sqlite stores it as NULL, silently.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -21,24 +30,29 @@ from pypika_tortoise.terms import Term
 from tortoise.exceptions import ValidationError as TortoiseValidationError
 from tortoise.expressions import Expression
 from tortoise.fields.base import Field
-from tortoise.fields.data import DatetimeField
+from tortoise.fields.data import DatetimeField, FloatField, TimeDeltaField
 from tortoise.models import Model
 
 from aegis_tortoise.errors import ValidationError
 
-__all__ = ["auto_now_values", "db_values", "field_error", "python_values"]
+__all__ = ["auto_now_values", "db_values", "field_error", "python_values", "refuse_nan",
+           "refuse_nan_columns", "update_value"]
 
 
 def field_error(model: type[Model], name: str, value: Any, exc: BaseException) -> ValidationError:
     """The error for ``value`` that field ``name`` of ``model`` cannot hold."""
+    shown = repr(value)
+    if len(shown) > 80:  # a value from a request may be long: show its start
+        shown = shown[:77] + "..."
     return ValidationError(
-        f"Invalid {model.__name__}.{name}: {value!r} ({exc})",
+        f"Invalid {model.__name__}.{name}: {shown} ({exc})",
         details={"model": model.__name__, "field": name}, cause=exc)
 
 
 def python_values(model: type[Model], values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` converted by their fields' ``to_python_value``, as ``Model(**values)``
-    does (relations and expressions are left as they are).
+    """Update ``values`` converted by their fields' ``to_python_value``, as
+    ``Model(**values)`` does (relations and expressions are left as they are), a
+    ``TimeDeltaField`` taking only a ``timedelta`` (see the module docstring).
 
     Raises:
         ValidationError: a value the field cannot hold, or None for a non-null field
@@ -46,6 +60,7 @@ def python_values(model: type[Model], values: Mapping[str, Any]) -> dict[str, An
     """
     meta = model._meta
     relations = _relations(model)
+    as_given = _as_given(model)
     result: dict[str, Any] = {}
     for name, value in values.items():
         field: Field[Any] = meta.fields_map[name]
@@ -58,14 +73,70 @@ def python_values(model: type[Model], values: Mapping[str, Any]) -> dict[str, An
                     f"{name} is non nullable field, but null was passed"))
             result[name] = None
             continue
-        if type(value) is field.field_type and name not in _zoned(model):
-            result[name] = value
-            continue
-        try:
-            result[name] = field.to_python_value(value)
-        except Exception as exc:
-            raise field_error(model, name, value, exc) from exc
+        if type(value) is field.field_type and name in as_given:
+            result[name] = value  # update_value's first case, inlined (the common one)
+        else:
+            result[name] = update_value(model, name, field, value)
     return result
+
+
+def update_value(model: type[Model], name: str, field: Field[Any], value: Any) -> Any:
+    """One non-null update value of ``field`` as ``to_python_value`` makes it.
+
+    Raises:
+        ValidationError: a value the field cannot hold, naming the field.
+    """
+    if type(value) is field.field_type and name in _as_given(model):
+        return value
+    if isinstance(field, TimeDeltaField) and not isinstance(value, dt.timedelta):
+        raise field_error(model, name, value, TypeError("expected a datetime.timedelta"))
+    try:
+        return field.to_python_value(value)
+    except Exception as exc:
+        raise field_error(model, name, value, exc) from exc
+
+
+def refuse_nan(model: type[Model], values: Mapping[str, Any], dialect: str) -> None:
+    """Refuse a float NaN for a ``FloatField`` on sqlite, which would store NULL.
+
+    Raises:
+        ValidationError: naming the field.
+    """
+    if dialect != "sqlite":
+        return
+    floats = _floats(model)
+    for name, value in values.items():
+        if name in floats and isinstance(value, float) and math.isnan(value):
+            raise field_error(model, name, value, ValueError(
+                "sqlite cannot store NaN (it would store NULL)"))
+
+
+def refuse_nan_columns(model: type[Model], names: Iterable[str], arrays: Iterable[list[Any]],
+                       dialect: str) -> None:
+    """:func:`refuse_nan` for values a column at a time."""
+    if dialect != "sqlite":
+        return
+    floats = _floats(model)
+    for name, column in zip(names, arrays, strict=False):
+        if name in floats:
+            for value in column:
+                refuse_nan(model, {name: value}, dialect)
+
+
+@lru_cache(maxsize=512)
+def _floats(model: type[Model]) -> frozenset[str]:
+    return frozenset(name for name, field in model._meta.fields_map.items()
+                     if isinstance(field, FloatField))
+
+
+@lru_cache(maxsize=512)
+def _as_given(model: type[Model]) -> frozenset[str]:
+    """Fields that keep a value of their own type as it is (``Field.to_python_value``), so
+    converting it may be skipped: not a DecimalField (it quantizes), not a datetime field
+    (:func:`_zoned`), not any field with a conversion of its own."""
+    return frozenset(
+        name for name, field in model._meta.fields_map.items()
+        if type(field).to_python_value is Field.to_python_value and name not in _zoned(model))
 
 
 def db_values(model: type[Model], values: Mapping[str, Any]) -> list[Any]:

@@ -35,8 +35,16 @@ from tortoise.models import Model
 
 from aegis_tortoise import _bulk, _create_many, _reads
 from aegis_tortoise._bulk import _pg_type, _quote, _table, fetch_rows
-from aegis_tortoise._filters import writable_values
-from aegis_tortoise._values import auto_now_values, db_values, field_error, python_values
+from aegis_tortoise._filters import clip, writable_values
+from aegis_tortoise._values import (
+    auto_now_values,
+    db_values,
+    field_error,
+    python_values,
+    refuse_nan,
+    refuse_nan_columns,
+    update_value,
+)
 from aegis_tortoise.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -59,11 +67,11 @@ class _Columns:
 
 
 def _conversion(model: type[Model], name: str, values: list[Any]) -> list[Any]:
-    """``values`` of field ``name`` as the database takes them, checked as ``Model(**row)``
-    checks them (None in a non-null field, a value the field cannot convert)."""
+    """Update ``values`` of field ``name`` as the database takes them, checked as
+    ``update()`` checks them (:func:`~aegis_tortoise._values.update_value`: None in a
+    non-null field, a value the field cannot convert)."""
     field: Field[Any] = model._meta.fields_map[name]
-    kind = field.field_type
-    to_python, to_db = field.to_python_value, field.to_db_value
+    to_db = field.to_db_value
     out: list[Any] = []
     append = out.append
     if not field.null and None in values:
@@ -75,7 +83,7 @@ def _conversion(model: type[Model], name: str, values: list[Any]) -> list[Any]:
             if value is None:
                 append(None)
                 continue
-            append(to_db(value if type(value) is kind else to_python(value), model))
+            append(to_db(update_value(model, name, field, value), model))
     except ValidationError:
         raise
     except Exception as exc:
@@ -110,9 +118,10 @@ def _conflict_names(model: type[Model], conflict: Sequence[str]) -> tuple[str, .
         if name in meta.fk_fields or name in meta.o2o_fields:
             name = str(meta.fields_map[name].source_field)
         if name not in meta.fields_db_projection:
+            shown = clip(key) if isinstance(key, str) else repr(key)
             raise ValidationError(
-                f"Cannot upsert {model.__name__}: unknown conflict field {key!r}",
-                details={"model": model.__name__, "field": key})
+                f"Cannot upsert {model.__name__}: unknown conflict field {shown!r}",
+                details={"model": model.__name__, "field": shown})
         names.append(name)
     wanted = set(names)
     uniques = [{meta.pk_attr}] + [{n} for n, f in meta.fields_map.items()
@@ -263,6 +272,9 @@ async def upsert_many(repo: BaseRepository[M], items: Iterable[Any], conflict: S
     if not rows:
         return []
     groups = await _upsert_columns(repo, rows)
+    for cols in groups:
+        refuse_nan_columns(model, cols.names, cols.arrays, repo.session.dialect)
+        refuse_nan(model, dict(cols.scalars), repo.session.dialect)
     keyed = [(cols, _key_columns(model, cols, target)) for cols in groups]
     seen: dict[Any, int] = {}
     for cols, keys in keyed:
@@ -352,6 +364,7 @@ async def update_returning(repo: BaseRepository[M], pk: Any, values: dict[str, A
     meta = repo.model._meta
     table = meta.basetable
     conn = repo.session.connection
+    refuse_nan(repo.model, values, repo.session.dialect)
     # What DatetimeField.to_db_value stamps on save(): now in the context's time zone.
     auto_now_values(repo.model, values, timezone.localtime())
     if not any(isinstance(v, Expression) or k in meta.fk_fields or k in meta.o2o_fields
@@ -466,6 +479,8 @@ async def update_many(repo: BaseRepository[M], rows: Iterable[Any]) -> list[M]:
         for obj in await repo.get_by_ids([pk for pk, _ in groups.pop(frozenset())]):
             found[obj.pk] = obj
     prepared = [_update_group(model, keys, members) for keys, members in groups.items()]
+    for names, arrays, _ in prepared:
+        refuse_nan_columns(model, names, arrays[1:], repo.session.dialect)
     if prepared:
         async with repo.session.savepoint():
             for names, arrays, scalars in prepared:
@@ -547,6 +562,7 @@ async def update_where(repo: BaseRepository[Any], filters: Mapping[str, Any] | N
         raise ValidationError(f"update_where() needs at least one {model.__name__} field",
                               details={"model": model.__name__})
     converted = python_values(model, checked)
+    refuse_nan(model, converted, repo.session.dialect)
     auto_now_values(model, converted, timezone.localtime())
     queryset = repo._where(filters, include_deleted=False)
     count: int = await queryset.update(**converted)

@@ -23,6 +23,7 @@ from tortoise.queryset import QuerySet
 from aegis_tortoise import _bulk, _create_many, _keyset, _reads, _stream, _writes
 from aegis_tortoise import _select as _sql
 from aegis_tortoise._filters import (
+    bound_lists,
     default_ordering,
     fans_out,
     filter_kwargs,
@@ -32,7 +33,7 @@ from aegis_tortoise._filters import (
     writable_values,
 )
 from aegis_tortoise._translate import VALUE_ERRORS, public_methods
-from aegis_tortoise._values import payload_or_field, python_values
+from aegis_tortoise._values import payload_or_field, python_values, refuse_nan
 from aegis_tortoise.errors import (
     ConfigurationError,
     DuplicateEntityError,
@@ -169,7 +170,8 @@ class BaseRepository(Generic[ModelT]):
         ``pk IN (subquery)``, so a row matching through several related rows comes back once
         and is counted once.
         """
-        kwargs = filter_kwargs(self.model, filters)
+        dialect = self.session.dialect
+        kwargs = bound_lists(self.model, filter_kwargs(self.model, filters, dialect), dialect)
         queryset = self.query(include_deleted=include_deleted)
         if kwargs and fans_out(self.model, kwargs):
             inner = self.model.filter(**kwargs).using_db(self.session.connection)
@@ -229,6 +231,7 @@ class BaseRepository(Generic[ModelT]):
         else:
             instance = self._build(self._data(entity, partial=False))
         self._check_required(instance)
+        refuse_nan(self.model, instance.__dict__, self.session.dialect)
         return instance
 
     def _check_required(self, instance: ModelT) -> None:
@@ -311,7 +314,7 @@ class BaseRepository(Generic[ModelT]):
         if not lookup:
             raise ValidationError("get_or_create() needs at least one lookup field",
                                   details={"model": self._name})
-        kwargs = filter_kwargs(self.model, lookup)
+        kwargs = filter_kwargs(self.model, lookup, self.session.dialect)
         plain = {k: v for k, v in lookup.items() if "__" not in k}
         queryset = self.query(include_deleted=True).filter(**kwargs)
         found = await queryset.get_or_none()

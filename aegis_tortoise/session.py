@@ -23,7 +23,7 @@ from tortoise.backends.base.client import (
 )
 
 from aegis_tortoise._operations import NestedContext, operation, rejected_by_server
-from aegis_tortoise._statements import is_plain_read, is_stateless
+from aegis_tortoise._statements import block_comment_end, is_plain_read, is_stateless
 from aegis_tortoise.errors import (
     MultipleResultsFoundError,
     NoResultFoundError,
@@ -81,7 +81,21 @@ def _compile(sql: str, dialect: str) -> tuple[str, tuple[str, ...]]:
         order.append(name)
         return "?"
 
-    return _TOKEN_RE[dialect].sub(replace, sql), tuple(order)
+    if dialect != "postgres" or "/*" not in sql:
+        return _TOKEN_RE[dialect].sub(replace, sql), tuple(order)
+    # PostgreSQL nests block comments (/* a /* b */ :a */ is one comment): the regex cannot
+    # count, so each comment's end is found by block_comment_end.
+    pattern, out, pos = _TOKEN_RE[dialect], [], 0
+    while (match := pattern.search(sql, pos)) is not None:
+        out.append(sql[pos:match.start()])
+        if match.group(0).startswith("/*"):
+            pos = block_comment_end(sql, match.start())
+            out.append(sql[match.start():pos])
+        else:
+            out.append(replace(match))
+            pos = match.end()
+    out.append(sql[pos:])
+    return "".join(out), tuple(order)
 
 
 def compile_params(
