@@ -116,7 +116,7 @@ async def test_bad_arguments(db: DatabaseManager) -> None:
         with pytest.raises(ValidationError):
             [u async for u in repo.iterate(batch_size=0)]
         with pytest.raises(ValidationError):
-            [u async for u in repo.iterate(order_by="deleted_at")]
+            [u async for u in repo.iterate(order_by="email__nope")]
         with pytest.raises(ValidationError):
             [u async for u in repo.iterate(filters={"nope": 1})]
         assert await repo.count() == 0
