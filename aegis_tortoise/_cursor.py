@@ -260,8 +260,9 @@ def decode(repo: BaseRepository[Any], ordering: Sequence[str], digest: bytes,
         raise error
     try:
         raw = json.loads(payload)
-        if not isinstance(raw, list) or len(raw) != len(ordering):
-            raise ValueError("length")  # pragma: no cover - the MAC vouches for it
-        return [_untagged(v) for v in raw]
+        values = [_untagged(v) for v in raw]
     except (ValueError, TypeError, IndexError) as exc:  # pragma: no cover - MAC vouches
         raise error from exc
+    if len(values) != len(ordering):  # pragma: no cover - the MAC vouches for it
+        raise error
+    return values

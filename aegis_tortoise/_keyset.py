@@ -121,7 +121,7 @@ def order_sql(model: type[Model], dialect: str, ordering: tuple[str, ...]) -> st
 
 
 @lru_cache(maxsize=1024)
-def keyset_sql(model: type[Model], dialect: str, where: str, count: int,
+def keyset_sql(model: type[Model], dialect: str, where: str, count: int, *,
                ordering: tuple[str, ...], columns_sql: str,
                nulls: tuple[bool, ...] | None) -> str:
     """``SELECT <columns> FROM t WHERE <where> [AND <after>] ORDER BY <ordering> LIMIT n``.
@@ -205,12 +205,12 @@ def ordering_indexes(model: type[Model], ordering: tuple[str, ...]) -> list[int]
 async def fetch_after(repo: BaseRepository[Any], source: Source, ordering: tuple[str, ...],
                       position: list[Any] | None, limit: int) -> list[Any]:
     """Up to ``limit`` raw rows of ``source`` after ``position`` (raw ordering values)."""
-    model = repo.model
+    model: type[Model] = repo.model
     where, params = source
     rows = _reads.rows_of(repo)
     nulls = None if position is None else tuple(v is None for v in position)
-    sql = keyset_sql(model, repo.session.dialect, where, len(params), ordering,
-                     rows.columns_sql, nulls)
+    sql = keyset_sql(model, repo.session.dialect, where, len(params), ordering=ordering,
+                     columns_sql=rows.columns_sql, nulls=nulls)
     values = list(params)
     if position is not None:
         values.extend(v for v in position if v is not None)

@@ -164,7 +164,8 @@ async def _snapshot(repo: BaseRepository[M], source: _keyset.Source,
                 f'INSERT INTO temp.{name} ("aegis_pos", "aegis_key") '  # noqa: S608 - quoted
                 f"SELECT row_number() OVER (ORDER BY {order}), {key} "
                 f"FROM {table}{_where(source)}", list(source[1]))
-            found = await fetch_rows(connection, f'SELECT max("aegis_pos") FROM temp.{name}', [])
+            found = await fetch_rows(
+                connection, f'SELECT max("aegis_pos") FROM temp.{name}', [])  # noqa: S608
         total = found[0][0] or 0
         select = (f"SELECT {columns} FROM temp.{name} AS s JOIN {table} "  # noqa: S608
                   f'ON {key} = s."aegis_key" WHERE s."aegis_pos" > ?1 '

@@ -46,7 +46,7 @@ def _rows(rng: random.Random, n: int) -> list[dict[str, Any]]:
     rows = []
     for i in range(n):
         def maybe(value: Any) -> Any:
-            return None if rng.random() < 0.2 else value  # noqa: B023 - used at once
+            return None if rng.random() < 0.2 else value
         moment = base + dt.timedelta(hours=rng.choice(range(0, 40, 5)))
         rows.append({
             "num": i % 5,
@@ -89,7 +89,7 @@ async def _iterate_walk(repo: BaseRepository[Item], order_by: Any, filters: Any,
     return ids
 
 
-async def check(url: str, backend: str, use_tz: bool, timezone: str, seed: int, n: int
+async def check(url: str, backend: str, *, use_tz: bool, timezone: str, seed: int, n: int
                 ) -> tuple[int, list[str]]:
     """Cases run and failures for one configuration."""
     if backend == "postgres":
@@ -102,7 +102,7 @@ async def check(url: str, backend: str, use_tz: bool, timezone: str, seed: int, 
         await db.generate_schemas()
         async with db.session() as session:
             # Written by Tortoise itself: the stored text (sqlite) is what Tortoise writes.
-            for row in _rows(random.Random(seed), n):
+            for row in _rows(random.Random(seed), n):  # noqa: S311 - reproducible data
                 await Item.create(using_db=session.connection, **row)
         async with db.session() as session:
             repo = BaseRepository(session, Item)
@@ -132,7 +132,8 @@ async def main(url: str, backend: str, seed: int, n: int) -> dict[str, Any]:
     failures: list[str] = []
     for use_tz in USE_TZ:
         for timezone in TIMEZONES:
-            cases, found = await check(url, backend, use_tz, timezone, seed, n)
+            cases, found = await check(url, backend, use_tz=use_tz, timezone=timezone, seed=seed,
+                                       n=n)
             total += cases
             failures += found
             seed += 1

@@ -35,7 +35,7 @@ def test_keyset_walks_under_every_time_configuration(backend: str, process_tz: s
     env = {**os.environ, "TZ": process_tz, "PYTHONPATH": str(ROOT),
            "DATABASE_CURSOR_SECRET": "matrix-secret-0123456789"}
     for seed, rows in RUNS:
-        done = subprocess.run(
+        done = subprocess.run(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "tests.differential.keyset_matrix", "--backend", backend,
              "--url", url, "--seed", str(seed), "--rows", str(rows)],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)

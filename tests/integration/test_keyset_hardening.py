@@ -151,7 +151,8 @@ def test_the_secret_is_a_setting_of_at_least_16_bytes(tmp_path: Path,
     settings = DatabaseSettings(_env_file=env)  # type: ignore[call-arg]
     assert settings.database_cursor_secret is not None
     assert settings.database_cursor_secret.get_secret_value() == SECRET
-    assert SECRET not in repr(settings) and SECRET not in settings.model_dump_json()
+    assert SECRET not in repr(settings)
+    assert SECRET not in settings.model_dump_json()
     with pytest.raises(ConfigurationError, match="cursor_secret must be at least 16"):
         DatabaseManager("sqlite://:memory:", models=[], cursor_secret="x" * 8)
     monkeypatch.setenv("DATABASE_CURSOR_SECRET", "too-short")  # set after import: read too
@@ -318,4 +319,5 @@ async def test_readonly_sqlite_iterate_walks_by_keyset(sqlite_db: DatabaseManage
         got = [u.id async for u in repo.iterate(order_by="-name", batch_size=4)]
         expected = await User.all().using_db(session.connection).order_by(
             "-name", "id").values_list("id", flat=True)
-        assert got == expected and sorted(got) == ids
+        assert got == expected
+        assert sorted(got) == ids
