@@ -47,6 +47,8 @@ __all__ = ["batches", "items"]
 M = TypeVar("M", bound=Model)
 
 _names = itertools.count(1)
+#: The sqlite snapshot tables of walks still open in this process (see _sweep).
+_live: set[str] = set()
 
 
 @contextmanager
@@ -155,8 +157,10 @@ async def _snapshot(repo: BaseRepository[M], source: _keyset.Source,
     columns = ", ".join(f"{table}.{_quote(c)}" for c in meta.fields_db_projection.values())
     connection = session.connection
     with _translated(repo):
+        await _sweep(connection)
         await fetch_rows(connection, f'CREATE TEMP TABLE {name} '
                          '("aegis_pos" INTEGER PRIMARY KEY, "aegis_key")', [])
+    _live.add(name)
     try:
         with _translated(repo):
             await fetch_rows(
@@ -179,7 +183,18 @@ async def _snapshot(repo: BaseRepository[M], source: _keyset.Source,
             if records:
                 yield plan.build(records)
     finally:
+        _live.discard(name)
         await _cleanup(repo, f"DROP TABLE IF EXISTS temp.{name}", None)
+
+
+async def _sweep(connection: Any) -> None:
+    """Drop the tables of walks that are over but were never closed (a generator kept past
+    its session, finalized after it ended): they would stay on sqlite's one connection."""
+    found = await fetch_rows(connection, "SELECT name FROM sqlite_temp_master WHERE "
+                             "type = 'table' AND name LIKE 'aegis\\_iter\\_%' ESCAPE '\\'", [])
+    for (table,) in found:
+        if _quote(table) not in _live:
+            await fetch_rows(connection, f"DROP TABLE IF EXISTS temp.{_quote(table)}", [])
 
 
 async def _cleanup(repo: BaseRepository[Any], statement: str,
