@@ -32,7 +32,7 @@ from aegis_tortoise import (
 )
 from aegis_tortoise.examples.models import User
 from tests.conftest import fresh_manager
-from tests.differential.models import MODELS, Item
+from tests.differential.models import MODELS, Item, Tag
 from tests.integration.test_repository_support import UserRepository
 
 SECRET = "a-test-secret-of-32-bytes-000000"
@@ -332,3 +332,20 @@ async def test_readonly_sqlite_iterate_walks_by_keyset(sqlite_db: DatabaseManage
             "-name", "id").values_list("id", flat=True)
         assert got == expected
         assert sorted(got) == ids
+
+
+async def test_uuid_keys_walk_too(items_db: DatabaseManager) -> None:
+    async with items_db.session() as session:
+        item = await Item.create(using_db=session.connection, num=1, name="k")
+        for i in range(11):
+            await Tag.create(using_db=session.connection, label=f"t{i % 4}-{i}", item=item,
+                             weight=float(i % 3))
+    async with items_db.session() as session:
+        for model, order_by in ((Tag, "-weight"), (Tag, "label")):
+            repo = BaseRepository(session, model)
+            pk = model._meta.pk_attr
+            expected = await model.all().using_db(session.connection).order_by(
+                order_by, pk).values_list(pk, flat=True)
+            assert await _walk(repo, 10, limit=3, order_by=order_by) == expected
+            got = [row.pk async for row in repo.iterate(order_by=order_by, batch_size=4)]
+            assert got == expected
