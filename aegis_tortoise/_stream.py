@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import weakref
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -49,6 +50,9 @@ M = TypeVar("M", bound=Model)
 _names = itertools.count(1)
 #: The sqlite snapshot tables of walks still open in this process (see _sweep).
 _live: set[str] = set()
+#: sqlite connections that may hold the table of a walk that could not drop it (its
+#: session had ended, its transaction had failed): the next walk there drops it.
+_orphans: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 
 @contextmanager
@@ -151,31 +155,37 @@ async def _snapshot(repo: BaseRepository[M], source: _keyset.Source,
     model = repo.model
     meta = model._meta
     table = _table(model)
+    plan = _reads.rows_of(repo)
+    connection = session.connection
+    raw = connection._connection  # type: ignore[attr-defined]
     name = _quote(f"aegis_iter_{next(_names)}")
     key = f"{table}.{_quote(meta.db_pk_column)}"
-    order = _keyset.order_sql(model, "sqlite", ordering)
     columns = ", ".join(f"{table}.{_quote(c)}" for c in meta.fields_db_projection.values())
-    connection = session.connection
-    with _translated(repo):
-        await _sweep(connection)
-        await fetch_rows(connection, f'CREATE TEMP TABLE {name} '
-                         '("aegis_pos" INTEGER PRIMARY KEY, "aegis_key")', [])
-    _live.add(name)
+    select = (f"SELECT {columns} FROM temp.{name} AS s JOIN {table} "  # noqa: S608 - quoted
+              f'ON {key} = s."aegis_key" WHERE s."aegis_pos" > ?1 '
+              f'AND s."aegis_pos" <= ?2 ORDER BY s."aegis_pos"')
     try:
-        with _translated(repo):
-            await fetch_rows(
-                connection,
-                f'INSERT INTO temp.{name} ("aegis_pos", "aegis_key") '  # noqa: S608 - quoted
-                f"SELECT row_number() OVER (ORDER BY {order}), {key} "
-                f"FROM {table}{_where(source)}", list(source[1]))
-            found = await fetch_rows(
-                connection, f'SELECT max("aegis_pos") FROM temp.{name}', [])  # noqa: S608
-        total = found[0][0] or 0
-        select = (f"SELECT {columns} FROM temp.{name} AS s JOIN {table} "  # noqa: S608
-                  f'ON {key} = s."aegis_key" WHERE s."aegis_pos" > ?1 '
-                  f'AND s."aegis_pos" <= ?2 ORDER BY s."aegis_pos"')
-        plan = _reads.rows_of(repo)
-        start = 0
+        # One operation of the session: the first rows and the snapshot see the same data
+        # (another task's write on the session cannot land between them).
+        token = await session._enter_op()
+        try:
+            with _translated(repo):
+                if _orphans.get(raw):
+                    await _sweep(connection, raw)
+                # A walk that fits one batch is that batch: one SELECT, no table.
+                records = await _keyset.fetch_after(repo, source, ordering, None,
+                                                    batch_size + 1)
+                total = len(records)
+                if total > batch_size:
+                    del records[batch_size:]
+                    _live.add(name)
+                    total = await _snapshot_table(connection, name, model, source, ordering)
+        finally:
+            session._exit_op(token)
+        if records:
+            # The table's first rows are these (the same order, the same data).
+            yield plan.build(records)
+        start = batch_size
         while start < total:
             with _translated(repo):
                 records = await fetch_rows(connection, select, [start, start + batch_size])
@@ -183,13 +193,35 @@ async def _snapshot(repo: BaseRepository[M], source: _keyset.Source,
             if records:
                 yield plan.build(records)
     finally:
-        _live.discard(name)
-        await _cleanup(repo, f"DROP TABLE IF EXISTS temp.{name}", None)
+        if name in _live:
+            _live.discard(name)
+            if not await _cleanup(repo, f"DROP TABLE IF EXISTS temp.{name}", None,
+                                  when_cancelled=True):
+                _orphans.setdefault(raw, set()).add(name)
 
 
-async def _sweep(connection: Any) -> None:
-    """Drop the tables of walks that are over but were never closed (a generator kept past
+async def _snapshot_table(connection: Any, name: str, model: type[Model],
+                          source: _keyset.Source, ordering: tuple[str, ...]) -> int:
+    """Number the keys of the rows ``source`` selects into the temporary table ``name``, in
+    order; the count."""
+    table = _table(model)
+    key = f"{table}.{_quote(model._meta.db_pk_column)}"
+    order = _keyset.order_sql(model, "sqlite", ordering)
+    await fetch_rows(connection, f'CREATE TEMP TABLE {name} '
+                     '("aegis_pos" INTEGER PRIMARY KEY, "aegis_key")', [])
+    await fetch_rows(
+        connection,
+        f'INSERT INTO temp.{name} ("aegis_pos", "aegis_key") '  # noqa: S608 - quoted
+        f"SELECT row_number() OVER (ORDER BY {order}), {key} "
+        f"FROM {table}{_where(source)}", list(source[1]))
+    found = await fetch_rows(connection, f'SELECT max("aegis_pos") FROM temp.{name}', [])
+    return int(found[0][0] or 0)
+
+
+async def _sweep(connection: Any, raw: Any) -> None:
+    """Drop the tables of walks that are over but were never dropped (a generator kept past
     its session, finalized after it ended): they would stay on sqlite's one connection."""
+    _orphans.pop(raw, None)
     found = await fetch_rows(connection, "SELECT name FROM sqlite_temp_master WHERE "
                              "type = 'table' AND name LIKE 'aegis\\_iter\\_%' ESCAPE '\\'", [])
     for (table,) in found:
@@ -198,10 +230,12 @@ async def _sweep(connection: Any) -> None:
 
 
 async def _cleanup(repo: BaseRepository[Any], statement: str,
-                   check: tuple[str, list[Any]] | None) -> None:
+                   check: tuple[str, list[Any]] | None, *, when_cancelled: bool = False
+                   ) -> bool:
     """Run ``statement`` (close the cursor, drop the table) if it still has something to do:
     not after the session ended, nor after a failure (the rollback will), nor when ``check``
-    finds nothing (the transaction that held the cursor has ended).
+    finds nothing (the transaction that held the cursor has ended), nor while the task is
+    cancelled unless ``when_cancelled``. Whether it ran.
 
     The session's operation lock is held throughout, so a ``commit()`` of another task (or
     of the loop's own task, when asyncio's finalizer runs this later) never runs between
@@ -209,21 +243,23 @@ async def _cleanup(repo: BaseRepository[Any], statement: str,
     """
     session = repo.session
     task = asyncio.current_task()
-    if not session.is_active or (task is not None and task.cancelling()):
-        return
+    if not session.is_active or (
+            not when_cancelled and task is not None and task.cancelling()):
+        return False
     token = await session._enter_op()
     try:
         if not session.is_active or session._failed is not None:
-            return
+            return False
         connection = session.connection
         with _translated(repo):
             if check is not None and not await fetch_rows(connection, *check):
-                return
+                return True
             await fetch_rows(connection, statement, [])
+        return True
     except ServiceException:
         if check is None and statement.startswith("CLOSE"):
             raise  # the rows ran out and CLOSE failed: a real error
-        return  # leaving early already raises or returns; the transaction's end cleans up
+        return False  # leaving early already raises or returns; the transaction's end cleans up
     finally:
         session._exit_op(token)
 
