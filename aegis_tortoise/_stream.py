@@ -6,11 +6,13 @@ memory.
   batch, at most one batch in memory, and the server keeps the snapshot of the DECLARE, so
   rows the loop body inserts or changes are not seen. Filters only the QuerySet can express
   go in as ``pk IN (<its SELECT pk>)`` (:func:`._keyset.source_of`).
-- sqlite: the keys of the matching rows, numbered in order, go into a temporary table first
+- sqlite: a walk whose rows fit one batch is one SELECT (``LIMIT batch_size + 1`` tells).
+  Else the keys of the matching rows, numbered in order, go into a temporary table first
   (``CREATE TEMP TABLE``; sqlite's own storage, not Python's memory); each batch then joins
   the next ``batch_size`` numbers to the table. Rows the loop body inserts are not in the
-  snapshot; rows it deletes are skipped. A readonly session (``PRAGMA query_only``, so
-  nothing can insert) walks by keyset batches instead (:mod:`._keyset`).
+  snapshot; rows it deletes are skipped. A table a walk could not drop (its session had
+  ended) is dropped by the next walk on that connection. A readonly session (``PRAGMA
+  query_only``, so nothing can insert) walks by keyset batches instead (:mod:`._keyset`).
 
 Each FETCH is its own short operation of the session, so the loop body may use the session
 (and the repository) between batches. Leaving the loop early (``break``, an exception)
@@ -165,8 +167,8 @@ async def _snapshot(repo: BaseRepository[M], source: _keyset.Source,
               f'ON {key} = s."aegis_key" WHERE s."aegis_pos" > ?1 '
               f'AND s."aegis_pos" <= ?2 ORDER BY s."aegis_pos"')
     try:
-        # One operation of the session: the first rows and the snapshot see the same data
-        # (another task's write on the session cannot land between them).
+        # One operation of the session: another task's write on the session cannot land
+        # between the sweep, the table and the rows numbered into it.
         token = await session._enter_op()
         try:
             with _translated(repo):
@@ -175,17 +177,17 @@ async def _snapshot(repo: BaseRepository[M], source: _keyset.Source,
                 # A walk that fits one batch is that batch: one SELECT, no table.
                 records = await _keyset.fetch_after(repo, source, ordering, None,
                                                     batch_size + 1)
-                total = len(records)
+                total = start = len(records)
                 if total > batch_size:
-                    del records[batch_size:]
+                    # The table is read from its start: the SELECT above may have run before
+                    # the transaction began, and another connection may have written since.
+                    records, start = [], 0
                     _live.add(name)
                     total = await _snapshot_table(connection, name, model, source, ordering)
         finally:
             session._exit_op(token)
         if records:
-            # The table's first rows are these (the same order, the same data).
             yield plan.build(records)
-        start = batch_size
         while start < total:
             with _translated(repo):
                 records = await fetch_rows(connection, select, [start, start + batch_size])
