@@ -159,7 +159,7 @@ async def _snapshot(repo: BaseRepository[M], source: _keyset.Source,
     table = _table(model)
     plan = _reads.rows_of(repo)
     connection = session.connection
-    raw = connection._connection  # type: ignore[attr-defined]
+    raw = connection._connection  # Tortoise 1.1.9: the client's aiosqlite connection
     name = _quote(f"aegis_iter_{next(_names)}")
     key = f"{table}.{_quote(meta.db_pk_column)}"
     columns = ", ".join(f"{table}.{_quote(c)}" for c in meta.fields_db_projection.values())
@@ -216,7 +216,8 @@ async def _snapshot_table(connection: Any, name: str, model: type[Model],
         f'INSERT INTO temp.{name} ("aegis_pos", "aegis_key") '  # noqa: S608 - quoted
         f"SELECT row_number() OVER (ORDER BY {order}), {key} "
         f"FROM {table}{_where(source)}", list(source[1]))
-    found = await fetch_rows(connection, f'SELECT max("aegis_pos") FROM temp.{name}', [])
+    found = await fetch_rows(
+        connection, f'SELECT max("aegis_pos") FROM temp.{name}', [])  # noqa: S608 - quoted
     return int(found[0][0] or 0)
 
 

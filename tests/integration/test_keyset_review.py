@@ -1,8 +1,15 @@
-"""Review probes of keyset pages and iterate (issue #18 items 7, 8, 9, 14, 17)."""
+"""A second review of keyset pages and ``iterate`` (issue #18 items 7, 8, 9, 14, 17).
+
+What it found: a task cancelled in a walk's BEGIN broke the session's later transactions on
+PostgreSQL (any call's BEGIN, in fact); on sqlite a cancelled walk left its snapshot table,
+another task's writes could enter a snapshot being taken, and every walk, even of one row,
+cost a sweep, a temporary table and four more statements.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import decimal
 from collections.abc import AsyncIterator
@@ -45,6 +52,7 @@ async def _walk(repo: BaseRepository[Any], bound: int, **options: Any) -> list[A
 
 
 async def _seed(db: DatabaseManager) -> None:
+    """Items with repeated values and NULLs in many columns."""
     async with db.session() as session:
         for i in range(29):
             await Item.create(
@@ -54,17 +62,22 @@ async def _seed(db: DatabaseManager) -> None:
                 price=None if i % 4 == 1 else decimal.Decimal(f"{(i % 6) * 3}.{i % 2}5"),
                 ratio=None if i % 5 == 2 else (i % 3) / 3,
                 day=None if i % 6 == 3 else dt.date(2024, 1, 1 + i % 4),
-                clock=None if i % 5 == 4 or db.dialect == 'sqlite' else dt.time(10, i % 3, 0, i % 2),
+                # Tortoise 1.1.9 cannot bind a time on sqlite.
+                clock=None if i % 5 == 4 or db.dialect == "sqlite" else dt.time(10, i % 3, 0,
+                                                                                 i % 2),
                 moment=None if i % 4 == 0 else dt.datetime(2024, 3, 31, 0, 59, 59, i % 3,
                                                            tzinfo=dt.UTC),
                 color=None if i % 3 == 0 else ["red", "green", "blue"][i % 3])
 
 
-@pytest.mark.parametrize("order_by", [["price"], ["-price", "ratio"], ["big", "-flag"],
-                                      ["-day", "clock"], ["clock", "-price"], ["color", "-kind"],
-                                      ["-ratio", "-big", "price"], ["-moment", "day"],
-                                      ["token"], ["-label"]])
-async def test_more_fields_with_nulls_and_mixed_directions(items_db: DatabaseManager, order_by: list[str]) -> None:
+@pytest.mark.parametrize("order_by", [["-price", "ratio"], ["big", "-flag"],
+                                      ["-day", "clock", "-price"], ["color", "-kind"],
+                                      ["-ratio", "-big", "price"], ["-moment", "day"]])
+async def test_more_fields_with_nulls_and_mixed_directions(items_db: DatabaseManager,
+                                                           order_by: list[str]) -> None:
+    """Decimal (sqlite's CAST), float, bigint, bool, date, time, enum and timestamp columns,
+    several nullable ones in one ordering, mixed directions: Tortoise's order, page by page
+    (1 and 3 rows) and by iterate (the sqlite snapshot table)."""
     await _seed(items_db)
     async with items_db.session() as session:
         repo = BaseRepository(session, Item)
@@ -77,6 +90,7 @@ async def test_more_fields_with_nulls_and_mixed_directions(items_db: DatabaseMan
 
 
 async def _leftovers(session: Any) -> int:
+    """Open cursors (PostgreSQL) or temporary tables (sqlite) of the session."""
     sql = ("SELECT count(*) FROM pg_cursors WHERE name <> ''" if session.dialect == "postgres"
            else "SELECT count(*) FROM sqlite_temp_master WHERE type = 'table'")
     return int((await session.execute(sql)).scalar())
@@ -103,10 +117,8 @@ async def test_a_cancelled_iterate_leaves_the_session_usable(db: DatabaseManager
         for _ in range(ticks):
             await asyncio.sleep(0)
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
         await repo.create({"email": "a@x.io", "name": "w"})
         await session.commit()
         await repo.create({"email": "b@x.io", "name": "w"})
@@ -117,6 +129,7 @@ async def test_a_cancelled_iterate_leaves_the_session_usable(db: DatabaseManager
 
 
 async def test_two_walks_at_once_on_one_session(db: DatabaseManager) -> None:
+    """Two walks interleaved on one session: each complete, nothing left behind."""
     await _users(db, 30)
     async with db.session() as session:
         repo = UserRepository(session)
@@ -132,7 +145,10 @@ async def test_two_walks_at_once_on_one_session(db: DatabaseManager) -> None:
         assert await _leftovers(session) == 0
 
 
-async def test_a_writer_task_on_the_session_does_not_enter_the_snapshot(db: DatabaseManager) -> None:
+async def test_a_writer_task_does_not_enter_the_snapshot(db: DatabaseManager) -> None:
+    """Another task writes on the session while the walk begins: the walk takes its
+    snapshot as one operation of the session (before: the writer's rows landed between the
+    sqlite table's CREATE and its INSERT ... SELECT and were walked)."""
     await _users(db, 30)
     async with db.session() as session:
         repo = UserRepository(session)
