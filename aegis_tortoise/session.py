@@ -483,25 +483,8 @@ class Session:
     # -- transaction control -----------------------------------------------------------------
 
     async def _begin_now(self) -> None:
-        # BEGIN runs to its end even when the task is cancelled meanwhile (a cancelled
-        # iterate, a timeout); the cancellation is raised after it. asyncpg 0.32 registers
-        # the transaction on the connection before it sends BEGIN and keeps it registered
-        # when the wait is interrupted, so the session's later BEGINs went out as SAVEPOINTs
-        # outside any transaction ("SAVEPOINT can only be used in transaction blocks").
-        begin = asyncio.ensure_future(self._client.begin())
-        cancelled: asyncio.CancelledError | None = None
-        while not begin.done():
-            try:
-                await asyncio.shield(begin)
-            except asyncio.CancelledError as exc:
-                cancelled = exc  # BEGIN goes on: wait for it
-            except BaseException:  # noqa: BLE001 - BEGIN failed: raised below
-                break
-        if not begin.cancelled() and begin.exception() is None:
-            self._began = True
-        if cancelled is not None:
-            raise cancelled
-        begin.result()
+        await self._client.begin()
+        self._began = True
 
     def _end_transaction(self) -> None:
         """The transaction is over (committed, rolled back or lost); the next statement

@@ -128,6 +128,29 @@ async def test_a_cancelled_iterate_leaves_the_session_usable(db: DatabaseManager
         assert await UserRepository(session).count({"name": "w"}) == 2
 
 
+@pytest.mark.parametrize("ticks", list(range(5)))
+async def test_a_write_cancelled_in_its_begin_leaves_the_session_usable(
+        pg_db: DatabaseManager, ticks: int) -> None:
+    """The same for any call whose BEGIN is interrupted (here a create): nothing of it is
+    written, and the session's next transactions are real ones."""
+    async with pg_db.session() as session:
+        repo = UserRepository(session)
+        task = asyncio.create_task(repo.create({"email": "lost@x.io", "name": "c"}))
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await repo.create({"email": "a@x.io", "name": "w"})
+        await session.commit()
+        await repo.create({"email": "b@x.io", "name": "w"})
+        await session.rollback()  # a real transaction: b is not written
+    async with pg_db.session() as session:
+        emails = {u.email for u in await UserRepository(session).list(limit=None)}
+        assert "a@x.io" in emails
+        assert "b@x.io" not in emails
+
+
 async def test_two_walks_at_once_on_one_session(db: DatabaseManager) -> None:
     """Two walks interleaved on one session: each complete, nothing left behind."""
     await _users(db, 30)
