@@ -147,10 +147,28 @@ class _PgSessionClient(_LazyReads, AsyncpgTransactionWrapper):
         self._pgbouncer = False  # that pool reaches the server through PgBouncer
 
     async def begin(self) -> None:
-        if self._retry_first:
-            await self._first_statement(self._begin)
-        else:
-            await self._begin()
+        try:
+            if self._retry_first:
+                await self._first_statement(self._begin)
+            else:
+                await self._begin()
+        except asyncio.CancelledError:
+            # Cancelled while BEGIN was on the way (a cancelled iterate, a timeout): asyncpg
+            # 0.32 has sent it and keeps the interrupted transaction registered, so the
+            # session's next BEGIN went out as a SAVEPOINT outside any transaction. Undo
+            # both, as release() does; the session's next statement begins anew.
+            await asyncio.shield(self._undo_begin())
+            raise
+
+    async def _undo_begin(self) -> None:
+        raw = self._connection
+        if raw.is_closed():
+            return
+        raw._top_xact = None
+        try:
+            await raw.execute("ROLLBACK")  # PostgreSQL only warns when no BEGIN got through
+        except Exception:  # a lost connection: the session's end discards it
+            logger.debug("ROLLBACK after a cancelled BEGIN failed", exc_info=True)
 
     async def _begin(self) -> None:
         # db.session(readonly=True): READ ONLY, on a replica and on the primary alike.

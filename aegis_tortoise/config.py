@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import pydantic
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from aegis_tortoise.errors import ConfigurationError
@@ -368,6 +368,21 @@ class DatabaseSettings(BaseSettings):
         description="DATABASE_SLOW_QUERY_PARAMETERS: show parameter values in slow-query "
         "warnings (redacted by default).",
     )
+
+    database_cursor_secret: SecretStr | None = Field(
+        default=None,
+        description="DATABASE_CURSOR_SECRET: the key that signs keyset cursors, at least 16 "
+        "bytes, the same for every instance of a service. Unset: a random key per process "
+        "(cursors then fail after a restart and across instances; a WARNING says so).",
+    )
+
+    @field_validator("database_cursor_secret")
+    @classmethod
+    def _long_cursor_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        from aegis_tortoise._cursor import checked_secret
+
+        checked_secret(value, "DATABASE_CURSOR_SECRET")
+        return value
 
     def __init__(self, **values: Any) -> None:
         try:

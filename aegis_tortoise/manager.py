@@ -24,7 +24,7 @@ from tortoise.context import TortoiseContext, _current_context
 from tortoise.exceptions import BaseORMException
 from tortoise.utils import generate_schema_for_client
 
-from aegis_tortoise import _model_state, _tortoise_state
+from aegis_tortoise import _cursor, _model_state, _tortoise_state
 from aegis_tortoise._backends import Backend, PostgresBackend, SqliteBackend
 from aegis_tortoise._modules import check_model_modules
 from aegis_tortoise._observe import acquire as observed_acquire
@@ -98,6 +98,8 @@ class DatabaseManager:
         max_replica_lag: Seconds a replica may lag before readonly sessions skip it.
         read_your_writes: Seconds after a task committed a write during which its readonly
             sessions use the primary; 0 disables.
+        cursor_secret: The key that signs keyset cursors (at least 16 bytes); ``None``:
+            ``DATABASE_CURSOR_SECRET`` (see :mod:`aegis_tortoise._cursor`).
         **driver_options: Passed to the driver (asyncpg ``connect()`` keywords such as
             ``ssl``, ``command_timeout``, ``server_settings``; sqlite pragmas).
 
@@ -124,6 +126,7 @@ class DatabaseManager:
         replica_urls: Sequence[str] | None = None,
         max_replica_lag: float | None = None,
         read_your_writes: float | None = None,
+        cursor_secret: str | bytes | None = None,
         _tortoise_config: dict[str, Any] | None = None,
         **driver_options: Any,
     ) -> None:
@@ -173,6 +176,8 @@ class DatabaseManager:
         self._replicas = ReplicaSet.configure(self, replica_urls, max_replica_lag,
                                               read_your_writes)
         self._tortoise_config = config
+        # None until the first cursor needs it: then the setting, else the fallbacks.
+        self._cursor_key = _cursor.checked_secret(cursor_secret, "cursor_secret")
         self._backend: Backend = (
             PostgresBackend(self) if self.dialect == "postgres" else SqliteBackend(self)
         )

@@ -78,7 +78,8 @@ class PaginatedResponse(BaseModel, Generic[T]):
 class KeysetPage(BaseModel, Generic[T]):
     """One page of ``repo.paginate_keyset()``: the items, and the cursor of the next page.
 
-    ``next_cursor`` is opaque (pass it back as ``after=``); None when ``has_next`` is False.
+    ``next_cursor`` is to be passed back as ``after=`` unchanged; None when ``has_next`` is
+    False. It is signed, not encrypted: the ordering values of the last item are readable.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

@@ -72,8 +72,9 @@ class BaseRepository(Generic[ModelT]):
             ``include_deleted=True``. Default False: soft-deleted rows stay visible, as in
             the original library.
         soft_delete_field: The nullable datetime field that marks soft-deleted rows.
-        cursor_secret: The HMAC key of ``paginate_keyset`` cursors; None: the
-            ``AEGIS_CURSOR_SECRET`` environment variable, else a key made per process.
+        cursor_secret: The HMAC key of ``paginate_keyset`` cursors (at least 16 bytes);
+            None: the manager's (``DatabaseManager(cursor_secret=...)``, else the
+            ``DATABASE_CURSOR_SECRET`` setting; see :mod:`aegis_tortoise._cursor`).
     """
 
     hide_soft_deleted: ClassVar[bool] = False
@@ -468,10 +469,11 @@ class BaseRepository(Generic[ModelT]):
                               filters: Mapping[str, Any] | None = None, after: str | None = None,
                               *, include_deleted: bool = False) -> KeysetPage[ModelT]:
         """The page after the cursor ``after`` (None: the first page); one query whatever
-        the depth. ``order_by`` takes non-null fields; the primary key breaks ties.
+        the depth. ``order_by`` takes the model's own columns (NULLs sorted as Tortoise
+        sorts them); the primary key breaks ties. A cursor is signed, not encrypted.
 
         Raises:
-            ValidationError: a changed cursor, or one of another model or ordering.
+            ValidationError: a changed cursor, or one of another model, ordering or filters.
         """
         return await _keyset.paginate_keyset(self, limit=limit, order_by=order_by,
                                              filters=filters, after=after,
@@ -480,8 +482,9 @@ class BaseRepository(Generic[ModelT]):
     def iterate(self, filters: Mapping[str, Any] | None = None,
                 order_by: OrderBy | None = None, batch_size: int = 1000, *,
                 include_deleted: bool = False) -> AsyncGenerator[ModelT, None]:
-        """Every matching entity, holding at most ``batch_size`` rows (a server-side cursor
-        on PostgreSQL, keyset batches on sqlite): ``async for user in repo.iterate(): ...``."""
+        """Every entity that matched when the walk began, holding at most ``batch_size`` rows
+        (a server-side cursor on PostgreSQL, a snapshot of the keys on sqlite):
+        ``async for user in repo.iterate(): ...``."""
         return _stream.items(self, filters=filters, order_by=order_by, batch_size=batch_size,
                              include_deleted=include_deleted)
 
