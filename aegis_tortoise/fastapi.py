@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from http import HTTPStatus
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -27,6 +28,7 @@ import asyncpg
 from fastapi import Depends, FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field
 from tortoise import exceptions as tortoise_exc
 from tortoise.models import Model
@@ -321,26 +323,57 @@ async def _request_validation_handler(request: Request, exc: Exception) -> JSONR
     return JSONResponse(status_code=422, content=body.model_dump(mode="json", exclude_none=True))
 
 
+async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette's and FastAPI's own answers: an unknown route (404), a wrong method (405),
+    # a body that cannot be read (400, e.g. invalid UTF-8), and the app's HTTPException.
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for it only
+    status = exc.status_code
+    if isinstance(exc.detail, str) and exc.detail:
+        message = exc.detail  # the app's own text (HTTPException(409, "..."))
+    else:
+        message = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else (
+            "Error")
+    message = _HTTP_MESSAGES.get(message, message)
+    code = ErrorCode.INTERNAL_ERROR if status >= 500 else (
+        ErrorCode.ENTITY_NOT_FOUND if status == 404 else ErrorCode.VALIDATION_ERROR)
+    logger.log(logging.ERROR if status >= 500 else logging.INFO, "%s %s -> %d: %s",
+               request.method, request.url.path, status, exc.detail)
+    body = {"error_code": str(code), "message": message, "details": {}}
+    return JSONResponse(status_code=status, content=body, headers=exc.headers)
+
+
+# Starlette's and FastAPI's own texts, in the house style.
+_HTTP_MESSAGES = {"Not Found": "Not found", "Method Not Allowed": "Method not allowed",
+                  "There was an error parsing the body": "The request body could not be read"}
+
+
 def install_exception_handlers(app: FastAPI, *, request_validation: bool = True,
-                               unexpected: bool = True) -> None:
+                               unexpected: bool = True, http_errors: bool = True) -> None:
     """Answer every error with the public body ``{"error_code", "message", "details"}``.
 
     Handles :class:`ServiceException` and Tortoise's errors (see :func:`error_response`),
     and by default also FastAPI's request validation errors (422, whose default body
-    echoes the input back) and unexpected exceptions (500; Starlette re-raises them after
-    answering, so the server logs them too). The full cause of each goes to the
-    ``aegis_tortoise.fastapi`` logger: INFO for 4xx, ERROR for 5xx.
+    echoes the input back), Starlette's HTTP errors (an unknown route 404, a wrong method
+    405, an unreadable body 400, and ``HTTPException``\s the app raises) and unexpected
+    exceptions (500; Starlette re-raises them after answering, so the server logs them
+    too). The full cause of each goes to the ``aegis_tortoise.fastapi`` logger: INFO for
+    4xx, ERROR for 5xx.
 
     Args:
         app: The application.
         request_validation: Replace FastAPI's 422 body with the public one
             (``details.fields`` lists the locations, e.g. ``body.email``).
         unexpected: Answer unexpected exceptions with a generic 500 body.
+        http_errors: Answer ``HTTPException`` (Starlette's and FastAPI's) with the public
+            body instead of ``{"detail": ...}``; 404, 405 and 400 get a fixed message,
+            other statuses the exception's text. Headers (``Allow``...) are kept.
     """
     app.add_exception_handler(ServiceException, _service_handler)
     app.add_exception_handler(tortoise_exc.BaseORMException, _service_handler)
     if request_validation:
         app.add_exception_handler(RequestValidationError, _request_validation_handler)
+    if http_errors:
+        app.add_exception_handler(StarletteHTTPException, _http_handler)
     if unexpected:
         app.add_exception_handler(Exception, _service_handler)
 

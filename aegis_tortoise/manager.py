@@ -47,6 +47,7 @@ from aegis_tortoise.config import (
     DatabaseURL,
     parse_database_url,
     pgbouncer_option,
+    warn_default_url,
 )
 from aegis_tortoise.errors import (
     ConfigurationError,
@@ -142,6 +143,11 @@ class DatabaseManager:
             settings = (DatabaseSettings() if config is None else DatabaseSettings(
                 database_url=DEFAULT_DATABASE_URL, database_models=[]))
         self.settings = settings
+        #: The URL is the in-memory default: nothing set DATABASE_URL (see check_health).
+        self.url_is_default = (config is None and database_url is None
+                               and settings is not None and settings.url_is_default)
+        if self.url_is_default:
+            warn_default_url()
         if config is None:
             self.alias = DEFAULT_CONNECTION
             self.url: DatabaseURL = parse_database_url(
