@@ -354,7 +354,7 @@ def install_exception_handlers(app: FastAPI, *, request_validation: bool = True,
     Handles :class:`ServiceException` and Tortoise's errors (see :func:`error_response`),
     and by default also FastAPI's request validation errors (422, whose default body
     echoes the input back), Starlette's HTTP errors (an unknown route 404, a wrong method
-    405, an unreadable body 400, and ``HTTPException``\s the app raises) and unexpected
+    405, an unreadable body 400, and the ``HTTPException`` errors the app raises) and unexpected
     exceptions (500; Starlette re-raises them after answering, so the server logs them
     too). The full cause of each goes to the ``aegis_tortoise.fastapi`` logger: INFO for
     4xx, ERROR for 5xx.
@@ -389,11 +389,16 @@ async def check_health(db: DatabaseManager, *, timeout: float = 5.0  # noqa: ASY
     free connection included). Never raises for a database failure.
 
     Returns:
-        ``{"status": "ok" | "unavailable", "database": {"reachable", "latency_ms",
-        "dialect", "error_code"?}, "pool": {"size", "in_use", "idle", "max_size"}}``;
-        no message, host or password.
+        ``{"status": "ok" | "degraded" | "unavailable", "database": {"reachable",
+        "latency_ms", "dialect", "storage"?, "error_code"?}, "pool": {"size", "in_use",
+        "idle", "max_size"}}``; no message, host or password. ``"degraded"`` with
+        ``"storage": "in-memory"``: nothing set ``DATABASE_URL``, so the service runs on
+        the default in-memory sqlite database, empty at every start.
     """
     database: dict[str, Any] = {"reachable": False, "latency_ms": None, "dialect": db.dialect}
+    in_memory_default = bool(getattr(db, "url_is_default", False)) and db.url.is_memory
+    if in_memory_default:
+        database["storage"] = "in-memory"
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout), db.session() as session:
@@ -406,17 +411,24 @@ async def check_health(db: DatabaseManager, *, timeout: float = 5.0  # noqa: ASY
         database["error_code"] = str(exc.error_code)
         logger.warning("health check failed: %s", exc, exc_info=exc)
     database["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-    return {"status": "ok" if database["reachable"] else "unavailable",
-            "database": database, "pool": pool_state(db)}
+    status = "unavailable" if not database["reachable"] else (
+        "degraded" if in_memory_default else "ok")
+    return {"status": status, "database": database, "pool": pool_state(db)}
 
 
 def install_health_route(app: FastAPI, db: DatabaseManager, *, path: str = "/health",
                          timeout: float = 5.0) -> None:
-    """``GET path``: :func:`check_health`'s report, 200 when ready, 503 when not."""
+    """``GET path``: :func:`check_health`'s report, 200 when the database answers
+    (``"ok"``, or ``"degraded"`` on the in-memory default), 503 when it does not.
+
+    The manager is found as :func:`session_dependency` finds it: under the pytest
+    plugin's ``aegis_client`` (or :func:`~aegis_tortoise.testing.app_client`) it is the
+    test's, otherwise ``db``.
+    """
 
     async def health() -> JSONResponse:
-        report = await check_health(db, timeout=timeout)
-        return JSONResponse(status_code=200 if report["status"] == "ok" else 503,
+        report = await check_health(test_manager.get() or db, timeout=timeout)
+        return JSONResponse(status_code=503 if report["status"] == "unavailable" else 200,
                             content=report)
 
     app.add_api_route(path, health, methods=["GET"], include_in_schema=True,
