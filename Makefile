@@ -19,22 +19,29 @@ EXTRAS = $(shell $(PYTHON) -c "import tomllib; print(','.join(tomllib.load(open(
 help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
+# The venv without pip of its own (ensurepip alone takes longer than the demo's packages):
+# the interpreter's pip installs into it (pip --python); make install then adds pip.
+VPIP = $(PYTHON) -m pip --python $(PY)
+
 $(VENV)/bin/python:
-	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PYTHON) -m venv --without-pip $(VENV)
 
 $(STAMP): pyproject.toml $(LOCK) | $(VENV)/bin/python
-	$(PY) -m pip install -q --upgrade pip
+	$(VPIP) install -q --upgrade pip
 	$(PY) -m pip install -q -c $(LOCK) -e '.[dev]'
 	@touch $(STAMP) $(DEMO_STAMP)
 
+# The demo runs from the checkout (PYTHONPATH=.): only the runtime dependencies, no build.
+DEPS = $(shell $(PYTHON) -c "import shlex, tomllib; print(' '.join(shlex.quote(d) for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))")
+
 $(DEMO_STAMP): pyproject.toml $(LOCK) | $(VENV)/bin/python
-	$(PY) -m pip install -q -c $(LOCK) -e .
+	$(VPIP) install -q -c $(LOCK) $(DEPS)
 	@touch $(DEMO_STAMP)
 
 install: $(STAMP)  ## Create .venv and install the package with its dev tools (locked versions)
 
-demo: $(DEMO_STAMP)  ## Run the seed's walkthrough on in-memory sqlite (installs the package only)
-	$(PY) -m aegis_tortoise demo
+demo: $(DEMO_STAMP)  ## Run the seed's walkthrough on in-memory sqlite (installs its dependencies only)
+	PYTHONPATH=. $(PY) -m aegis_tortoise demo
 
 test: $(STAMP)  ## Run the whole suite on sqlite and PostgreSQL
 	$(PY) -m pytest $(PYTEST_ARGS)
