@@ -26,11 +26,11 @@ __all__ = [
     "DatabaseURL",
     "Settings",
     "credentials_pgbouncer",
+    "default_url_in_use",
     "mask_url",
     "parse_database_url",
     "pgbouncer_option",
     "split_hosts",
-    "warn_default_url",
 ]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///:memory:"
@@ -491,15 +491,19 @@ def _warn_unknown_names(env_file: Any) -> None:
                            "mean %s?", name, source, closest)
 
 
-def warn_default_url() -> None:
-    """The WARNING (once a process) that the database URL came from the default."""
+def default_url_in_use(settings: DatabaseSettings | None) -> bool:
+    """Whether ``settings`` give the default URL; if so, the WARNING (once a process) that
+    names ``DATABASE_URL``."""
+    if settings is None or not settings.url_is_default:
+        return False
     if "<default url>" in _warned:
-        return
+        return True
     _warned.add("<default url>")
     logger.warning(
         "DATABASE_URL is not set: using the default %s, an in-memory sqlite database that "
         "is empty at every start and lost at exit. Set DATABASE_URL (environment or .env) "
         "for a service; the default suits scripts, demos and tests", DEFAULT_DATABASE_URL)
+    return True
 
 
 def credentials_pgbouncer(name: str, credentials: dict[str, Any]) -> bool | None:

@@ -19,17 +19,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from http import HTTPStatus
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from tortoise import exceptions as tortoise_exc
 from tortoise.models import Model
 

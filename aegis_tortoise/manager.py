@@ -45,9 +45,9 @@ from aegis_tortoise.config import (
     DEFAULT_DATABASE_URL,
     DatabaseSettings,
     DatabaseURL,
+    default_url_in_use,
     parse_database_url,
     pgbouncer_option,
-    warn_default_url,
 )
 from aegis_tortoise.errors import (
     ConfigurationError,
@@ -144,10 +144,8 @@ class DatabaseManager:
                 database_url=DEFAULT_DATABASE_URL, database_models=[]))
         self.settings = settings
         #: The URL is the in-memory default: nothing set DATABASE_URL (see check_health).
-        self.url_is_default = (config is None and database_url is None
-                               and settings is not None and settings.url_is_default)
-        if self.url_is_default:
-            warn_default_url()
+        self.url_is_default = config is None and database_url is None and default_url_in_use(
+            settings)
         if config is None:
             self.alias = DEFAULT_CONNECTION
             self.url: DatabaseURL = parse_database_url(

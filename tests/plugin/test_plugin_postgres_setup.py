@@ -64,7 +64,8 @@ def test_an_unreachable_server_fails_once_in_one_line(
     assert "start the server" in lines[0]
     assert "s3cr3t-pw" not in output
     assert "Traceback" not in output
-    assert "passed" not in output and "failed" not in output
+    assert "passed" not in output
+    assert "failed" not in output
 
 
 def test_a_model_module_pytest_cannot_import_names_pythonpath(
