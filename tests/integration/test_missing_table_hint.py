@@ -4,7 +4,6 @@ tests. The hint is in the exception message and the log; the HTTP body stays cli
 from __future__ import annotations
 
 import logging
-from typing import Annotated
 
 import httpx
 import pytest
@@ -41,7 +40,7 @@ async def test_the_http_body_stays_safe_and_the_log_has_the_hint(
     install_exception_handlers(app)
 
     @app.get("/policies")
-    async def policies(session: Annotated[Session, session_dependency(db)]) -> int:
+    async def policies(session: Session = session_dependency(db)) -> int:  # noqa: B008
         return len(await PolicyRepository(session).list())
 
     with caplog.at_level(logging.INFO, logger="aegis_tortoise.fastapi"):
