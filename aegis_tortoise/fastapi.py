@@ -127,9 +127,8 @@ _NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
 ERROR_BODY_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "ErrorBody",
-    "description": "The body of every error answer of this library's handlers. Keys of "
-                   "details appear only when known; an application's own ServiceException "
-                   "subclasses may carry details of their own.",
+    # Short enough for a line of the docs' code block (tests/docs/test_docs_layout.py).
+    "description": "The body of every error answer; details holds the known keys",
     "type": "object",
     "required": ["error_code", "message", "details"],
     "additionalProperties": False,
@@ -147,8 +146,7 @@ ERROR_BODY_SCHEMA: dict[str, Any] = {
                           "pattern": "^[A-Za-z_][A-Za-z0-9_]*(, [A-Za-z_][A-Za-z0-9_]*)*$",
                           "description": "The field at fault, e.g. email or user_id"},
                 "fields": {"type": "array", "items": {"type": "string"},
-                           "description": "Several fields at fault; for request "
-                                          "validation their locations, e.g. body.email"},
+                           "description": "Several fields (request validation: body.email)"},
             },
         },
     },
