@@ -232,7 +232,12 @@ def parse_database_url(url: str) -> DatabaseURL:
     )
 
 
-def _parse_postgres(url: str, scheme: str) -> DatabaseURL:
+def refuse_unencoded_password(url: str, scheme: str) -> None:
+    """Refuse a server URL with an ``@`` after its host part (an unencoded password).
+
+    Raises:
+        ConfigurationError: naming the scheme only, never a part of the URL.
+    """
     # An unencoded '/', '?' or '#' in the password ends the authority part early: the rest
     # of the password then reads as a port, host, path or query, and an error quoting those
     # would leak it (or a host name made of password text would be resolved). The sign is
@@ -248,6 +253,13 @@ def _parse_postgres(url: str, scheme: str) -> DatabaseURL:
             "percent-encode your password (urllib.parse.quote(password, safe=''))",
             details={"scheme": scheme},
         )
+
+
+def _parse_postgres(url: str, scheme: str) -> DatabaseURL:
+    refuse_unencoded_password(url, scheme)
+    authority_and_rest = url.split("://", 1)[1]
+    cut = min((i for i in (authority_and_rest.find(c) for c in "/?#") if i >= 0),
+              default=len(authority_and_rest))
     auth, at, hostlist = authority_and_rest[:cut].rpartition("@")
     if "," in hostlist:
         # Several hosts (libpq, asyncpg: tried in order, see target_session_attrs).
@@ -327,6 +339,9 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
         validate_default=True,
+        # pydantic's own ValidationError (model_validate) would quote the input, the URLs
+        # with their passwords. A model of yours that holds DatabaseSettings needs the same.
+        hide_input_in_errors=True,
     )
 
     database_url: str = Field(
@@ -471,13 +486,28 @@ def _env_file_names(env_file: Any) -> list[str]:
     return names
 
 
+def _known_names() -> list[str]:
+    """The variable names of DatabaseSettings' fields and of every subclass's.
+
+    An app's subclass adds settings of its own (``DATABASE_SCHEMA``); they are read, even
+    when a plain DatabaseSettings (the manager's) is the one that looks at the environment.
+    """
+    names: set[str] = set()
+    classes: list[type[DatabaseSettings]] = [DatabaseSettings]
+    while classes:
+        cls = classes.pop()
+        names.update(name.upper() for name in cls.model_fields)
+        classes.extend(cls.__subclasses__())
+    return sorted(names)
+
+
 def _warn_unknown_names(env_file: Any) -> None:
     """A WARNING (once a name) for each ``DATABASE_*`` variable that is no setting.
 
     ``DATABASE_POOLSIZE=5`` would otherwise be ignored in silence and leave the pool at its
-    default. The known names are the fields of :class:`DatabaseSettings`.
+    default. The known names are the fields of :class:`DatabaseSettings` and its subclasses.
     """
-    known = sorted(name.upper() for name in DatabaseSettings.model_fields)
+    known = _known_names()
     for source, names in (("environment", list(os.environ)),
                           (".env", _env_file_names(env_file))):
         for name in names:
@@ -540,6 +570,10 @@ def pgbouncer_option(value: bool | None, url: DatabaseURL, config: dict[str, Any
     return value
 
 
+# Settings whose values hold passwords: an error never quotes them.
+_URL_VARIABLES = frozenset({"DATABASE_URL", "DATABASE_REPLICA_URLS"})
+
+
 def _settings_error(exc: pydantic.ValidationError) -> ConfigurationError:
     problems = []
     variables = []
@@ -553,7 +587,7 @@ def _settings_error(exc: pydantic.ValidationError) -> ConfigurationError:
         else:
             message = error["msg"]
             raw = os.environ.get(variable)
-            if raw is not None and variable != "DATABASE_URL":
+            if raw is not None and variable not in _URL_VARIABLES:
                 message += f" (got {raw!r})"
         problems.append(f"{variable}: {message}")
     return ConfigurationError(

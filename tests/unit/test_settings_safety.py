@@ -162,3 +162,89 @@ def test_no_warning_when_the_url_is_set(monkeypatch: pytest.MonkeyPatch, clean_e
     assert not (explicit.url_is_default)
     assert not (from_env.url_is_default)
     assert not (from_dotenv.url_is_default)
+
+
+# -- review of the branch: further paths a password took (found by probing) ----------------
+
+
+def _chain_text(error: BaseException) -> str:
+    """Everything a traceback or an error reporter shows: the messages of the whole chain."""
+    import traceback
+
+    return "".join(traceback.format_exception(error)) + " ".join(
+        f"{e!r} {getattr(e, 'details', '')}" for e in _chain(error))
+
+
+def _chain(error: BaseException | None) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while error is not None and error not in seen:
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return seen
+
+
+def test_model_validate_quotes_no_password() -> None:
+    """Before: pydantic's ValidationError echoed input_value, the URL with its password."""
+    bad = f"postgresql://app:x/{SECRET}@host/db"
+    with pytest.raises(ValueError, match="percent-encode your password") as info:
+        DatabaseSettings.model_validate({"database_url": bad})
+    assert SECRET not in str(info.value)
+
+
+def test_an_invalid_replica_setting_quotes_no_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the error quoted DATABASE_REPLICA_URLS from the environment, passwords
+    included ("Input should be a valid list (got 'postgresql://r:...')")."""
+    monkeypatch.setenv("DATABASE_REPLICA_URLS", f"postgresql://r:{SECRET}@replica/app")
+    with pytest.raises(ConfigurationError, match="DATABASE_REPLICA_URLS") as info:
+        DatabaseSettings(database_replica_urls=5)
+    assert SECRET not in _chain_text(info.value)
+
+
+def test_a_subclass_setting_is_a_known_name(monkeypatch: pytest.MonkeyPatch,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Before: an app's own DATABASE_* field (a subclass) was reported as ignored."""
+
+    class AppSettings(DatabaseSettings):
+        database_schema: str = "public"
+
+    monkeypatch.setenv("DATABASE_SCHEMA", "tenant")
+    with caplog.at_level(logging.WARNING, logger="aegis_tortoise.config"):
+        DatabaseSettings()  # as a DatabaseManager() without settings reads them
+        settings = AppSettings()
+    assert settings.database_schema == "tenant"
+    assert not [r for r in caplog.records if "DATABASE_SCHEMA" in r.getMessage()]
+
+
+@pytest.mark.parametrize("url", [
+    f"asyncpg://app:{SECRET}/x@host/db",
+    f"postgres://app:{SECRET}?x@host/db",
+    f"postgres://app:{SECRET}#x@host/db",
+    f"postgres://app:{SECRET}@secrethostpart:5432/abc@127.0.0.1/db",
+])
+def test_a_tortoise_config_url_with_an_unencoded_password(url: str) -> None:
+    """Before: Tortoise's expansion chained a ValueError quoting password text as the port,
+    or accepted the URL with password text as its host."""
+    from aegis_tortoise import DatabaseManager
+
+    config = {"connections": {"default": url},
+              "apps": {"models": {"models": ["aegis_tortoise.examples.models"]}}}
+    with pytest.raises(ConfigurationError, match="percent-encode your password") as info:
+        DatabaseManager.from_tortoise_config(config)
+    shown = _chain_text(info.value)
+    for secret in (SECRET, "secrethostpart", "abc"):
+        assert secret not in shown, shown
+
+
+@pytest.mark.parametrize("url", [
+    "asyncpg://app:pw@ho[st/db",  # urlparse's ValueError ("Invalid IPv6 URL")
+    "asyncpg://app:pw@host/db?max_size=lots",  # Tortoise's int() of a query value
+])
+def test_a_malformed_tortoise_config_url_is_our_error(url: str) -> None:
+    """Before: a raw ValueError left from_tortoise_config."""
+    from aegis_tortoise import DatabaseManager
+
+    config = {"connections": {"default": url},
+              "apps": {"models": {"models": ["aegis_tortoise.examples.models"]}}}
+    with pytest.raises(ConfigurationError, match="'default'") as info:
+        DatabaseManager.from_tortoise_config(config)
+    assert "pw" not in info.value.message
