@@ -26,8 +26,10 @@ from typing import Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Request, params
+from fastapi.exception_handlers import http_exception_handler as fastapi_http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.utils import is_body_allowed_for_status_code
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from tortoise import exceptions as tortoise_exc
@@ -321,11 +323,14 @@ async def _request_validation_handler(request: Request, exc: Exception) -> JSONR
     return JSONResponse(status_code=422, content=body.model_dump(mode="json", exclude_none=True))
 
 
-async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
+async def _http_handler(request: Request, exc: Exception) -> Response:
     # Starlette's and FastAPI's own answers: an unknown route (404), a wrong method (405),
     # a body that cannot be read (400, e.g. invalid UTF-8), and the app's HTTPException.
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for it only
     status = exc.status_code
+    if not is_body_allowed_for_status_code(status):
+        # 1xx, 204, 304 (an ETag check): HTTP forbids a body; FastAPI's handler sends none.
+        return Response(status_code=status, headers=exc.headers)
     if isinstance(exc.detail, str) and exc.detail:
         message = exc.detail  # the app's own text (HTTPException(409, "..."))
     else:
@@ -364,13 +369,18 @@ def install_exception_handlers(app: FastAPI, *, request_validation: bool = True,
         unexpected: Answer unexpected exceptions with a generic 500 body.
         http_errors: Answer ``HTTPException`` (Starlette's and FastAPI's) with the public
             body instead of ``{"detail": ...}``; 404, 405 and 400 get a fixed message,
-            other statuses the exception's text. Headers (``Allow``...) are kept.
+            other statuses the exception's text. Headers (``Allow``...) are kept, and
+            204/304 get no body. A handler of the app's own for Starlette's
+            ``HTTPException``, registered before this call, is kept.
     """
     app.add_exception_handler(ServiceException, _service_handler)
     app.add_exception_handler(tortoise_exc.BaseORMException, _service_handler)
     if request_validation:
         app.add_exception_handler(RequestValidationError, _request_validation_handler)
-    if http_errors:
+    if http_errors and app.exception_handlers.get(StarletteHTTPException) in (
+            None, fastapi_http_exception_handler, _http_handler):
+        # Only in place of FastAPI's default: an app's own handler (FastAPI's documented
+        # way to customise these answers) registered before this call is kept.
         app.add_exception_handler(StarletteHTTPException, _http_handler)
     if unexpected:
         app.add_exception_handler(Exception, _service_handler)

@@ -80,6 +80,46 @@ async def test_http_errors_can_keep_fastapis_body() -> None:
         assert (await client.get("/nothing")).json() == {"detail": "Not Found"}
 
 
+@pytest.mark.parametrize("status", [204, 304])
+async def test_http_errors_of_a_status_without_a_body_send_none(status: int) -> None:
+    """Before: HTTPException(304) (an ETag check) answered a JSON body, which HTTP forbids
+    (a server such as uvicorn then fails the response); FastAPI sends none."""
+    app = FastAPI()
+    install_exception_handlers(app)
+
+    @app.get("/cached")
+    async def cached() -> None:
+        raise HTTPException(status, headers={"ETag": '"v1"'})
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as client:
+        response = await client.get("/cached")
+    assert response.status_code == status
+    assert response.content == b""
+    assert response.headers["etag"] == '"v1"'
+
+
+async def test_an_apps_own_http_exception_handler_is_kept() -> None:
+    """Before: install_exception_handlers() replaced the app's own handler of Starlette's
+    HTTPException (FastAPI's documented way to customise it) when called after it."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    app = FastAPI()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def own(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"own": exc.detail}, status_code=exc.status_code)
+
+    install_exception_handlers(app)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as client:
+        response = await client.get("/no-such-route")
+    assert response.status_code == 404
+    assert response.json() == {"own": "Not Found"}
+
+
 async def test_health_on_the_in_memory_default_is_degraded(
         monkeypatch: pytest.MonkeyPatch, tmp_path: object,
         caplog: pytest.LogCaptureFixture) -> None:
