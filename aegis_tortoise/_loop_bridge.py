@@ -14,6 +14,7 @@ hops (tens of microseconds), against a new backend per test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import threading
 from collections.abc import Coroutine
@@ -93,24 +94,47 @@ async def shared_connection(client: Any) -> BridgedConnection:
     try:
         connection = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(connect, loop))
     except BaseException:
-        loop.call_soon_threadsafe(loop.stop)
+        await asyncio.to_thread(_stop, loop, thread)
         raise
     bridged = _shared[key] = BridgedConnection(connection, loop, thread)
     return bridged
 
 
+def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread,
+          connection: Any = None) -> None:
+    """Terminate ``connection`` (if any), then stop and close its loop and thread.
+
+    ``terminate()`` aborts the transport, whose socket is closed by a callback on the loop:
+    the loop must run once more before it stops, or the socket (and the loop) are left
+    for the garbage collector, which reports them as ResourceWarnings in whatever runs
+    next.
+    """
+
+    async def terminate() -> None:
+        if connection is not None:
+            connection.terminate()
+        for _ in range(3):  # the transport's connection_lost callbacks
+            await asyncio.sleep(0)
+
+    if thread.is_alive():
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(terminate(), loop).result(timeout=5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    if not thread.is_alive() and not loop.is_closed():
+        loop.close()
+
+
 async def discard(bridged: BridgedConnection) -> None:
-    """Drop a connection that failed: terminate it and stop its loop and thread."""
+    """Drop a connection that failed: terminate it, stop and close its loop and thread."""
     for key, known in list(_shared.items()):
         if known is bridged:
             del _shared[key]
-    bridged.terminate()
-    bridged._loop.call_soon_threadsafe(bridged._loop.stop)
-    await asyncio.to_thread(bridged._thread.join, 5)
+    await asyncio.to_thread(_stop, bridged._loop, bridged._thread, bridged._target)
 
 
 def close_all() -> None:
-    """Close every shared connection (the end of the pytest run)."""
+    """Close every shared connection (the end of the pytest run), with its loop and thread."""
     while _shared:
         _, bridged = _shared.popitem()
         future = asyncio.run_coroutine_threadsafe(bridged._target.close(timeout=5),
@@ -118,7 +142,6 @@ def close_all() -> None:
         try:
             future.result(timeout=10)
         except Exception:  # noqa: BLE001 - the run is over; the server drops it anyway
-            bridged._loop.call_soon_threadsafe(bridged._target.terminate)
-        bridged._loop.call_soon_threadsafe(bridged._loop.stop)
-        bridged._thread.join(5)
-        bridged._loop.close()
+            _stop(bridged._loop, bridged._thread, bridged._target)
+        else:
+            _stop(bridged._loop, bridged._thread)

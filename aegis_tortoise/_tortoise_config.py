@@ -22,7 +22,12 @@ from tortoise.config import TortoiseConfig
 from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
 
 from aegis_tortoise._modules import module_models
-from aegis_tortoise.config import DatabaseURL, credentials_pgbouncer, parse_database_url
+from aegis_tortoise.config import (
+    DatabaseURL,
+    credentials_pgbouncer,
+    parse_database_url,
+    refuse_unencoded_password,
+)
 from aegis_tortoise.errors import ConfigurationError
 
 __all__ = [
@@ -68,24 +73,40 @@ def load_tortoise_config(config: Mapping[str, Any] | TortoiseConfig | str) -> di
                 details={"config": type(config).__name__})
         result = copy.deepcopy(typed.to_dict())
         result["connections"] = {
-            name: _expand(conn) if isinstance(conn, str) else conn
+            name: _expand(name, conn) if isinstance(conn, str) else conn
             for name, conn in result["connections"].items()}
     except TortoiseConfigurationError as exc:
         raise ConfigurationError(f"Invalid Tortoise config: {exc}") from exc
     return result
 
 
-def _expand(url: str) -> dict[str, Any]:
+def _expand(name: str, url: str) -> dict[str, Any]:
     """Tortoise's expansion of a connection URL; ours for a multi-host PostgreSQL URL,
-    which Tortoise 1.1.9 cannot parse (``h1:5432,h2:5433``)."""
-    rest = url.partition("://")[2]
+    which Tortoise 1.1.9 cannot parse (``h1:5432,h2:5433``).
+
+    Raises:
+        ConfigurationError: a malformed URL, naming the connection, never a part of the URL
+            (an unencoded password would be read as a port or host, and quoted).
+    """
+    scheme, _, rest = url.partition("://")
+    if not scheme.lower().startswith(("sqlite", "aiosqlite")):  # a file path may hold '@'
+        refuse_unencoded_password(url, scheme.lower())
     if "," in rest.split("/", 1)[0] and parse_database_url(url).dialect == "postgres":
         parsed = parse_database_url(url)
         connection = parsed.tortoise_connection()
         if "pgbouncer" in parsed.options:  # read by the manager, as Tortoise would keep it
             connection["credentials"]["pgbouncer"] = parsed.options["pgbouncer"]
         return connection
-    expanded: dict[str, Any] = expand_db_url(url)
+    try:
+        expanded: dict[str, Any] = expand_db_url(url)
+    except (TortoiseConfigurationError, ValueError):
+        # Not chained: Tortoise 1.1.9's ValueError (urlparse's, int() of the port or of a
+        # query value) quotes the text it could not read.
+        raise ConfigurationError(
+            f"The URL of the Tortoise connection {name!r} is malformed: check its port, "
+            "brackets and query values, and percent-encode special characters in the "
+            "password (urllib.parse.quote(password, safe=''))",
+            details={"connection": name}) from None
     return expanded
 
 

@@ -75,8 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="database to check (default: DATABASE_URL)")
     check.add_argument("--models", default=None,
                        help="comma-separated model modules (default: DATABASE_MODELS)")
-    check.add_argument("--timeout", type=float, default=10.0,
-                       help="seconds to wait for a connection (default 10)")
+    check.add_argument("--timeout", type=float, default=None,
+                       help="seconds to wait for a connection (default: DATABASE_POOL_TIMEOUT, "
+                       "30 unless set)")
     return parser
 
 
@@ -106,6 +107,12 @@ async def schema_differences(session: Session) -> list[str]:
 
 async def _check(args: argparse.Namespace) -> None:
     settings = DatabaseSettings()
+    if args.database_url is None and settings.url_is_default:
+        # The in-memory default is empty at every start: checking it says nothing about
+        # the service's database, and a service left on it fails every request.
+        raise _Failed("no database configured: set DATABASE_URL (environment or .env), e.g. "
+                      "DATABASE_URL=postgresql+asyncpg://user:password@host/dbname, and "
+                      "DATABASE_MODELS=app.models, or pass --database-url")
     models = ([m.strip() for m in args.models.split(",") if m.strip()]
               if args.models is not None else settings.database_models)
     db = DatabaseManager(args.database_url or settings.database_url, models=models,
@@ -130,8 +137,15 @@ async def _check(args: argparse.Namespace) -> None:
         print("schema:     DOES NOT MATCH the models:")
         for problem in problems:
             print(f"  - {problem}")
+        tables_only = all(problem.endswith("is missing") for problem in problems)
+        # generate_schemas() creates missing tables but never adds a column to one.
+        advice = ("run the migrations (aerich upgrade), or db.generate_schemas() for a new "
+                  "database" if tables_only else
+                  "make a migration for the changed models and apply it (aerich migrate, "
+                  "then aerich upgrade); generate_schemas() adds no columns to existing "
+                  "tables")
         raise _Failed(f"the schema does not match the models ({len(problems)} difference(s)); "
-                      "run the migrations (aerich upgrade) or db.generate_schemas()")
+                      + advice)
     print(f"schema:     matches {len(db._models)} model(s)")
 
 

@@ -8,12 +8,14 @@ Tortoise-style URLs (``asyncpg://``, ``sqlite://:memory:``) are both accepted, s
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import pydantic
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, SerializationInfo, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from aegis_tortoise.errors import ConfigurationError
@@ -24,12 +26,16 @@ __all__ = [
     "DatabaseURL",
     "Settings",
     "credentials_pgbouncer",
+    "default_url_in_use",
+    "mask_url",
     "parse_database_url",
     "pgbouncer_option",
     "split_hosts",
 ]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///:memory:"
+
+logger = logging.getLogger("aegis_tortoise.config")
 
 _POSTGRES_SCHEMES = frozenset({
     "postgresql+asyncpg", "postgresql", "postgres", "asyncpg", "postgres+asyncpg",
@@ -226,19 +232,34 @@ def parse_database_url(url: str) -> DatabaseURL:
     )
 
 
-def _parse_postgres(url: str, scheme: str) -> DatabaseURL:
+def refuse_unencoded_password(url: str, scheme: str) -> None:
+    """Refuse a server URL with an ``@`` after its host part (an unencoded password).
+
+    Raises:
+        ConfigurationError: naming the scheme only, never a part of the URL.
+    """
     # An unencoded '/', '?' or '#' in the password ends the authority part early: the rest
-    # of the password then reads as a port, path or query, and an error quoting those would
-    # leak it. The sign is an '@' after the authority while there is none inside it.
+    # of the password then reads as a port, host, path or query, and an error quoting those
+    # would leak it (or a host name made of password text would be resolved). The sign is
+    # an '@' after the authority, whatever comes before it: a database name, path or query
+    # holds no '@', an unencoded password may.
     authority_and_rest = url.split("://", 1)[1]
     cut = min((i for i in (authority_and_rest.find(c) for c in "/?#") if i >= 0),
               default=len(authority_and_rest))
-    if "@" not in authority_and_rest[:cut] and "@" in authority_and_rest[cut:]:
+    if "@" in authority_and_rest[cut:]:
         raise ConfigurationError(
-            f"The {scheme}:// database URL is malformed: its user or password contains '/', "
-            "'?' or '#'; percent-encode them (urllib.parse.quote(password, safe=''))",
+            f"The {scheme}:// database URL is malformed: an '@' follows its host part, so "
+            "the user or password contains '@', ':', '/', '?', '#' or '%' unencoded; "
+            "percent-encode your password (urllib.parse.quote(password, safe=''))",
             details={"scheme": scheme},
         )
+
+
+def _parse_postgres(url: str, scheme: str) -> DatabaseURL:
+    refuse_unencoded_password(url, scheme)
+    authority_and_rest = url.split("://", 1)[1]
+    cut = min((i for i in (authority_and_rest.find(c) for c in "/?#") if i >= 0),
+              default=len(authority_and_rest))
     auth, at, hostlist = authority_and_rest[:cut].rpartition("@")
     if "," in hostlist:
         # Several hosts (libpq, asyncpg: tried in order, see target_session_attrs).
@@ -282,6 +303,25 @@ def _parse_postgres(url: str, scheme: str) -> DatabaseURL:
     )
 
 
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, everything else as written.
+
+    Unlike :meth:`DatabaseURL.masked`, the query and every host are kept. A URL that does
+    not parse is replaced whole (``"<invalid database URL>"``): it may hold a password.
+    """
+    try:
+        parse_database_url(url)
+    except ConfigurationError:
+        return "<invalid database URL>"
+    scheme, sep, rest = url.strip().partition("://")
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, hosts = rest[:cut].rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{hosts}{rest[cut:]}"
+
+
 def _split_models(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -299,6 +339,9 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
         validate_default=True,
+        # pydantic's own ValidationError (model_validate) would quote the input, the URLs
+        # with their passwords. A model of yours that holds DatabaseSettings needs the same.
+        hide_input_in_errors=True,
     )
 
     database_url: str = Field(
@@ -389,6 +432,13 @@ class DatabaseSettings(BaseSettings):
             super().__init__(**values)
         except pydantic.ValidationError as exc:
             raise _settings_error(exc) from None
+        _warn_unknown_names(values.get("_env_file", self.model_config.get("env_file")))
+
+    @property
+    def url_is_default(self) -> bool:
+        """Whether ``database_url`` is the default (nothing set it: no ``DATABASE_URL`` in
+        the environment or ``.env``, no argument)."""
+        return "database_url" not in self.model_fields_set
 
     @field_validator("database_models", "database_replica_urls", mode="before")
     @classmethod
@@ -408,6 +458,17 @@ class DatabaseSettings(BaseSettings):
         parse_database_url(value)
         return value
 
+    @field_serializer("database_url", "database_replica_urls")
+    def _masked_urls(self, value: Any, info: SerializationInfo) -> Any:
+        # model_dump(), model_dump_json() and dict() go to logs, debug pages and error
+        # reports: the password is masked there, as in repr(). The attributes keep the
+        # real URL, and model_dump(context={"reveal_secrets": True}) gives it too.
+        if isinstance(info.context, dict) and info.context.get("reveal_secrets"):
+            return value
+        if isinstance(value, list):
+            return [mask_url(str(url)) for url in value]
+        return mask_url(str(value))
+
     @property
     def parsed_url(self) -> DatabaseURL:
         """``database_url`` parsed (the password masked in its ``repr``)."""
@@ -421,6 +482,73 @@ class DatabaseSettings(BaseSettings):
                 yield name, [parse_database_url(str(url)).masked() for url in value]
             else:
                 yield name, value
+
+
+_warned: set[str] = set()
+
+
+def _env_file_names(env_file: Any) -> list[str]:
+    """The variable names of the ``.env`` file(s) pydantic-settings reads."""
+    if env_file is None:
+        return []
+    files = [env_file] if isinstance(env_file, (str, os.PathLike)) else list(env_file)
+    names: list[str] = []
+    for path in files:
+        if os.path.isfile(path):
+            from dotenv import dotenv_values  # pydantic-settings' own .env reader
+
+            names.extend(str(name) for name in dotenv_values(path))
+    return names
+
+
+def _known_names() -> list[str]:
+    """The variable names of DatabaseSettings' fields and of every subclass's.
+
+    An app's subclass adds settings of its own (``DATABASE_SCHEMA``); they are read, even
+    when a plain DatabaseSettings (the manager's) is the one that looks at the environment.
+    """
+    names: set[str] = set()
+    classes: list[type[DatabaseSettings]] = [DatabaseSettings]
+    while classes:
+        cls = classes.pop()
+        names.update(name.upper() for name in cls.model_fields)
+        classes.extend(cls.__subclasses__())
+    return sorted(names)
+
+
+def _warn_unknown_names(env_file: Any) -> None:
+    """A WARNING (once a name) for each ``DATABASE_*`` variable that is no setting.
+
+    ``DATABASE_POOLSIZE=5`` would otherwise be ignored in silence and leave the pool at its
+    default. The known names are the fields of :class:`DatabaseSettings` and its subclasses.
+    """
+    known = _known_names()
+    for source, names in (("environment", list(os.environ)),
+                          (".env", _env_file_names(env_file))):
+        for name in names:
+            upper = name.upper()
+            if not upper.startswith("DATABASE_") or upper in known or upper in _warned:
+                continue
+            _warned.add(upper)
+            closest = (difflib.get_close_matches(upper, known, n=1, cutoff=0.5)
+                       or difflib.get_close_matches(upper, known, n=1, cutoff=0))[0]
+            logger.warning("%s (in the %s) is not a database setting and is ignored; did you "
+                           "mean %s?", name, source, closest)
+
+
+def default_url_in_use(settings: DatabaseSettings | None) -> bool:
+    """Whether ``settings`` give the default URL; if so, the WARNING (once a process) that
+    names ``DATABASE_URL``."""
+    if settings is None or not settings.url_is_default:
+        return False
+    if "<default url>" in _warned:
+        return True
+    _warned.add("<default url>")
+    logger.warning(
+        "DATABASE_URL is not set: using the default %s, an in-memory sqlite database that "
+        "is empty at every start and lost at exit. Set DATABASE_URL (environment or .env) "
+        "for a service; the default suits scripts, demos and tests", DEFAULT_DATABASE_URL)
+    return True
 
 
 def credentials_pgbouncer(name: str, credentials: dict[str, Any]) -> bool | None:
@@ -457,6 +585,10 @@ def pgbouncer_option(value: bool | None, url: DatabaseURL, config: dict[str, Any
     return value
 
 
+# Settings whose values hold passwords: an error never quotes them.
+_URL_VARIABLES = frozenset({"DATABASE_URL", "DATABASE_REPLICA_URLS"})
+
+
 def _settings_error(exc: pydantic.ValidationError) -> ConfigurationError:
     problems = []
     variables = []
@@ -470,7 +602,7 @@ def _settings_error(exc: pydantic.ValidationError) -> ConfigurationError:
         else:
             message = error["msg"]
             raw = os.environ.get(variable)
-            if raw is not None and variable != "DATABASE_URL":
+            if raw is not None and variable not in _URL_VARIABLES:
                 message += f" (got {raw!r})"
         problems.append(f"{variable}: {message}")
     return ConfigurationError(

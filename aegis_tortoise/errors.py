@@ -291,6 +291,12 @@ def _field_from_sqlite(exc: sqlite3.Error) -> str | None:
     return ", ".join(part.strip().split(".")[-1] for part in match.group("cols").split(","))
 
 
+# A table the models name is missing: the schema was never created or migrated (#20).
+MISSING_TABLE_HINT = (
+    " (the table is missing: run the migrations, e.g. `aerich upgrade`, before starting the "
+    "service; in tests and demos, create the tables with `await db.generate_schemas()`)")
+
+
 def _translate_pg(exc: asyncpg.PostgresError, entity: str | None) -> ServiceException:
     state = str(getattr(exc, "sqlstate", "") or "")
     entity_name = entity or "Entity"
@@ -337,6 +343,9 @@ def _translate_pg(exc: asyncpg.PostgresError, entity: str | None) -> ServiceExce
         return ConfigurationError(
             f"The database does not exist: {exc}; check the database name in DATABASE_URL",
             details=details, cause=exc)
+    if state == "42P01":
+        return DatabaseError(f"Database error: {exc}{MISSING_TABLE_HINT}", details=details,
+                             cause=exc)
     return DatabaseError(f"Database error: {exc}", details=details, cause=exc)
 
 
@@ -365,6 +374,10 @@ def _translate_sqlite(exc: sqlite3.Error, entity: str | None) -> ServiceExceptio
     if name.startswith("SQLITE_CANTOPEN"):
         return ConfigurationError(f"Cannot open the sqlite database file: {exc}",
                                   details=details, cause=exc)
+    if isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("no such table"):
+        # sqlite has no error name of its own for it (SQLITE_ERROR): the text is all there is.
+        return DatabaseError(f"Database error: {exc}{MISSING_TABLE_HINT}", details=details,
+                             cause=exc)
     if isinstance(exc, sqlite3.ProgrammingError) and not name:
         if "closed" in str(exc):
             # "Cannot operate on a closed database": sqlite3 gives no error name for it.

@@ -21,13 +21,17 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 import asyncpg
 from fastapi import Depends, FastAPI, Request, params
+from fastapi.exception_handlers import http_exception_handler as fastapi_http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.utils import is_body_allowed_for_status_code
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from tortoise import exceptions as tortoise_exc
 from tortoise.models import Model
 
@@ -125,9 +129,8 @@ _NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
 ERROR_BODY_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "ErrorBody",
-    "description": "The body of every error answer of this library's handlers. Keys of "
-                   "details appear only when known; an application's own ServiceException "
-                   "subclasses may carry details of their own.",
+    # Short enough for a line of the docs' code block (tests/docs/test_docs_layout.py).
+    "description": "The body of every error answer; details holds the known keys",
     "type": "object",
     "required": ["error_code", "message", "details"],
     "additionalProperties": False,
@@ -145,8 +148,7 @@ ERROR_BODY_SCHEMA: dict[str, Any] = {
                           "pattern": "^[A-Za-z_][A-Za-z0-9_]*(, [A-Za-z_][A-Za-z0-9_]*)*$",
                           "description": "The field at fault, e.g. email or user_id"},
                 "fields": {"type": "array", "items": {"type": "string"},
-                           "description": "Several fields at fault; for request "
-                                          "validation their locations, e.g. body.email"},
+                           "description": "Several fields (request validation: body.email)"},
             },
         },
     },
@@ -321,26 +323,65 @@ async def _request_validation_handler(request: Request, exc: Exception) -> JSONR
     return JSONResponse(status_code=422, content=body.model_dump(mode="json", exclude_none=True))
 
 
+async def _http_handler(request: Request, exc: Exception) -> Response:
+    # Starlette's and FastAPI's own answers: an unknown route (404), a wrong method (405),
+    # a body that cannot be read (400, e.g. invalid UTF-8), and the app's HTTPException.
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for it only
+    status = exc.status_code
+    if not is_body_allowed_for_status_code(status):
+        # 1xx, 204, 304 (an ETag check): HTTP forbids a body; FastAPI's handler sends none.
+        return Response(status_code=status, headers=exc.headers)
+    if isinstance(exc.detail, str) and exc.detail:
+        message = exc.detail  # the app's own text (HTTPException(409, "..."))
+    else:
+        message = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else (
+            "Error")
+    message = _HTTP_MESSAGES.get(message, message)
+    code = ErrorCode.INTERNAL_ERROR if status >= 500 else (
+        ErrorCode.ENTITY_NOT_FOUND if status == 404 else ErrorCode.VALIDATION_ERROR)
+    logger.log(logging.ERROR if status >= 500 else logging.INFO, "%s %s -> %d: %s",
+               request.method, request.url.path, status, exc.detail)
+    body = {"error_code": str(code), "message": message, "details": {}}
+    return JSONResponse(status_code=status, content=body, headers=exc.headers)
+
+
+# Starlette's and FastAPI's own texts, in the house style.
+_HTTP_MESSAGES = {"Not Found": "Not found", "Method Not Allowed": "Method not allowed",
+                  "There was an error parsing the body": "The request body could not be read"}
+
+
 def install_exception_handlers(app: FastAPI, *, request_validation: bool = True,
-                               unexpected: bool = True) -> None:
+                               unexpected: bool = True, http_errors: bool = True) -> None:
     """Answer every error with the public body ``{"error_code", "message", "details"}``.
 
     Handles :class:`ServiceException` and Tortoise's errors (see :func:`error_response`),
     and by default also FastAPI's request validation errors (422, whose default body
-    echoes the input back) and unexpected exceptions (500; Starlette re-raises them after
-    answering, so the server logs them too). The full cause of each goes to the
-    ``aegis_tortoise.fastapi`` logger: INFO for 4xx, ERROR for 5xx.
+    echoes the input back), Starlette's HTTP errors (an unknown route 404, a wrong method
+    405, an unreadable body 400, and the ``HTTPException`` errors the app raises) and unexpected
+    exceptions (500; Starlette re-raises them after answering, so the server logs them
+    too). The full cause of each goes to the ``aegis_tortoise.fastapi`` logger: INFO for
+    4xx, ERROR for 5xx.
 
     Args:
         app: The application.
         request_validation: Replace FastAPI's 422 body with the public one
             (``details.fields`` lists the locations, e.g. ``body.email``).
         unexpected: Answer unexpected exceptions with a generic 500 body.
+        http_errors: Answer ``HTTPException`` (Starlette's and FastAPI's) with the public
+            body instead of ``{"detail": ...}``; 404, 405 and 400 get a fixed message,
+            other statuses the exception's text. Headers (``Allow``...) are kept, and
+            204/304 get no body. A handler of the app's own for Starlette's
+            ``HTTPException``, registered before this call, is kept.
     """
     app.add_exception_handler(ServiceException, _service_handler)
     app.add_exception_handler(tortoise_exc.BaseORMException, _service_handler)
     if request_validation:
         app.add_exception_handler(RequestValidationError, _request_validation_handler)
+    if http_errors and app.exception_handlers.get(StarletteHTTPException) in (
+            None, fastapi_http_exception_handler, _http_handler):
+        # Only in place of FastAPI's default: an app's own handler (FastAPI's documented
+        # way to customise these answers) registered before this call is kept.
+        app.add_exception_handler(StarletteHTTPException, _http_handler)
     if unexpected:
         app.add_exception_handler(Exception, _service_handler)
 
@@ -356,11 +397,16 @@ async def check_health(db: DatabaseManager, *, timeout: float = 5.0  # noqa: ASY
     free connection included). Never raises for a database failure.
 
     Returns:
-        ``{"status": "ok" | "unavailable", "database": {"reachable", "latency_ms",
-        "dialect", "error_code"?}, "pool": {"size", "in_use", "idle", "max_size"}}``;
-        no message, host or password.
+        ``{"status": "ok" | "degraded" | "unavailable", "database": {"reachable",
+        "latency_ms", "dialect", "storage"?, "error_code"?}, "pool": {"size", "in_use",
+        "idle", "max_size"}}``; no message, host or password. ``"degraded"`` with
+        ``"storage": "in-memory"``: nothing set ``DATABASE_URL``, so the service runs on
+        the default in-memory sqlite database, empty at every start.
     """
     database: dict[str, Any] = {"reachable": False, "latency_ms": None, "dialect": db.dialect}
+    in_memory_default = bool(getattr(db, "url_is_default", False)) and db.url.is_memory
+    if in_memory_default:
+        database["storage"] = "in-memory"
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout), db.session() as session:
@@ -373,17 +419,24 @@ async def check_health(db: DatabaseManager, *, timeout: float = 5.0  # noqa: ASY
         database["error_code"] = str(exc.error_code)
         logger.warning("health check failed: %s", exc, exc_info=exc)
     database["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
-    return {"status": "ok" if database["reachable"] else "unavailable",
-            "database": database, "pool": pool_state(db)}
+    status = "unavailable" if not database["reachable"] else (
+        "degraded" if in_memory_default else "ok")
+    return {"status": status, "database": database, "pool": pool_state(db)}
 
 
 def install_health_route(app: FastAPI, db: DatabaseManager, *, path: str = "/health",
                          timeout: float = 5.0) -> None:
-    """``GET path``: :func:`check_health`'s report, 200 when ready, 503 when not."""
+    """``GET path``: :func:`check_health`'s report, 200 when the database answers
+    (``"ok"``, or ``"degraded"`` on the in-memory default), 503 when it does not.
+
+    The manager is found as :func:`session_dependency` finds it: under the pytest
+    plugin's ``aegis_client`` (or :func:`~aegis_tortoise.testing.app_client`) it is the
+    test's, otherwise ``db``.
+    """
 
     async def health() -> JSONResponse:
-        report = await check_health(db, timeout=timeout)
-        return JSONResponse(status_code=200 if report["status"] == "ok" else 503,
+        report = await check_health(test_manager.get() or db, timeout=timeout)
+        return JSONResponse(status_code=503 if report["status"] == "unavailable" else 200,
                             content=report)
 
     app.add_api_route(path, health, methods=["GET"], include_in_schema=True,

@@ -45,6 +45,7 @@ from aegis_tortoise.config import (
     DEFAULT_DATABASE_URL,
     DatabaseSettings,
     DatabaseURL,
+    default_url_in_use,
     parse_database_url,
     pgbouncer_option,
 )
@@ -145,6 +146,9 @@ class DatabaseManager:
             settings = (DatabaseSettings() if config is None else DatabaseSettings(
                 database_url=DEFAULT_DATABASE_URL, database_models=[]))
         self.settings = settings
+        #: The URL is the in-memory default: nothing set DATABASE_URL (see check_health).
+        self.url_is_default = config is None and database_url is None and default_url_in_use(
+            settings)
         if config is None:
             self.alias = DEFAULT_CONNECTION
             self.url: DatabaseURL = parse_database_url(

@@ -138,25 +138,55 @@ def _per_worker(url: str, parsed: DatabaseURL) -> tuple[str, DatabaseURL]:
 
 _created: set[str] = set()
 
+# What the plugin's error messages tell a user to install and configure (#20).
+INSTALL_HINT = ("pip install -e '.[test]' in a checkout of aegis-tortoise, or pip install "
+                "'aegis_tortoise-<version>-py3-none-any.whl[test]' (a wheel built with "
+                "python -m build)")
+PYTHONPATH_HINT = ('plain pytest imports your models only with the project root on sys.path: '
+                   'add pythonpath = ["."] to [tool.pytest.ini_options] in pyproject.toml '
+                   "(or pythonpath = . under [pytest] in pytest.ini)")
 
-async def _ensure_database(parsed: DatabaseURL) -> None:
-    """Create a worker's PostgreSQL database when it does not exist yet (once a process)."""
-    if parsed.dialect != "postgres" or not os.environ.get("PYTEST_XDIST_WORKER") or (
-            parsed.database in _created):
+
+class _Unreachable(Exception):  # noqa: N818 - reported as one line, not raised to users
+    """The test database cannot be reached or created: one line that says what to do."""
+
+
+async def _ensure_database(parsed: DatabaseURL, source: str = ENV_DATABASE_URL) -> None:
+    """Create the test's PostgreSQL database when it does not exist yet (once a process).
+
+    Raises:
+        _Unreachable: the server cannot be reached or refuses the user, naming ``source``
+            (``--aegis-db-url`` or ``AEGIS_TEST_DATABASE_URL``) and what to start or set.
+    """
+    if parsed.dialect != "postgres" or parsed.database in _created:
         return
     import asyncpg
 
     options = {"host": parsed.host, "port": parsed.port, "user": parsed.user,
-               "password": parsed.password}
+               "password": parsed.password, "timeout": 10}
+    where = f"{parsed.masked()} ({source})"
     try:
-        await (await asyncpg.connect(database=parsed.database, **options)).close()
-    except asyncpg.InvalidCatalogNameError:
-        admin = await asyncpg.connect(database="postgres", **options)
         try:
-            name = str(parsed.database).replace('"', '""')
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
+            await (await asyncpg.connect(database=parsed.database, **options)).close()
+        except asyncpg.InvalidCatalogNameError:
+            admin = await asyncpg.connect(database="postgres", **options)
+            try:
+                name = str(parsed.database).replace('"', '""')
+                await admin.execute(f'CREATE DATABASE "{name}"')
+            except asyncpg.DuplicateDatabaseError:
+                pass  # another worker created it meanwhile
+            finally:
+                await admin.close()
+    except (OSError, TimeoutError) as exc:
+        raise _Unreachable(
+            f"aegis-tortoise: cannot reach PostgreSQL at {where}: {type(exc).__name__}; "
+            f"start the server, or set {source} to one that runs (or unset it to test on "
+            "in-memory sqlite)") from None
+    except asyncpg.PostgresError as exc:
+        raise _Unreachable(
+            f"aegis-tortoise: PostgreSQL at {where} refused the test database: "
+            f"{type(exc).__name__} ({exc.sqlstate}); check the user, password and database "
+            f"in {source}; the user needs CREATEDB to create a missing one") from None
     _created.add(str(parsed.database))
 
 
@@ -171,6 +201,22 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", f"{COMMIT_MARKER}: the db_manager fixture commits for real (TRUNCATE "
         "before and after the test) instead of rolling back one outer transaction")
     _settings(config)  # a bad URL is a usage error before any test runs
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """Reach (and create) the PostgreSQL test database once, before any test runs.
+
+    An unreachable server would otherwise fail every test with a traceback of its own.
+    """
+    s = _settings(config)
+    if s.parsed.dialect != "postgres" or not any(
+            _FIXTURES.intersection(getattr(item, "fixturenames", ())) for item in items):
+        return
+    try:
+        asyncio.run(_ensure_database(s.parsed, s.source))
+    except _Unreachable as exc:
+        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -299,18 +345,26 @@ async def _db_manager(request: pytest.FixtureRequest) -> AsyncIterator[DatabaseM
                               pool_timeout=30, pool_recycle=3600, echo=False)
     manager._aegis_loop = asyncio.get_running_loop()
     commits = request.node.get_closest_marker(COMMIT_MARKER) is not None
-    await _ensure_database(s.parsed)
+    try:
+        await _ensure_database(s.parsed, s.source)
+    except _Unreachable as exc:
+        pytest.fail(str(exc), pytrace=False)
     try:
         key = (s.url, s.models)
-        if s.parsed.is_memory:
-            await manager.generate_schemas(safe=False)
-        elif key not in _prepared:
-            await _drop_and_create(manager)
-            _prepared.add(key)
-        elif commits:
-            await _empty(manager)
-        # Plain Tortoise calls in the test (and its fixtures) find the manager's context.
-        await manager.init()
+        try:
+            if s.parsed.is_memory:
+                await manager.generate_schemas(safe=False)
+            elif key not in _prepared:
+                await _drop_and_create(manager)
+                _prepared.add(key)
+            elif commits:
+                await _empty(manager)
+            # Plain Tortoise calls in the test (and its fixtures) find the manager's context.
+            await manager.init()
+        except ConfigurationError as exc:
+            if "Model module" not in exc.message or "not found" not in exc.message:
+                raise
+            pytest.fail(f"aegis-tortoise: {exc.message}. {PYTHONPATH_HINT}", pytrace=False)
         token = _current_context.set(manager._ctx)
         try:
             if commits:
@@ -398,7 +452,7 @@ async def _aegis_client(request: pytest.FixtureRequest,
 
 def _missing_pytest_asyncio() -> NoReturn:
     pytest.fail("aegis-tortoise's db_manager/db_session fixtures need pytest-asyncio: "
-                "pip install 'aegis-tortoise[test]'", pytrace=False)
+                f"{INSTALL_HINT}", pytrace=False)
 
 
 def _fixture(function: Callable[..., Any], name: str) -> Any:

@@ -35,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from aegis_tortoise import DatabaseManager
+from aegis_tortoise import DatabaseManager, _model_state
 from tests.conftest import PLUGIN_INI, PgServer
 
 pytest_plugins = ["pytester"]
@@ -141,7 +141,13 @@ def _page_modules(page: str, folder: Path) -> Iterator[None]:
     finally:
         sys.path.remove(str(folder))
         for name in files:
-            sys.modules.pop(name.removesuffix(".py"), None)
+            module = name.removesuffix(".py")
+            sys.modules.pop(module, None)
+            # The next block imports the page's models anew (new classes, same tables):
+            # forget the old classes' claim on their tables, as a new process would.
+            for key, model in list(_model_state.table_owners.items()):
+                if model.__module__ == module:
+                    del _model_state.table_owners[key]
 
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.id for b in RUNNABLE])

@@ -94,8 +94,12 @@ def test_malformed_postgres_url_never_shows_password(url: str) -> None:
             assert piece not in text
 
 
-def test_at_sign_in_query_after_credentials_is_fine() -> None:
-    parsed = parse_database_url("postgresql://u:pw@host/db?application_name=svc@host")
+def test_at_sign_in_query_must_be_encoded() -> None:
+    # #18 item 12: any '@' after the host part may be a password's, so it is refused;
+    # a query value with '@' is written percent-encoded.
+    with pytest.raises(ConfigurationError, match="percent-encode"):
+        parse_database_url("postgresql://u:pw@host/db?application_name=svc@host")
+    parsed = parse_database_url("postgresql://u:pw@host/db?application_name=svc%40host")
     assert parsed.options == {"application_name": "svc@host"}
 
 
