@@ -12,9 +12,8 @@ import builtins
 from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin, overload
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin, overload
 
-from pydantic import BaseModel
 from tortoise.expressions import Subquery
 from tortoise.models import Model
 from tortoise.query_utils import Prefetch
@@ -22,6 +21,7 @@ from tortoise.queryset import QuerySet
 
 from aegis_tortoise import _bulk, _create_many, _keyset, _reads, _stream, _writes
 from aegis_tortoise import _select as _sql
+from aegis_tortoise._arguments import EntityArguments, EntityData, check_window
 from aegis_tortoise._filters import (
     default_ordering,
     fans_out,
@@ -31,7 +31,7 @@ from aegis_tortoise._filters import (
     single_pass,
     writable_values,
 )
-from aegis_tortoise._translate import VALUE_ERRORS, public_methods
+from aegis_tortoise._translate import public_methods
 from aegis_tortoise._values import payload_or_field, python_values
 from aegis_tortoise.errors import (
     ConfigurationError,
@@ -47,8 +47,6 @@ __all__ = ["BaseRepository", "ModelT"]
 
 ModelT = TypeVar("ModelT", bound=Model)
 
-#: Entity data: a model instance, a dict of field values, or a pydantic model.
-EntityData = Mapping[str, Any] | BaseModel
 OrderBy = str | Sequence[str]
 Prefetches = str | Iterable[str | Prefetch]
 
@@ -57,7 +55,7 @@ _IDS_PER_QUERY = 10_000
 
 
 @public_methods
-class BaseRepository(Generic[ModelT]):
+class BaseRepository(EntityArguments[ModelT]):
     """Data access for one model, bound to an open :class:`Session`.
 
     ``UserRepository(session)`` takes the model from ``BaseRepository[User]``;
@@ -131,10 +129,6 @@ class BaseRepository(Generic[ModelT]):
 
     # -- building blocks ------------------------------------------------------------------
 
-    @property
-    def _name(self) -> str:
-        return self.model.__name__
-
     def query(self, *, include_deleted: bool = False) -> QuerySet[ModelT]:
         """A QuerySet of the model bound to the session, for custom methods.
 
@@ -175,82 +169,6 @@ class BaseRepository(Generic[ModelT]):
             inner = self.model.filter(**kwargs).using_db(self.session.connection)
             return queryset.filter(pk__in=Subquery(inner.values(self.model._meta.pk_attr)))
         return queryset.filter(**kwargs)
-
-    def _pk(self, entity_id: Any) -> Any:
-        """``entity_id`` converted to the primary key's Python type (before any SQL)."""
-        if isinstance(entity_id, Model):
-            entity_id = entity_id.pk
-        try:
-            if entity_id is None:
-                raise ValueError("None")  # same message as a bad value
-            return self.model._meta.pk.to_python_value(entity_id)
-        except VALUE_ERRORS as exc:
-            raise ValidationError(f"Invalid {self._name} id: {entity_id!r}", details={
-                "model": self._name, "id": repr(entity_id),
-                "field": self.model._meta.pk_attr}) from exc
-
-    def _data(self, data: EntityData | None, *, partial: bool) -> dict[str, Any]:
-        if data is None:
-            return {}
-        if isinstance(data, BaseModel):
-            return data.model_dump(exclude_unset=partial)
-        if isinstance(data, Mapping):
-            return dict(data)
-        raise ValidationError(
-            f"Expected a {self._name}, a dict or a pydantic model, not {type(data).__name__}",
-            details={"model": self._name})
-
-    def _build(self, data: Mapping[str, Any]) -> ModelT:
-        values = writable_values(self.model, data, action="create")
-        try:
-            instance = self.model(**values)
-        except Exception as exc:
-            # Model() raises ValueError for None in a non-null field, Tortoise errors for an
-            # unsaved related object: both are bad input.
-            raise ValidationError(f"Invalid {self._name} data: {exc}",
-                                  details={"model": self._name}) from exc
-        return instance
-
-    def _unsaved(self, entity: Model) -> ModelT:
-        """``entity`` itself, checked to be a new instance of this repository's model."""
-        if not isinstance(entity, self.model):
-            raise ValidationError(
-                f"{type(self).__name__} stores {self._name}, not {type(entity).__name__}",
-                details={"model": self._name})
-        if entity._saved_in_db:
-            raise ValidationError(
-                f"This {self._name} is already saved (id={entity.pk}); use update()",
-                details={"model": self._name, "id": repr(entity.pk)})
-        return entity
-
-    def _instance(self, entity: ModelT | EntityData) -> ModelT:
-        if isinstance(entity, Model):
-            instance = self._unsaved(entity)
-        else:
-            instance = self._build(self._data(entity, partial=False))
-        self._check_required(instance)
-        return instance
-
-    def _check_required(self, instance: ModelT) -> None:
-        """Name a missing required field before the INSERT (which would abort a PG transaction)."""
-        meta = self.model._meta
-        missing = []
-        for name in meta.fields_db_projection:
-            field = meta.fields_map[name]
-            if (field.null or field.generated or field.default is not None
-                    or field.has_db_default() or getattr(field, "auto_now", False)
-                    or getattr(field, "auto_now_add", False)):
-                continue
-            if getattr(instance, name, None) is None:
-                missing.append(next((fk for fk in meta.fk_fields | meta.o2o_fields
-                                     if meta.fields_map[fk].source_field == name), name))
-        if missing:
-            raise self._missing(missing)
-
-    def _missing(self, missing: builtins.list[str]) -> ValidationError:
-        return ValidationError(
-            f"Cannot create {self._name}: missing required field(s): {', '.join(missing)}",
-            details={"model": self._name, "fields": missing, "field": missing[0]})
 
     def _ordering(self, fields: builtins.list[str]) -> builtins.list[str]:
         # Without order_by, the model's Meta.ordering, as Model.all(). The primary key breaks
@@ -402,7 +320,7 @@ class BaseRepository(Generic[ModelT]):
         plain = _reads.plain_where(self, filters, include_deleted)
         ordering = self._ordering(order_by_fields(self.model, order_by))
         related = prefetch_fields(self.model, prefetch)
-        _check_window(skip, limit)
+        check_window(skip, limit)
         if plain is not None:
             rows = await _reads.plain_fetch(self, *plain, tuple(ordering), related,
                                             skip=skip, limit=limit)
@@ -588,11 +506,3 @@ class BaseRepository(Generic[ModelT]):
     async def soft_delete_where(self, filters: Mapping[str, Any] | None) -> int:
         """Soft-delete every row matching ``filters`` not deleted yet; the count."""
         return await _writes.soft_delete_where(self, filters)
-
-def _check_window(skip: int, limit: int | None) -> None:
-    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
-        raise ValidationError(f"skip must be an integer >= 0, got {skip!r}",
-                              details={"field": "skip"})
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ValidationError(f"limit must be an integer >= 0 or None, got {limit!r}",
-                              details={"field": "limit"})
