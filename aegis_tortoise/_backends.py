@@ -22,6 +22,7 @@ from tortoise.backends.asyncpg.client import TransactionWrapper as AsyncpgTransa
 from tortoise.backends.base.client import ConnectionWrapper, TransactionContext
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionWrapper
 
+from aegis_tortoise._isolation import asyncpg_isolation
 from aegis_tortoise._lazy_reads import LazyReads
 from aegis_tortoise._observe import instrument_sqlite, pg_connection_init
 from aegis_tortoise._operations import BeginningConnectionWrapper, NestedContext
@@ -87,8 +88,10 @@ class _PgSessionClient(LazyReads, AsyncpgTransactionWrapper):
 
     async def _begin(self) -> None:
         # db.session(readonly=True): READ ONLY, on a replica and on the primary alike.
+        # isolation None: plain BEGIN, the server's default_transaction_isolation.
         self.transaction = self._connection.transaction(
-            readonly=getattr(self._aegis_session, "readonly", False))
+            readonly=getattr(self._aegis_session, "readonly", False),
+            isolation=asyncpg_isolation(self._aegis_session._isolation))
         await self.transaction.start()
 
     async def _first_statement(self, send: Callable[[], Awaitable[Any]]) -> Any:
@@ -132,6 +135,19 @@ class _SqliteSessionClient(LazyReads, SqliteTransactionWrapper):
 
     def _in_transaction(self) -> TransactionContext:
         return NestedContext(SqliteTransactionWrapper(self), self._aegis_session)
+
+    async def begin(self) -> None:
+        session = self._aegis_session
+        if not session._lock_at_begin:
+            await super().begin()
+            return
+        # for_update / advisory_lock: take the database's write lock at once, so no other
+        # connection writes between this transaction's reads and its writes. As Tortoise
+        # 1.1.9's begin(), with IMMEDIATE; SQLITE_BUSY stays sqlite's error (a retryable
+        # TransactionConflictError once translated).
+        session._lock_at_begin = False
+        await self._connection.commit()
+        await self._connection.execute("BEGIN IMMEDIATE")
 
     async def commit(self) -> None:
         try:

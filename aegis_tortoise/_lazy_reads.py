@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from aegis_tortoise._isolation import READ_COMMITTED, cached_default, remember_default
 from aegis_tortoise._statements import is_plain_read, is_stateless, plain_read
 
 if TYPE_CHECKING:
@@ -41,7 +42,8 @@ class LazyReads:
 
     async def _read(self, run: Any, query: str, values: list[Any] | None) -> Any:
         self._note(query)
-        if self._aegis_session._began or not is_plain_read(query):
+        if (self._aegis_session._began or not is_plain_read(query)
+                or not await self._may_read_outside()):
             return await run(query, values)  # a first statement here begins first (begin())
         token = plain_read.set(True)
         try:
@@ -50,6 +52,43 @@ class LazyReads:
             return await run(query, values)
         finally:
             plain_read.reset(token)
+
+    async def _may_read_outside(self) -> bool:
+        """Whether a plain read before the first write may skip BEGIN: only where the
+        effective isolation is READ COMMITTED, whose statements each take their own snapshot
+        inside a transaction too. Under REPEATABLE READ or SERIALIZABLE the read must belong
+        to the transaction's snapshot, or a read-modify-write loses updates.
+        """
+        session = self._aegis_session
+        if session._lock_at_begin:
+            return False  # sqlite: for_update/advisory_lock asked for BEGIN IMMEDIATE
+        level = session._isolation
+        if level is not None:
+            return level == READ_COMMITTED
+        if session.dialect != "postgres" or session._dirty:
+            # sqlite: the session holds the manager's only connection, so no other session
+            # of it runs in between. A session that ran SET (dirty) may have changed the
+            # server's default on this connection: it begins, as the cache may be stale.
+            return session.dialect != "postgres"
+        return await self._server_default() == READ_COMMITTED
+
+    async def _server_default(self) -> str:
+        """The connection's ``default_transaction_isolation``, read once per connection."""
+        level = cached_default(self._connection)  # type: ignore[attr-defined]
+        if level is not None:
+            return level
+
+        async def show() -> Any:
+            async with self.acquire_connection() as connection:  # type: ignore[attr-defined]
+                return await connection.fetchval("SHOW default_transaction_isolation")
+
+        token = plain_read.set(True)  # no BEGIN for it
+        try:
+            value = await (self._first_statement(show) if self._retry_first else show())
+        finally:
+            plain_read.reset(token)
+        # After _first_statement the session may be on another connection: cache on that one.
+        return remember_default(self._connection, str(value))  # type: ignore[attr-defined]
 
     async def _first_statement(self, send: Callable[[], Awaitable[Any]]) -> Any:
         return await send()

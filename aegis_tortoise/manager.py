@@ -24,7 +24,7 @@ from tortoise.context import TortoiseContext, _current_context
 from tortoise.exceptions import BaseORMException
 from tortoise.utils import generate_schema_for_client
 
-from aegis_tortoise import _model_state, _tortoise_state
+from aegis_tortoise import _isolation, _model_state, _tortoise_state
 from aegis_tortoise._backends import Backend, PostgresBackend, SqliteBackend
 from aegis_tortoise._modules import check_model_modules
 from aegis_tortoise._observe import acquire as observed_acquire
@@ -98,6 +98,11 @@ class DatabaseManager:
         max_replica_lag: Seconds a replica may lag before readonly sessions skip it.
         read_your_writes: Seconds after a task committed a write during which its readonly
             sessions use the primary; 0 disables.
+        isolation_level: The isolation level of every session's transactions:
+            ``"read committed"``, ``"repeatable read"`` or ``"serializable"``; None:
+            ``DATABASE_ISOLATION_LEVEL``, else the server's ``default_transaction_isolation``.
+            ``db.session(isolation=...)`` overrides it per session. sqlite transactions are
+            serializable whatever is asked.
         **driver_options: Passed to the driver (asyncpg ``connect()`` keywords such as
             ``ssl``, ``command_timeout``, ``server_settings``; sqlite pragmas).
 
@@ -124,6 +129,7 @@ class DatabaseManager:
         replica_urls: Sequence[str] | None = None,
         max_replica_lag: float | None = None,
         read_your_writes: float | None = None,
+        isolation_level: str | None = None,
         _tortoise_config: dict[str, Any] | None = None,
         **driver_options: Any,
     ) -> None:
@@ -158,6 +164,9 @@ class DatabaseManager:
         self.pool_recycle = seconds("pool_recycle", pool_recycle, settings, allow_zero=True)
         self.echo = bool(echo if echo is not None else settings.database_echo)  # type: ignore[union-attr]
         self.driver_options = driver_options
+        self.isolation_level = _isolation.isolation_level(
+            isolation_level if isolation_level is not None or settings is None
+            else settings.database_isolation_level, "isolation_level")
         self.id = next(_ids)
         self.dialect: str = self.url.dialect
         if config is not None:
@@ -413,14 +422,17 @@ class DatabaseManager:
 
     # -- sessions -----------------------------------------------------------------------------
 
-    def session(self, readonly: bool = False) -> Session:
+    def session(self, readonly: bool = False, *, isolation: str | None = None) -> Session:
         """A new session: ``async with db.session() as session: ...``.
 
         It commits when the block ends normally and rolls back on any exception. With
         ``readonly=True`` it runs on a healthy replica (the primary when none is usable, or
         within ``read_your_writes`` of this task's last write) in a READ ONLY transaction.
+        ``isolation``: ``"read committed"``, ``"repeatable read"`` or ``"serializable"``
+        for the session's transactions; None: the manager's ``isolation_level``.
         """
-        return ReadonlySession(self) if readonly else Session(self)
+        level = self.isolation_level if isolation is None else isolation
+        return ReadonlySession(self, level) if readonly else Session(self, level)
 
     get_session = session
 

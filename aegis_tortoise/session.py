@@ -22,6 +22,8 @@ from tortoise.backends.base.client import (
     TransactionContext,
 )
 
+from aegis_tortoise._isolation import isolation_level
+from aegis_tortoise._locks import advisory_key
 from aegis_tortoise._operations import NestedContext, operation, rejected_by_server
 from aegis_tortoise._statements import is_plain_read, is_stateless
 from aegis_tortoise.errors import (
@@ -328,14 +330,18 @@ class Session:
 
     __slots__ = (
         "_began", "_client", "_conn", "_ctx", "_ctx_token", "_dirty", "_failed", "_failed_as",
-        "_lease", "_lock", "_manager", "_op", "_op_lock", "_savepoints", "_state",
-        "_storage_token", "_task_token", "_wrote",
+        "_isolation", "_lease", "_lock", "_lock_at_begin", "_manager", "_op", "_op_lock",
+        "_savepoints", "_state", "_storage_token", "_task_token", "_wrote",
     )
 
-    def __init__(self, manager: DatabaseManager) -> None:
+    def __init__(self, manager: DatabaseManager, isolation: str | None = None) -> None:
         self._manager = manager
         self._state = _SessionState.NEW
         self._began = False
+        # The isolation level of the session's transactions (None: the server's default),
+        # and whether the next BEGIN takes sqlite's write lock at once (BEGIN IMMEDIATE).
+        self._isolation = isolation_level(isolation)
+        self._lock_at_begin = False
         # Something ran that may leave state on the connection (SET, LISTEN, advisory
         # locks...): it gets asyncpg's full reset when handed back (see _statements.py).
         self._dirty = False
@@ -372,6 +378,57 @@ class Session:
     def dialect(self) -> str:
         """``"postgres"`` or ``"sqlite"``."""
         return self._manager.dialect
+
+    @property
+    def isolation(self) -> str | None:
+        """The isolation level of the session's transactions: ``"read committed"``,
+        ``"repeatable read"``, ``"serializable"``, or None for the server's default (sqlite:
+        every transaction is serializable, whatever is asked)."""
+        return self._isolation
+
+    def set_isolation(self, level: str | None) -> None:
+        """Set the isolation level of the session's next transaction (and those after it).
+
+        Raises:
+            TransactionError: the session's transaction has begun (PostgreSQL fixes the
+                level at a transaction's first statement), or a savepoint block is open.
+            ConfigurationError: an unknown level.
+        """
+        self._check_open()
+        level = isolation_level(level)
+        if self._began or self._savepoints:
+            raise TransactionError(
+                f"Cannot change the isolation level to {level!r}: the session's transaction "
+                "has already begun, and a transaction's level is fixed by its first "
+                "statement. Pass isolation= to db.session() (or TransactionManager(db)"
+                ".transaction()), or call set_isolation() before the first statement or "
+                "right after commit()/rollback()",
+                details={"isolation": level, "current": self._isolation})
+        self._isolation = level
+
+    async def advisory_lock(self, key: int | str, *, wait: bool = True) -> bool:
+        """Take a transaction-scoped advisory lock on ``key``; it is held until the
+        session's transaction ends (commit or rollback).
+
+        PostgreSQL: ``pg_advisory_xact_lock(k)`` (``wait=False``:
+        ``pg_try_advisory_xact_lock(k)``), where ``k`` is the int key itself or, for a str,
+        :func:`advisory_key` of it. sqlite: the database's write lock (``BEGIN IMMEDIATE``
+        when the transaction has not begun yet); sqlite has one lock, so every key is the
+        same lock.
+
+        Returns:
+            Whether the lock was taken (always True with ``wait=True``).
+        """
+        self._check_open()
+        number = advisory_key(key)
+        if self.dialect != "postgres":
+            if not self._began:
+                self._lock_at_begin = True
+            await self.execute("SELECT 1")
+            return True
+        function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+        result = await self.execute(f"SELECT {function}(:key)", {"key": number})
+        return True if wait else bool(result.scalar())
 
     @property
     def is_active(self) -> bool:

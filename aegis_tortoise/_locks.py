@@ -1,0 +1,102 @@
+"""Row locks (``for_update=``) and advisory-lock keys.
+
+``for_update=True`` appends ``FOR UPDATE`` to the read, ``"nowait"`` ``FOR UPDATE NOWAIT``
+(a row held elsewhere: :class:`LockNotAvailableError`), ``"skip_locked"``
+``FOR UPDATE SKIP LOCKED`` (rows held elsewhere are left out: a work-queue claim). ``of=``
+names the tables whose rows are locked when the read joins others. On sqlite, which has no
+row locks, the session takes the database's write lock when its transaction begins
+(``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tortoise.models import Model
+
+from aegis_tortoise.errors import ValidationError
+
+__all__ = ["ForUpdate", "LockMode", "advisory_key", "lock_of"]
+
+LockMode = bool | Literal["nowait", "skip_locked"]
+
+_INT64 = 1 << 63
+
+
+@dataclass(frozen=True)
+class ForUpdate:
+    """A validated ``for_update=`` (and ``of=``) of a repository read."""
+
+    nowait: bool = False
+    skip_locked: bool = False
+    of: tuple[str, ...] = ()
+
+    def sql(self, dialect: str) -> str:
+        """The clause to append to a SELECT (empty on sqlite, which has no row locks)."""
+        if dialect != "postgres":
+            return ""
+        clause = " FOR UPDATE"
+        if self.of:
+            clause += " OF " + ", ".join('"' + table.replace('"', '""') + '"'
+                                          for table in self.of)
+        if self.nowait:
+            clause += " NOWAIT"
+        elif self.skip_locked:
+            clause += " SKIP LOCKED"
+        return clause
+
+    def tortoise(self) -> dict[str, Any]:
+        """The keywords of Tortoise's ``QuerySet.select_for_update()``."""
+        return {"nowait": self.nowait, "skip_locked": self.skip_locked, "of": self.of}
+
+
+def lock_of(for_update: object, of: Sequence[str | type[Model]] | None) -> ForUpdate | None:
+    """``for_update``/``of`` checked: None when no lock is asked for.
+
+    Raises:
+        ValidationError: ``for_update`` is not False, True, "nowait" or "skip_locked", or
+            ``of`` is given without ``for_update``.
+    """
+    if for_update is False or for_update is None:
+        if of:
+            raise ValidationError("of= names the tables to lock: give for_update= too",
+                                  details={"field": "of"})
+        return None
+    if not (for_update is True or for_update in ("nowait", "skip_locked")):
+        raise ValidationError(
+            "for_update must be True, 'nowait' or 'skip_locked' (or False), got "
+            f"{for_update!r}", details={"field": "for_update"})
+    tables = []
+    for item in of or ():
+        if isinstance(item, type) and issubclass(item, Model):
+            tables.append(item._meta.db_table)
+        elif isinstance(item, str) and item:
+            tables.append(item)
+        else:
+            raise ValidationError(f"of= takes models or table names, got {item!r}",
+                                  details={"field": "of"})
+    return ForUpdate(nowait=for_update == "nowait", skip_locked=for_update == "skip_locked",
+                     of=tuple(tables))
+
+
+def advisory_key(key: object) -> int:
+    """The bigint key of an advisory lock: an int as it is (it must fit in 64 bits), a str
+    as the first 8 bytes of its UTF-8 SHA-256 digest, read as a signed big-endian integer
+    (stable across processes, versions and platforms).
+
+    Raises:
+        ValidationError: any other key, or an int outside the bigint range.
+    """
+    if isinstance(key, str):
+        digest = hashlib.sha256(key.encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+    if isinstance(key, int) and not isinstance(key, bool):
+        if -_INT64 <= key < _INT64:
+            return key
+        raise ValidationError(f"An advisory lock key must fit in 64 bits, got {key}",
+                              details={"field": "key"})
+    raise ValidationError(f"An advisory lock key is an int or a str, not {type(key).__name__}",
+                          details={"field": "key"})
