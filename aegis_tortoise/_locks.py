@@ -19,9 +19,10 @@ from tortoise.models import Model
 
 from aegis_tortoise.errors import ValidationError
 
-__all__ = ["ForUpdate", "LockMode", "advisory_key", "lock_of"]
+__all__ = ["ForUpdate", "LockMode", "LockOf", "advisory_key", "lock_of"]
 
 LockMode = bool | Literal["nowait", "skip_locked"]
+LockOf = Sequence[str | type[Model]]
 
 _INT64 = 1 << 63
 
@@ -53,7 +54,7 @@ class ForUpdate:
         return {"nowait": self.nowait, "skip_locked": self.skip_locked, "of": self.of}
 
 
-def lock_of(for_update: object, of: Sequence[str | type[Model]] | None) -> ForUpdate | None:
+def lock_of(for_update: object, of: LockOf | None) -> ForUpdate | None:
     """``for_update``/``of`` checked: None when no lock is asked for.
 
     Raises:

@@ -343,19 +343,21 @@ async def _upsert_group(repo: BaseRepository[M], cols: _Columns, keys: list[Any]
 
 
 async def update_returning(repo: BaseRepository[M], pk: Any, values: dict[str, Any], *,
-                          where_null: bool | None = None) -> M | None:
+                          where_null: bool | None = None,
+                          where: Mapping[str, Any] | None = None) -> M | None:
     """``UPDATE ... SET <values>, updated_at = now WHERE pk = ... RETURNING *``.
 
     Args:
         where_null: True/False: only if the soft-delete field is NULL / NOT NULL.
+        where: Further ``field: value`` conditions (an optimistic version, _versions.py).
     """
     meta = repo.model._meta
     table = meta.basetable
     conn = repo.session.connection
     # What DatetimeField.to_db_value stamps on save(): now in the context's time zone.
     auto_now_values(repo.model, values, timezone.localtime())
-    if not any(isinstance(v, Expression) or k in meta.fk_fields or k in meta.o2o_fields
-               for k, v in values.items()):
+    if not where and not any(isinstance(v, Expression) or k in meta.fk_fields
+                             or k in meta.o2o_fields for k, v in values.items()):
         return await _update_cached(repo, pk, values, where_null)
     query = conn.query_class.update(table)
     context = ResolveContext(model=repo.model, table=table, annotations={},
@@ -380,6 +382,10 @@ async def update_returning(repo: BaseRepository[M], pk: Any, values: dict[str, A
     if where_null is not None:
         marker = table[meta.fields_db_projection[repo.soft_delete_field]]
         query = query.where(marker.isnull() if where_null else marker.notnull())
+    for name, value in (where or {}).items():
+        field = meta.fields_map[name]
+        query = query.where(table[meta.fields_db_projection[name]]
+                            == field.to_db_value(value, repo.model))
     query = query.returning(*meta.fields_db_projection.values())  # type: ignore[operator]
     sql, params = query.get_parameterized_sql()
     return await _reads.one_row(repo, sql, params)

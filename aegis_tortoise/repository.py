@@ -19,7 +19,7 @@ from tortoise.models import Model
 from tortoise.query_utils import Prefetch
 from tortoise.queryset import QuerySet
 
-from aegis_tortoise import _bulk, _create_many, _keyset, _reads, _stream, _writes
+from aegis_tortoise import _bulk, _create_many, _keyset, _reads, _stream, _versions, _writes
 from aegis_tortoise import _select as _sql
 from aegis_tortoise._arguments import EntityArguments, EntityData, check_window
 from aegis_tortoise._filters import (
@@ -31,6 +31,7 @@ from aegis_tortoise._filters import (
     single_pass,
     writable_values,
 )
+from aegis_tortoise._locks import ForUpdate, LockMode, LockOf, lock_of
 from aegis_tortoise._translate import public_methods
 from aegis_tortoise._values import payload_or_field, python_values
 from aegis_tortoise.errors import (
@@ -250,49 +251,70 @@ class BaseRepository(EntityArguments[ModelT]):
     # -- read -----------------------------------------------------------------------------
 
     async def get_by_id(self, entity_id: Any, *, include_deleted: bool = False,
-                        prefetch: Prefetches | None = None) -> ModelT | None:
-        """The entity with this id, or None."""
+                        prefetch: Prefetches | None = None, for_update: LockMode = False,
+                        of: LockOf | None = None) -> ModelT | None:
+        """The entity with this id, or None.
+
+        ``for_update``: lock the row until the session's transaction ends (``True``);
+        ``"nowait"``: raise :class:`LockNotAvailableError` if another transaction holds it;
+        ``"skip_locked"``: None if another transaction holds it. ``of``: the models (or
+        tables) to lock when the read joins others. On sqlite the session takes the
+        database's write lock instead (:mod:`aegis_tortoise._locks`).
+        """
         related = prefetch_fields(self.model, prefetch)
         pk = self._pk(entity_id)
+        lock = self._lock(for_update, of)
         # The cached statement stands for query().filter(pk=...): only while query() is plain.
         if not related and self._plain_query():
             hidden = self.hide_soft_deleted and not include_deleted
             sql = _bulk.select_by_pk_sql(self.model, self.session.dialect,
                                          self.soft_delete_field, True if hidden else None)
+            if lock is not None:
+                sql += lock.sql(self.session.dialect)
             return await _reads.one_row(self, sql,
                                        [self.model._meta.pk.to_db_value(pk, self.model)])
         queryset = self.query(include_deleted=include_deleted).filter(pk=pk)
+        if lock is not None:
+            queryset = queryset.select_for_update(**lock.tortoise())
         return await queryset.prefetch_related(*related).first()
 
     async def get(self, entity_id: Any, *, include_deleted: bool = False,
-                  prefetch: Prefetches | None = None) -> ModelT:
-        """The entity with this id.
+                  prefetch: Prefetches | None = None, for_update: LockMode = False,
+                  of: LockOf | None = None) -> ModelT:
+        """The entity with this id (``for_update``/``of`` as :meth:`get_by_id`).
 
         Raises:
             EntityNotFoundError: "User not found: 5".
         """
         found = await self.get_by_id(entity_id, include_deleted=include_deleted,
-                                     prefetch=prefetch)
+                                     prefetch=prefetch, for_update=for_update, of=of)
         if found is None:
             raise EntityNotFoundError(self._name, entity_id)
         return found
 
     async def get_by_ids(self, ids: Iterable[Any], *, include_deleted: bool = False,
-                         prefetch: Prefetches | None = None) -> builtins.list[ModelT]:
-        """The entities with these ids, in the order given; missing ids are skipped."""
+                         prefetch: Prefetches | None = None, for_update: LockMode = False,
+                         of: LockOf | None = None) -> builtins.list[ModelT]:
+        """The entities with these ids, in the order given; missing ids are skipped
+        (``for_update``/``of`` as :meth:`get_by_id`; rows are locked in key order)."""
         related = prefetch_fields(self.model, prefetch)
         wanted = builtins.list(dict.fromkeys(self._pk(i) for i in ids))
+        lock = self._lock(for_update, of)
+        # Locking in one order everywhere keeps two lockers of the same rows from deadlocking.
+        ordering = (self.model._meta.pk_attr,) if lock is not None else ()
         found: dict[Any, ModelT] = {}
         for start in range(0, len(wanted), _IDS_PER_QUERY):
             chunk = wanted[start:start + _IDS_PER_QUERY]
             plain = _reads.plain_where(self, {f"{self.model._meta.pk_attr}__in": chunk},
                                       include_deleted)
             rows = None if plain is None else await _reads.plain_fetch(
-                self, *plain, (), related, skip=0, limit=None)
+                self, *plain, ordering, related, skip=0, limit=None, lock=lock)
             if rows is not None:
                 found.update((row.pk, row) for row in rows)
                 continue
             queryset = self.query(include_deleted=include_deleted).filter(pk__in=chunk)
+            if lock is not None:
+                queryset = queryset.select_for_update(**lock.tortoise()).order_by(*ordering)
             if related:
                 queryset = queryset.prefetch_related(*related)
             found.update((row.pk, row) for row in await queryset)
@@ -300,8 +322,9 @@ class BaseRepository(EntityArguments[ModelT]):
 
     async def list(self, skip: int = 0, limit: int | None = 100,
                    filters: Mapping[str, Any] | None = None, order_by: OrderBy | None = None,
-                   *, include_deleted: bool = False,
-                   prefetch: Prefetches | None = None) -> builtins.list[ModelT]:
+                   *, include_deleted: bool = False, prefetch: Prefetches | None = None,
+                   for_update: LockMode = False,
+                   of: LockOf | None = None) -> builtins.list[ModelT]:
         """Entities matching ``filters``, ordered by ``order_by`` (default: the model's
         ``Meta.ordering``, then the primary key).
 
@@ -312,6 +335,10 @@ class BaseRepository(EntityArguments[ModelT]):
             order_by: ``"name"``, ``"-created_at"`` or a list of them.
             include_deleted: Show soft-deleted rows when ``hide_soft_deleted`` is set.
             prefetch: Relations to load in one extra query each (``["policies"]``).
+            for_update: Lock the rows returned (as :meth:`get_by_id`).
+                ``list(filters=..., limit=n, for_update="skip_locked")`` claims up to ``n``
+                rows no other transaction holds: a work queue.
+            of: The models (or tables) to lock when a filter joins another table.
 
         Raises:
             InvalidFilterError: an unknown field or lookup, before any SQL runs.
@@ -321,15 +348,26 @@ class BaseRepository(EntityArguments[ModelT]):
         ordering = self._ordering(order_by_fields(self.model, order_by))
         related = prefetch_fields(self.model, prefetch)
         check_window(skip, limit)
+        lock = self._lock(for_update, of)
         if plain is not None:
             rows = await _reads.plain_fetch(self, *plain, tuple(ordering), related,
-                                            skip=skip, limit=limit)
+                                            skip=skip, limit=limit, lock=lock)
             if rows is not None:
                 return rows
         queryset = self._select(filters, ordering, related, include_deleted)
+        if lock is not None:
+            queryset = queryset.select_for_update(**lock.tortoise())
         if skip:
             queryset = queryset.offset(skip)
         return await (queryset if limit is None else queryset.limit(limit))
+
+    def _lock(self, for_update: LockMode, of: LockOf | None) -> ForUpdate | None:
+        """The checked lock request; on sqlite it makes the session's next BEGIN take the
+        write lock (``BEGIN IMMEDIATE``)."""
+        lock = lock_of(for_update, of)
+        if lock is not None and self.session.dialect != "postgres" and not self.session._began:
+            self.session._lock_at_begin = True
+        return lock
 
     def _select(self, filters: Mapping[str, Any] | None, ordering: builtins.list[str],
                 related: Sequence[str | Prefetch], include_deleted: bool) -> QuerySet[ModelT]:
@@ -410,19 +448,30 @@ class BaseRepository(EntityArguments[ModelT]):
 
     # -- update / delete ------------------------------------------------------------------
 
-    async def update(self, entity_id: Any, data: EntityData | None = None,
-                     **fields: Any) -> ModelT | None:
+    async def update(self, entity_id: Any, data: EntityData | None = None, *,
+                     expected_version: int | None = None, **fields: Any) -> ModelT | None:
         """Change the given fields (and ``updated_at``); returns the entity, or None if missing.
 
         ``data`` is a dict or a pydantic model (only the fields it set); ``fields`` win over
         it. On every backend this is one ``UPDATE ... RETURNING`` statement. On a model with
         a field named ``data``, ``update(id, data=[1, 2])`` (a value that is neither a dict
         nor a pydantic model) sets that field, as ``save()`` would.
+
+        On a model with a version field (``VersionedEntity``, ``Meta.version_field``) the
+        version goes up by one; ``expected_version=n`` (or a loaded instance passed as
+        ``entity_id``) writes only if the row still has version ``n``.
+
+        Raises:
+            ConcurrentUpdateError: the row's version is not ``expected_version``; nothing
+                was written.
         """
         data, fields = payload_or_field(self.model, data, fields)
         values = writable_values(self.model, {**self._data(data, partial=True), **fields},
                                  action="update")
         pk = self._pk(entity_id)
+        if _versions.versioned(self.model, expected_version) is not None:
+            return await _versions.update(self, entity_id, pk, python_values(self.model, values),
+                                          expected_version)
         if not values:
             return await self.get_by_id(pk, include_deleted=True)
         return await _writes.update_returning(self, pk, python_values(self.model, values))
@@ -462,13 +511,18 @@ class BaseRepository(EntityArguments[ModelT]):
     # -- set-based writes (aegis_tortoise._writes) -----------------------------------------
 
     async def upsert(self, data: EntityData, *, conflict: Sequence[str],
-                     update: Sequence[str] | None = None) -> tuple[ModelT, bool]:
+                     update: Sequence[str] | None = None,
+                     expected_version: int | None = None) -> tuple[ModelT, bool]:
         """Insert ``data``, or on a conflict over ``conflict`` update the ``update`` fields
-        (and ``updated_at``); ``update=None``: leave the existing row as it is.
+        (and ``updated_at``); ``update=None``: leave the existing row as it is. On a
+        versioned model an update raises the version, and checks ``expected_version``
+        when given (:meth:`update`).
 
         Returns:
             ``(entity, created)``: the row as stored, and whether this call inserted it.
         """
+        if _versions.versioned(self.model, expected_version) is not None:
+            return await _versions.upsert(self, data, conflict, update, expected_version)
         (result,) = await _writes.upsert_many(self, [data], conflict, update)
         return result
 
@@ -483,16 +537,24 @@ class BaseRepository(EntityArguments[ModelT]):
                 unique constraint, a bad value (naming the field).
             DuplicateEntityError: a row conflicts on another unique field.
         """
+        if _versions.versioned(self.model, None) is not None:
+            async with self.session.savepoint():  # all or nothing, a row at a time
+                return [await _versions.upsert(self, row, conflict, update, None)
+                        for row in rows]
         return await _writes.upsert_many(self, rows, conflict, update)
 
     async def update_many(self, rows: Iterable[EntityData]) -> builtins.list[ModelT]:
         """Update each row (a dict with its id and the fields to change); rows may name
         different fields. Ids that do not exist are skipped. One statement per field set
-        (``UPDATE ... FROM unnest(...)`` on PostgreSQL), all or nothing.
+        (``UPDATE ... FROM unnest(...)`` on PostgreSQL), all or nothing. On a versioned
+        model, a row's version field is the version it expects (:meth:`update`), and each
+        row is its own statement.
 
         Returns:
             The updated entities, in input order.
         """
+        if _versions.versioned(self.model, None) is not None:
+            return await _versions.update_many(self, rows)
         return await _writes.update_many(self, rows)
 
     async def update_where(self, filters: Mapping[str, Any] | None, **values: Any) -> int:

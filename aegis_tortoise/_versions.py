@@ -1,0 +1,139 @@
+"""Optimistic versions: repository writes of a model with a version field.
+
+A model opts in with ``class Meta: version_field = "version"`` (an ``IntField``), or by
+inheriting :class:`~aegis_tortoise.models.VersionedEntity`. Every repository update of such a
+model sets ``version = version + 1`` in the same statement. One that names the version it
+read (``expected_version=n``, or a loaded instance passed as the id) adds
+``WHERE version = n``: when someone else changed the row meanwhile, nothing is written and
+:class:`ConcurrentUpdateError` is raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tortoise.expressions import F
+from tortoise.models import Model
+
+from aegis_tortoise import _writes
+from aegis_tortoise.errors import ConcurrentUpdateError, ValidationError
+from aegis_tortoise.models import version_field
+
+if TYPE_CHECKING:
+    from aegis_tortoise.repository import BaseRepository
+
+__all__ = ["update", "update_many", "upsert", "versioned"]
+
+M = TypeVar("M", bound=Model)
+
+
+def versioned(model: type[Model], expected_version: object) -> str | None:
+    """The model's version field; None when it has none and no version was named.
+
+    Raises:
+        ValidationError: ``expected_version`` given for a model without a version field.
+    """
+    name = version_field(model)
+    if name is None and expected_version is not None:
+        raise ValidationError(
+            f"{model.__name__} has no version field, so expected_version cannot be checked: "
+            "add one (class Meta: version_field = 'version', or inherit VersionedEntity)",
+            details={"model": model.__name__, "field": "expected_version"})
+    if name is not None and name not in model._meta.fields_map:
+        raise ValidationError(
+            f"{model.__name__}.Meta.version_field names {name!r}, which is no field of it",
+            details={"model": model.__name__, "field": name})
+    return name
+
+
+def _expected(repo: BaseRepository[Any], field: str, entity_id: Any, given: object) -> int | None:
+    if given is None and isinstance(entity_id, repo.model):
+        given = getattr(entity_id, field, None)  # the version the caller loaded
+    if given is None:
+        return None
+    if isinstance(given, bool) or not isinstance(given, int):
+        raise ValidationError(f"expected_version must be an int, got {given!r}",
+                              details={"model": repo.model.__name__, "field": "expected_version"})
+    return given
+
+
+async def update(repo: BaseRepository[M], entity_id: Any, pk: Any, values: dict[str, Any],
+                 expected_version: object) -> M | None:
+    """``BaseRepository.update`` of a versioned model: ``values`` (already checked and
+    converted) plus ``version = version + 1``, only where the version is the expected one.
+
+    Raises:
+        ConcurrentUpdateError: the row exists with another version; nothing was written.
+    """
+    field = versioned(repo.model, expected_version)
+    assert field is not None  # noqa: S101 - the caller checked
+    expected = _expected(repo, field, entity_id, expected_version)
+    if field in values:
+        raise ValidationError(
+            f"{repo.model.__name__}.{field} is the optimistic version, set by the repository: "
+            "pass the version you read as expected_version=",
+            details={"model": repo.model.__name__, "field": field})
+    if not values:  # nothing to change: still say whether the version is current
+        row = await repo.get_by_id(pk, include_deleted=True)
+        if row is not None and expected is not None and getattr(row, field) != expected:
+            raise ConcurrentUpdateError(repo.model.__name__, pk, expected_version=expected)
+        return row
+    values = {**values, field: F(field) + 1}
+    row = await _writes.update_returning(
+        repo, pk, values, where=None if expected is None else {field: expected})
+    if row is None and expected is not None and await repo.exists(pk, include_deleted=True):
+        raise ConcurrentUpdateError(repo.model.__name__, pk, expected_version=expected)
+    return row
+
+
+async def update_many(repo: BaseRepository[M], rows: Iterable[Any]) -> list[M]:
+    """``update_many`` of a versioned model: each row's version field, when given, is the
+    version it expects; one statement per row, all in one savepoint (all or nothing)."""
+    field = version_field(repo.model)
+    pk_attr = repo.model._meta.pk_attr
+    found: list[M] = []
+    async with repo.session.savepoint():
+        for item in rows:
+            data = dict(item) if isinstance(item, Mapping) else repo._data(item, partial=True)
+            key = pk_attr if pk_attr in data else "pk"
+            if key not in data:
+                raise ValidationError(
+                    f"update_many() needs the {pk_attr!r} of every {repo.model.__name__} row",
+                    details={"model": repo.model.__name__, "field": pk_attr})
+            pk = data.pop(key)
+            expected = data.pop(field, None) if field else None
+            row = await repo.update(pk, data, expected_version=expected)
+            if row is not None:
+                found.append(row)
+    return found
+
+
+async def upsert(repo: BaseRepository[M], data: Any, conflict: Sequence[str],
+                 update_fields: Sequence[str] | None, expected_version: object
+                 ) -> tuple[M, bool]:
+    """``upsert`` of a versioned model: an existing row (found under a row lock) is updated
+    as :func:`update` does, checking ``expected_version`` when given; a missing one is
+    inserted with the version's default."""
+    field = versioned(repo.model, expected_version)
+    assert field is not None  # noqa: S101 - the caller checked
+    if isinstance(data, Model):
+        values = {name: getattr(data, name, None) for name in (*conflict, *(update_fields or ()))}
+    else:
+        values = dict(data) if isinstance(data, Mapping) else repo._data(data, partial=False)
+    missing = [name for name in conflict if name not in values]
+    if missing:
+        raise ValidationError(f"upsert() needs the conflict field(s) {', '.join(missing)}",
+                              details={"model": repo.model.__name__, "field": missing[0]})
+    async with repo.session.savepoint():
+        found = await repo.list(filters={name: values[name] for name in conflict}, limit=1,
+                                for_update=True, include_deleted=True)
+        if not found:
+            ((row, created),) = await _writes.upsert_many(repo, [data], conflict, update_fields)
+            return row, created
+        existing = found[0]
+        changes = {name: values[name] for name in update_fields or () if name in values}
+        expected = _expected(repo, field, None, expected_version)
+        updated = await repo.update(existing.pk, changes, expected_version=expected)
+        assert updated is not None  # noqa: S101 - locked above, so still there
+        return updated, False
