@@ -46,3 +46,11 @@ async def serial_db(serializable_database: str) -> AsyncIterator[DatabaseManager
     async for manager in fresh_manager(serializable_database, "postgres", MODELS,
                                        pool_size=5, max_overflow=0):
         yield manager
+
+
+@pytest.fixture
+async def pg_db_doctors(pg_database: str) -> AsyncIterator[DatabaseManager]:
+    """The suite's models on PostgreSQL (for scenarios sqlite's one connection cannot show)."""
+    async for manager in fresh_manager(pg_database, "postgres", MODELS, pool_size=5,
+                                       max_overflow=0):
+        yield manager
