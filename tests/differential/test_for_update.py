@@ -38,7 +38,7 @@ def test_item_list_for_update(h: Harness) -> None:
     @given(data=s.datasets(backend), filters=s.item_filters(backend),
            ordering=s.orderings(s.ITEM_ORDER_FIELDS, backend), window=s.windows(), mode=MODES,
            prefetch=s.prefetches(s.ITEM_PREFETCH))
-    def check(data: s.Dataset, filters: s.Filters, ordering: s.Ordering,
+    def check(*, data: s.Dataset, filters: s.Filters, ordering: s.Ordering,
               window: tuple[int, int | None], mode: Any, prefetch: tuple[list[str], str]) -> None:
         skip, limit = window
         names, _ = prefetch
