@@ -89,9 +89,12 @@ class _PgSessionClient(LazyReads, AsyncpgTransactionWrapper):
     async def _begin(self) -> None:
         # db.session(readonly=True): READ ONLY, on a replica and on the primary alike.
         # isolation None: plain BEGIN, the server's default_transaction_isolation.
+        level = self._aegis_session._isolation
+        if level == "serializable" and self._replica is not None:
+            level = "repeatable read"  # a hot standby refuses SERIALIZABLE; the same snapshot
         self.transaction = self._connection.transaction(
             readonly=getattr(self._aegis_session, "readonly", False),
-            isolation=asyncpg_isolation(self._aegis_session._isolation))
+            isolation=asyncpg_isolation(level))
         await self.transaction.start()
 
     async def _first_statement(self, send: Callable[[], Awaitable[Any]]) -> Any:
