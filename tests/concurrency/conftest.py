@@ -32,6 +32,26 @@ async def cdb(db_url: str, backend: str) -> AsyncIterator[DatabaseManager]:
         yield manager
 
 
+@pytest.fixture
+async def cdbs(db_url: str, backend: str) -> AsyncIterator[list[DatabaseManager]]:
+    """Managers that contend for one database: one manager with a pool of 20 on PostgreSQL;
+    on sqlite two managers (two connections) on one file, since the sessions of one manager
+    take turns on its only connection."""
+    if backend == "postgres":
+        async for manager in fresh_manager(db_url, backend, MODELS, pool_size=20,
+                                           max_overflow=0, pool_timeout=30):
+            yield [manager]
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'c.db'}"
+        async for first in fresh_manager(url, backend, MODELS, pool_timeout=60):
+            second = DatabaseManager(url, models=MODELS, pool_timeout=60)
+            try:
+                yield [first, second]
+            finally:
+                await second.close()
+
+
 @pytest.fixture(scope="session")
 def serializable_database(pg_server: PgServer) -> str:
     """URL of a database created with ``default_transaction_isolation = serializable``."""
