@@ -98,18 +98,32 @@ async def test_each_read_method_takes_the_lock(pg_db_doctors: DatabaseManager) -
                 assert [row.id for row in free][:2] == [1, 2], name
 
 
-async def test_sqlite_for_update_takes_the_write_lock(sqlite_db: DatabaseManager) -> None:
-    async with sqlite_db.session() as session:
-        repo = BaseRepository(session, User)
-        await repo.create({"email": "a@x.io", "name": "A"})
-        await session.commit()
-        assert await repo.get_by_id(1, for_update=True) is not None
-        assert session.in_transaction  # begun (BEGIN IMMEDIATE) by the locking read
-        raw = session._conn
-        assert raw.in_transaction
-    async with sqlite_db.session() as session:
-        assert await session.advisory_lock("nightly", wait=False) is True
-        assert session.in_transaction
+async def test_sqlite_for_update_takes_the_write_lock(cdbs: list[DatabaseManager],
+                                                     backend: str) -> None:
+    """sqlite: a locking read begins with BEGIN IMMEDIATE, so another connection's write
+    waits until the session ends; a plain read leaves it free."""
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL locks rows: test_each_read_method_takes_the_lock")
+    mine, theirs = cdbs
+    async with mine.session() as session:
+        await BaseRepository(session, Counter).create({"id": 1, "value": 0})
+
+    async def other_write() -> None:
+        async with theirs.session() as session:
+            await BaseRepository(session, Counter).update(1, value=7)
+
+    for lock, key in ((False, None), (True, None), (False, "job")):
+        async with mine.session() as session:
+            repo = BaseRepository(session, Counter)
+            if key is not None:
+                assert await session.advisory_lock(key) is True
+            else:
+                await repo.get(1, for_update=lock)
+            assert session.in_transaction is (lock or key is not None)
+            writer = asyncio.create_task(other_write())
+            await asyncio.sleep(0.3)
+            assert writer.done() is not (lock or key is not None), (lock, key)
+        await asyncio.wait_for(writer, 10)
 
 
 async def test_bad_lock_arguments(db: DatabaseManager) -> None:
