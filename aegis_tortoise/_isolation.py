@@ -11,12 +11,15 @@ its snapshot, and a read-modify-write would lose updates.
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aegis_tortoise.errors import ConfigurationError
+from aegis_tortoise.errors import ConfigurationError, TransactionError
+
+if TYPE_CHECKING:
+    from aegis_tortoise.session import Session
 
 __all__ = ["LEVELS", "READ_COMMITTED", "asyncpg_isolation", "cached_default", "isolation_level",
-           "remember_default"]
+           "remember_default", "settable_level"]
 
 READ_COMMITTED = "read committed"
 REPEATABLE_READ = "repeatable read"
@@ -64,4 +67,21 @@ def remember_default(conn: Any, value: str) -> str:
     """Cache what ``SHOW default_transaction_isolation`` answered on ``conn``."""
     level = " ".join(value.lower().split())
     _server_defaults[conn] = level
+    return level
+
+
+def settable_level(session: Session, value: object) -> str | None:
+    """``value`` checked as the level of ``session``'s next transaction.
+
+    Raises:
+        TransactionError: the session's transaction has begun, or a savepoint is open.
+    """
+    level = isolation_level(value)
+    if session._began or session._savepoints:
+        raise TransactionError(
+            f"Cannot change the isolation level to {level!r}: the session's transaction has "
+            "already begun, and a transaction's level is fixed by its first statement. Pass "
+            "isolation= to db.session() (or TransactionManager(db).transaction()), or call "
+            "set_isolation() before the first statement or right after commit()/rollback()",
+            details={"isolation": level, "current": session._isolation})
     return level

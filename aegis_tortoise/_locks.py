@@ -13,13 +13,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tortoise.models import Model
 
 from aegis_tortoise.errors import ValidationError
 
-__all__ = ["ForUpdate", "LockMode", "LockOf", "advisory_key", "lock_of"]
+if TYPE_CHECKING:
+    from aegis_tortoise.session import Session
+
+__all__ = ["ForUpdate", "LockMode", "LockOf", "advisory_key", "lock_of", "take_advisory_lock"]
 
 LockMode = bool | Literal["nowait", "skip_locked"]
 LockOf = Sequence[str | type[Model]]
@@ -101,3 +104,18 @@ def advisory_key(key: object) -> int:
                               details={"field": "key"})
     raise ValidationError(f"An advisory lock key is an int or a str, not {type(key).__name__}",
                           details={"field": "key"})
+
+
+async def take_advisory_lock(session: Session, key: object, *, wait: bool) -> bool:
+    """``Session.advisory_lock``: PostgreSQL's transaction-scoped advisory lock on
+    :func:`advisory_key` of ``key``; on sqlite the database's write lock, taken by beginning
+    the transaction with ``BEGIN IMMEDIATE`` (once it has begun, its first write takes it)."""
+    number = advisory_key(key)
+    if session.dialect != "postgres":
+        if not session._began:
+            session._lock_at_begin = True
+        await session.execute("SELECT 1")
+        return True
+    function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+    result = await session.execute(f"SELECT {function}(:key)", {"key": number})
+    return True if wait else bool(result.scalar())

@@ -22,8 +22,8 @@ from tortoise.backends.base.client import (
     TransactionContext,
 )
 
-from aegis_tortoise._isolation import isolation_level
-from aegis_tortoise._locks import advisory_key
+from aegis_tortoise._isolation import isolation_level, settable_level
+from aegis_tortoise._locks import take_advisory_lock
 from aegis_tortoise._operations import NestedContext, operation, rejected_by_server
 from aegis_tortoise._statements import is_plain_read, is_stateless
 from aegis_tortoise.errors import (
@@ -390,45 +390,19 @@ class Session:
         """Set the isolation level of the session's next transaction (and those after it).
 
         Raises:
-            TransactionError: the session's transaction has begun (PostgreSQL fixes the
-                level at a transaction's first statement), or a savepoint block is open.
+            TransactionError: the transaction has begun (its first statement fixed its level).
             ConfigurationError: an unknown level.
         """
         self._check_open()
-        level = isolation_level(level)
-        if self._began or self._savepoints:
-            raise TransactionError(
-                f"Cannot change the isolation level to {level!r}: the session's transaction "
-                "has already begun, and a transaction's level is fixed by its first "
-                "statement. Pass isolation= to db.session() (or TransactionManager(db)"
-                ".transaction()), or call set_isolation() before the first statement or "
-                "right after commit()/rollback()",
-                details={"isolation": level, "current": self._isolation})
-        self._isolation = level
+        self._isolation = settable_level(self, level)
 
     async def advisory_lock(self, key: int | str, *, wait: bool = True) -> bool:
-        """Take a transaction-scoped advisory lock on ``key``; it is held until the
-        session's transaction ends (commit or rollback).
-
-        PostgreSQL: ``pg_advisory_xact_lock(k)`` (``wait=False``:
-        ``pg_try_advisory_xact_lock(k)``), where ``k`` is the int key itself or, for a str,
-        :func:`advisory_key` of it. sqlite: the database's write lock (``BEGIN IMMEDIATE``
-        when the transaction has not begun yet); sqlite has one lock, so every key is the
-        same lock.
-
-        Returns:
-            Whether the lock was taken (always True with ``wait=True``).
-        """
+        """Take a transaction-scoped advisory lock on ``key`` (until the transaction ends):
+        ``pg_advisory_xact_lock``, or with ``wait=False`` ``pg_try_advisory_xact_lock``; a str
+        key is hashed as :func:`aegis_tortoise._locks.advisory_key` says. sqlite: the
+        database's write lock (``BEGIN IMMEDIATE``). Returns whether it was taken."""
         self._check_open()
-        number = advisory_key(key)
-        if self.dialect != "postgres":
-            if not self._began:
-                self._lock_at_begin = True
-            await self.execute("SELECT 1")
-            return True
-        function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
-        result = await self.execute(f"SELECT {function}(:key)", {"key": number})
-        return True if wait else bool(result.scalar())
+        return await take_advisory_lock(self, key, wait=wait)
 
     @property
     def is_active(self) -> bool:
