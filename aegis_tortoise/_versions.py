@@ -23,7 +23,7 @@ from aegis_tortoise.models import version_field
 if TYPE_CHECKING:
     from aegis_tortoise.repository import BaseRepository
 
-__all__ = ["update", "update_many", "upsert", "versioned"]
+__all__ = ["bump", "update", "update_many", "upsert", "versioned"]
 
 M = TypeVar("M", bound=Model)
 
@@ -45,6 +45,25 @@ def versioned(model: type[Model], expected_version: object) -> str | None:
             f"{model.__name__}.Meta.version_field names {name!r}, which is no field of it",
             details={"model": model.__name__, "field": name})
     return name
+
+
+def bump(model: type[Model], values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``{version: version + 1}`` for a write of a versioned model's rows (``{}`` for a model
+    without a version field), so that every change, not only ``update()``, makes an older
+    ``expected_version`` stale.
+
+    Raises:
+        ValidationError: ``values`` sets the version itself (it could set it back to a value
+            a stale writer still holds).
+    """
+    field = versioned(model, None)
+    if field is None:
+        return {}
+    if values is not None and field in values:
+        raise ValidationError(
+            f"{model.__name__}.{field} is the optimistic version, set by the repository: "
+            "it cannot be written directly", details={"model": model.__name__, "field": field})
+    return {field: F(field) + 1}
 
 
 def _expected(repo: BaseRepository[Any], field: str, entity_id: Any, given: object) -> int | None:
@@ -129,8 +148,12 @@ async def upsert(repo: BaseRepository[M], data: Any, conflict: Sequence[str],
         found = await repo.list(filters={name: values[name] for name in conflict}, limit=1,
                                 for_update=True, include_deleted=True)
         if not found:
-            ((row, created),) = await _writes.upsert_many(repo, [data], conflict, update_fields)
-            return row, created
+            # DO NOTHING, not DO UPDATE: a row another transaction inserted meanwhile (not
+            # visible to the read above) is then updated below, with its version raised.
+            ((row, created),) = await _writes.upsert_many(repo, [data], conflict, None)
+            if created or not update_fields:
+                return row, created
+            found = [row]
         existing = found[0]
         changes = {name: values[name] for name in update_fields or () if name in values}
         expected = _expected(repo, field, None, expected_version)

@@ -545,14 +545,15 @@ async def _update_columns(repo: BaseRepository[M], names: tuple[str, ...], *,
 
 
 async def update_where(repo: BaseRepository[Any], filters: Mapping[str, Any] | None,
-                       values: Mapping[str, Any]) -> int:
-    """``UPDATE t SET <values>, updated_at = now WHERE <filters>``; the row count."""
+                       values: Mapping[str, Any], extra: Mapping[str, Any]) -> int:
+    """``UPDATE t SET <values>, <extra>, updated_at = now WHERE <filters>``; the row count
+    (``extra``: expressions such as an optimistic version's increment)."""
     model = repo.model
     checked = writable_values(model, values, action="update")
     if not checked:
         raise ValidationError(f"update_where() needs at least one {model.__name__} field",
                               details={"model": model.__name__})
-    converted = python_values(model, checked)
+    converted = {**python_values(model, checked), **extra}
     auto_now_values(model, converted, timezone.localtime())
     queryset = repo._where(filters, include_deleted=False)
     count: int = await queryset.update(**converted)
@@ -572,12 +573,13 @@ async def delete_where(repo: BaseRepository[Any], filters: Mapping[str, Any] | N
     return deleted
 
 
-async def soft_delete_where(repo: BaseRepository[Any],
-                            filters: Mapping[str, Any] | None) -> int:
-    """Set ``deleted_at`` (UTC now) and ``updated_at`` where it is NULL; the row count."""
+async def soft_delete_where(repo: BaseRepository[Any], filters: Mapping[str, Any] | None,
+                            extra: Mapping[str, Any]) -> int:
+    """Set ``deleted_at`` (UTC now), ``extra`` and ``updated_at`` where it is NULL; the row
+    count."""
     repo._require_soft_delete("soft-delete")
     field = repo.soft_delete_field
-    values: dict[str, Any] = {field: datetime.now(UTC)}
+    values: dict[str, Any] = {field: datetime.now(UTC), **extra}
     auto_now_values(repo.model, values, timezone.localtime())
     queryset = repo._where(filters, include_deleted=False).filter(**{f"{field}__isnull": True})
     count: int = await queryset.update(**values)

@@ -495,16 +495,18 @@ class BaseRepository(EntityArguments[ModelT]):
         """
         self._require_soft_delete("soft-delete")
         pk = self._pk(entity_id)
-        row = await _writes.update_returning(self, pk, {self.soft_delete_field: datetime.now(UTC)},
-                                           where_null=True)
+        row = await _writes.update_returning(
+            self, pk, {self.soft_delete_field: datetime.now(UTC), **_versions.bump(self.model)},
+            where_null=True)
         return row if row is not None else await self.get_by_id(pk, include_deleted=True)
 
     async def restore(self, entity_id: Any) -> ModelT | None:
         """Clear ``deleted_at``; returns the entity (found even when hidden), or None."""
         self._require_soft_delete("restore")
         pk = self._pk(entity_id)
-        row = await _writes.update_returning(self, pk, {self.soft_delete_field: None},
-                                             where_null=False)
+        row = await _writes.update_returning(
+            self, pk, {self.soft_delete_field: None, **_versions.bump(self.model)},
+            where_null=False)
         return row if row is not None else await self.get_by_id(pk, include_deleted=True)
 
 
@@ -558,13 +560,17 @@ class BaseRepository(EntityArguments[ModelT]):
         return await _writes.update_many(self, rows)
 
     async def update_where(self, filters: Mapping[str, Any] | None, **values: Any) -> int:
-        """Set ``values`` (and ``updated_at``) on every row matching ``filters``; the count."""
-        return await _writes.update_where(self, filters, values)
+        """Set ``values`` (and ``updated_at``) on every row matching ``filters``; the count.
+        On a versioned model each row's version goes up by one (and ``values`` may not set
+        it)."""
+        return await _writes.update_where(self, filters, values,
+                                          _versions.bump(self.model, values))
 
     async def delete_where(self, filters: Mapping[str, Any] | None) -> int:
         """Delete every row matching ``filters`` for good; the count."""
         return await _writes.delete_where(self, filters)
 
     async def soft_delete_where(self, filters: Mapping[str, Any] | None) -> int:
-        """Soft-delete every row matching ``filters`` not deleted yet; the count."""
-        return await _writes.soft_delete_where(self, filters)
+        """Soft-delete every row matching ``filters`` not deleted yet; the count (a
+        versioned row's version goes up by one, as on every write)."""
+        return await _writes.soft_delete_where(self, filters, _versions.bump(self.model))
