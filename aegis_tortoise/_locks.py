@@ -2,10 +2,11 @@
 
 ``for_update=True`` appends ``FOR UPDATE`` to the read, ``"nowait"`` ``FOR UPDATE NOWAIT``
 (a row held elsewhere: :class:`LockNotAvailableError`), ``"skip_locked"``
-``FOR UPDATE SKIP LOCKED`` (rows held elsewhere are left out: a work-queue claim). ``of=``
-names the tables whose rows are locked when the read joins others. On sqlite, which has no
-row locks, the session takes the database's write lock when its transaction begins
-(``BEGIN IMMEDIATE``).
+``FOR UPDATE SKIP LOCKED`` (rows held elsewhere are left out: a work-queue claim). Only the
+read's own table is locked (``FOR UPDATE OF``), also when a filter joins another; ``of=``
+may name it. On sqlite, which has no row locks, the session takes the database's write lock
+when its transaction begins (``BEGIN IMMEDIATE``). A readonly session takes no lock: it may
+run on a replica, where a lock would exclude nobody writing on the primary.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tortoise.models import Model
 
-from aegis_tortoise.errors import ValidationError
+from aegis_tortoise.errors import InvalidFilterError, TransactionError, ValidationError
 
 if TYPE_CHECKING:
     from aegis_tortoise.session import Session
 
-__all__ = ["ForUpdate", "LockMode", "LockOf", "advisory_key", "lock_of", "take_advisory_lock"]
+__all__ = ["ForUpdate", "LockMode", "LockOf", "advisory_key", "lock_of", "refuse_readonly",
+           "take_advisory_lock"]
 
 LockMode = bool | Literal["nowait", "skip_locked"]
 LockOf = Sequence[str | type[Model]]
@@ -57,12 +59,19 @@ class ForUpdate:
         return {"nowait": self.nowait, "skip_locked": self.skip_locked, "of": self.of}
 
 
-def lock_of(for_update: object, of: LockOf | None) -> ForUpdate | None:
-    """``for_update``/``of`` checked: None when no lock is asked for.
+def lock_of(for_update: object, of: LockOf | None, model: type[Model]) -> ForUpdate | None:
+    """``for_update``/``of`` of a read of ``model`` checked: None when no lock is asked for.
+
+    A repository read returns only ``model``'s rows, so it locks only them: ``FOR UPDATE OF``
+    its table, also when ``of`` is not given. A filter on a relation joins the other table as
+    an aliased ``LEFT OUTER JOIN`` (Tortoise 1.1.9), whose rows PostgreSQL cannot lock ("FOR
+    UPDATE cannot be applied to the nullable side of an outer join"): ``of`` may name only
+    ``model`` (the class or its table), and is accepted so that the intent can be spelled out.
 
     Raises:
         ValidationError: ``for_update`` is not False, True, "nowait" or "skip_locked", or
             ``of`` is given without ``for_update``.
+        InvalidFilterError: ``of`` names anything but ``model`` (before any SQL is sent).
     """
     if for_update is False or for_update is None:
         if of:
@@ -73,17 +82,32 @@ def lock_of(for_update: object, of: LockOf | None) -> ForUpdate | None:
         raise ValidationError(
             "for_update must be True, 'nowait' or 'skip_locked' (or False), got "
             f"{for_update!r}", details={"field": "for_update"})
-    tables = []
+    table = model._meta.db_table
+    if isinstance(of, (str, type)):
+        of = [of]  # type: ignore[list-item]
     for item in of or ():
-        if isinstance(item, type) and issubclass(item, Model):
-            tables.append(item._meta.db_table)
-        elif isinstance(item, str) and item:
-            tables.append(item)
-        else:
-            raise ValidationError(f"of= takes models or table names, got {item!r}",
-                                  details={"field": "of"})
+        if item is model or item == table:
+            continue
+        raise InvalidFilterError(
+            f"of= can name only {model.__name__} (or its table {table!r}): a repository read "
+            f"of {model.__name__} locks only its rows, got {item!r}",
+            details={"field": "of", "model": model.__name__, "value": repr(item)})
     return ForUpdate(nowait=for_update == "nowait", skip_locked=for_update == "skip_locked",
-                     of=tuple(tables))
+                     of=(table,))
+
+
+def refuse_readonly(session: Session, what: str) -> None:
+    """Refuse a lock in a readonly session, before any SQL.
+
+    Raises:
+        TransactionError: ``session`` is readonly (on a replica a lock excludes nobody
+            writing on the primary, and READ ONLY refuses ``FOR UPDATE``).
+    """
+    if getattr(session, "readonly", False):
+        raise TransactionError(
+            f"Cannot take {what} in a readonly session (db.session(readonly=True)): it may "
+            "run on a replica, where a lock excludes nobody writing on the primary. Lock in "
+            "a db.session()", details={"field": what})
 
 
 def advisory_key(key: object) -> int:
@@ -111,6 +135,7 @@ async def take_advisory_lock(session: Session, key: object, *, wait: bool) -> bo
     :func:`advisory_key` of ``key``; on sqlite the database's write lock, taken by beginning
     the transaction with ``BEGIN IMMEDIATE`` (once it has begun, its first write takes it)."""
     number = advisory_key(key)
+    refuse_readonly(session, "an advisory lock")
     if session.dialect != "postgres":
         if not session._began:
             session._lock_at_begin = True

@@ -352,7 +352,10 @@ def _translate_pg(exc: asyncpg.PostgresError, entity: str | None) -> ServiceExce
                                         details=details, cause=exc)
     if state == "55P03":
         return LockNotAvailableError(
-            f"Could not lock the {entity_name} row(s): another transaction holds the lock ({exc})",
+            f"Could not lock the {entity_name} row(s): another transaction holds the lock "
+            f"({exc}). PostgreSQL has aborted the transaction (or the savepoint the statement "
+            "ran in): roll back, or take locks that may fail inside "
+            "TransactionManager(session).transaction() (a savepoint) to carry on",
             details={**details, "entity_type": entity_name}, cause=exc)
     if state == "25P02":
         return TransactionError(

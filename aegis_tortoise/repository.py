@@ -31,7 +31,7 @@ from aegis_tortoise._filters import (
     single_pass,
     writable_values,
 )
-from aegis_tortoise._locks import ForUpdate, LockMode, LockOf, lock_of
+from aegis_tortoise._locks import ForUpdate, LockMode, LockOf, lock_of, refuse_readonly
 from aegis_tortoise._translate import public_methods
 from aegis_tortoise._values import payload_or_field, python_values
 from aegis_tortoise.errors import (
@@ -302,9 +302,12 @@ class BaseRepository(EntityArguments[ModelT]):
         lock = self._lock(for_update, of)
         # Locking in one order everywhere keeps two lockers of the same rows from deadlocking.
         ordering = (self.model._meta.pk_attr,) if lock is not None else ()
+        # Locking: chunks of the sorted keys too, or two sessions could lock two chunks in
+        # opposite orders.
+        keys = sorted(wanted) if lock is not None else wanted
         found: dict[Any, ModelT] = {}
-        for start in range(0, len(wanted), _IDS_PER_QUERY):
-            chunk = wanted[start:start + _IDS_PER_QUERY]
+        for start in range(0, len(keys), _IDS_PER_QUERY):
+            chunk = keys[start:start + _IDS_PER_QUERY]
             plain = _reads.plain_where(self, {f"{self.model._meta.pk_attr}__in": chunk},
                                       include_deleted)
             rows = None if plain is None else await _reads.plain_fetch(
@@ -364,7 +367,9 @@ class BaseRepository(EntityArguments[ModelT]):
     def _lock(self, for_update: LockMode, of: LockOf | None) -> ForUpdate | None:
         """The checked lock request; on sqlite it makes the session's next BEGIN take the
         write lock (``BEGIN IMMEDIATE``)."""
-        lock = lock_of(for_update, of)
+        lock = lock_of(for_update, of, self.model)
+        if lock is not None:
+            refuse_readonly(self.session, "a row lock (for_update)")
         if lock is not None and self.session.dialect != "postgres" and not self.session._began:
             self.session._lock_at_begin = True
         return lock
