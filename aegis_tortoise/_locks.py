@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tortoise.models import Model
 
-from aegis_tortoise.errors import InvalidFilterError, TransactionError, ValidationError
+from aegis_tortoise.errors import (
+    InvalidFilterError,
+    LockNotAvailableError,
+    TransactionError,
+    ValidationError,
+)
 
 if TYPE_CHECKING:
     from aegis_tortoise.session import Session
@@ -138,8 +143,13 @@ async def take_advisory_lock(session: Session, key: object, *, wait: bool) -> bo
     refuse_readonly(session, "an advisory lock")
     if session.dialect != "postgres":
         if not session._began:
-            session._lock_at_begin = True
-        await session.execute("SELECT 1")
+            session._lock_at_begin = True if wait else "nowait"
+        try:
+            await session.execute("SELECT 1")
+        except LockNotAvailableError:
+            if wait:
+                raise
+            return False  # the BEGIN failed: the session has no transaction, and goes on
         return True
     function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
     result = await session.execute(f"SELECT {function}(:key)", {"key": number})

@@ -371,7 +371,7 @@ class BaseRepository(EntityArguments[ModelT]):
         if lock is not None:
             refuse_readonly(self.session, "a row lock (for_update)")
         if lock is not None and self.session.dialect != "postgres" and not self.session._began:
-            self.session._lock_at_begin = True
+            self.session._lock_at_begin = "nowait" if lock.nowait else True
         return lock
 
     def _select(self, filters: Mapping[str, Any] | None, ordering: builtins.list[str],

@@ -341,7 +341,7 @@ class Session:
         # The isolation level of the session's transactions (None: the server's default),
         # and whether the next BEGIN takes sqlite's write lock at once (BEGIN IMMEDIATE).
         self._isolation = isolation_level(isolation)
-        self._lock_at_begin = False
+        self._lock_at_begin: bool | str = False  # True, or "nowait": no busy wait
         # Something ran that may leave state on the connection (SET, LISTEN, advisory
         # locks...): it gets asyncpg's full reset when handed back (see _statements.py).
         self._dirty = False

@@ -4,6 +4,7 @@ its fix)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -222,6 +223,30 @@ async def test_lock_not_available_says_the_transaction_is_aborted(pg_mdb: Databa
                 await BaseRepository(other, Counter).count()
             await other.rollback()
             assert await BaseRepository(other, Counter).count() == 1
+
+
+async def test_nowait_and_try_advisory_lock_do_not_wait(cdbs: list[DatabaseManager]) -> None:
+    """for_update="nowait" and advisory_lock(wait=False) answer at once on both backends:
+    LockNotAvailableError, and False; the other session goes on (sqlite: the write lock is
+    held by another connection, whose busy wait would have taken 5 s)."""
+    first, second = cdbs[0], cdbs[-1]
+    async with first.session() as session:
+        await BaseRepository(session, Counter).create({"id": 1})
+    async with first.session() as holder:
+        await BaseRepository(holder, Counter).get(1, for_update=True)
+        assert await holder.advisory_lock("k")
+        started = time.monotonic()
+        async with second.session() as other:
+            assert await other.advisory_lock("k", wait=False) is False
+            if other.dialect == "sqlite":  # no transaction began: the session goes on
+                assert (await BaseRepository(other, Counter).get(1)).value == 0
+        with pytest.raises(LockNotAvailableError):
+            async with second.session() as other:
+                await BaseRepository(other, Counter).get(1, for_update="nowait")
+        assert time.monotonic() - started < 1
+    async with second.session() as other:  # the busy timeout is back: a plain write waits
+        assert await other.advisory_lock("k", wait=False) is True
+        await BaseRepository(other, Counter).update(1, value=1)
 
 
 # -- isolation levels --------------------------------------------------------------------
