@@ -17,6 +17,8 @@ from tortoise.expressions import F
 from tortoise.models import Model
 
 from aegis_tortoise import _writes
+from aegis_tortoise._filters import writable_values
+from aegis_tortoise._values import python_values
 from aegis_tortoise.errors import ConcurrentUpdateError, ValidationError
 from aegis_tortoise.models import version_field
 
@@ -78,9 +80,10 @@ def _expected(repo: BaseRepository[Any], field: str, entity_id: Any, given: obje
 
 
 async def update(repo: BaseRepository[M], entity_id: Any, pk: Any, values: dict[str, Any],
-                 expected_version: object) -> M | None:
+                 expected_version: object, *, visible_only: bool = False) -> M | None:
     """``BaseRepository.update`` of a versioned model: ``values`` (already checked and
     converted) plus ``version = version + 1``, only where the version is the expected one.
+    ``visible_only``: a soft-deleted row counts as missing (update_many, hide_soft_deleted).
 
     Raises:
         ConcurrentUpdateError: the row exists with another version; nothing was written.
@@ -94,14 +97,16 @@ async def update(repo: BaseRepository[M], entity_id: Any, pk: Any, values: dict[
             "pass the version you read as expected_version=",
             details={"model": repo.model.__name__, "field": field})
     if not values:  # nothing to change: still say whether the version is current
-        row = await repo.get_by_id(pk, include_deleted=True)
+        row = await repo.get_by_id(pk, include_deleted=not visible_only)
         if row is not None and expected is not None and getattr(row, field) != expected:
             raise ConcurrentUpdateError(repo.model.__name__, pk, expected_version=expected)
         return row
     values = {**values, field: F(field) + 1}
     row = await _writes.update_returning(
-        repo, pk, values, where=None if expected is None else {field: expected})
-    if row is None and expected is not None and await repo.exists(pk, include_deleted=True):
+        repo, pk, values, where=None if expected is None else {field: expected},
+        where_null=True if visible_only else None)
+    if (row is None and expected is not None
+            and await repo.exists(pk, include_deleted=not visible_only)):
         raise ConcurrentUpdateError(repo.model.__name__, pk, expected_version=expected)
     return row
 
@@ -110,19 +115,33 @@ async def update_many(repo: BaseRepository[M], rows: Iterable[Any]) -> list[M]:
     """``update_many`` of a versioned model: each row's version field, when given, is the
     version it expects; one statement per row, all in one savepoint (all or nothing)."""
     field = version_field(repo.model)
-    pk_attr = repo.model._meta.pk_attr
+    model = repo.model
+    pk_attr = model._meta.pk_attr
+    # As _writes.update_many: every row checked (an id twice is an error) before any SQL;
+    # hidden (soft-deleted) rows are skipped when the repository hides them.
+    checked: list[tuple[Any, Any, dict[str, Any]]] = []
+    seen: set[Any] = set()
+    for item in rows:
+        data = dict(item) if isinstance(item, Mapping) else repo._data(item, partial=True)
+        key = pk_attr if pk_attr in data else "pk"
+        if key not in data:
+            raise ValidationError(
+                f"update_many() needs the {pk_attr!r} of every {model.__name__} row",
+                details={"model": model.__name__, "field": pk_attr})
+        pk = repo._pk(data.pop(key))
+        if pk in seen:
+            raise ValidationError(
+                f"update_many() got {model.__name__} {pk_attr}={pk!r} twice",
+                details={"model": model.__name__, "field": pk_attr, "id": repr(pk)})
+        seen.add(pk)
+        expected = data.pop(field, None) if field else None
+        values = writable_values(model, data, action="update")
+        checked.append((pk, expected, python_values(model, values)))
     found: list[M] = []
     async with repo.session.savepoint():
-        for item in rows:
-            data = dict(item) if isinstance(item, Mapping) else repo._data(item, partial=True)
-            key = pk_attr if pk_attr in data else "pk"
-            if key not in data:
-                raise ValidationError(
-                    f"update_many() needs the {pk_attr!r} of every {repo.model.__name__} row",
-                    details={"model": repo.model.__name__, "field": pk_attr})
-            pk = data.pop(key)
-            expected = data.pop(field, None) if field else None
-            row = await repo.update(pk, data, expected_version=expected)
+        for pk, expected, values in checked:
+            row = await update(repo, pk, pk, values, expected,
+                               visible_only=repo.hide_soft_deleted)
             if row is not None:
                 found.append(row)
     return found

@@ -95,6 +95,31 @@ async def test_soft_delete_where_raises_the_version(cdb: DatabaseManager) -> Non
             await repo.update(read, value=9)
 
 
+class _HiddenTallies(BaseRepository[Tally]):
+    hide_soft_deleted = True
+
+
+async def test_versioned_update_many_behaves_as_update_many(cdb: DatabaseManager) -> None:
+    """update_many of a versioned model keeps update_many's rules: an id named twice is a
+    ValidationError (nothing written), a hidden (soft-deleted) row is skipped, untouched."""
+    async with cdb.session() as session:
+        repo = _HiddenTallies(session)
+        one, two = await repo.create_many([{"value": 0}, {"value": 0}])
+        with pytest.raises(ValidationError, match="twice"):
+            await repo.update_many([{"id": one.id, "value": 1}, {"id": one.id, "value": 2}])
+        assert (await repo.get(one.id)).version == 1
+        await repo.soft_delete(two.id)
+        hidden = await repo.get(two.id, include_deleted=True)
+        updated = await repo.update_many([{"id": one.id, "value": 5}, {"id": two.id, "value": 5},
+                                          {"id": two.id + 1, "value": 5}])
+        assert [(row.id, row.value, row.version) for row in updated] == [(one.id, 5, 2)]
+        assert await repo.update_many([{"id": two.id}]) == []
+        assert await repo.update_many([{"id": two.id, "value": 6,
+                                        "version": hidden.version}]) == []
+        stored = await repo.get(two.id, include_deleted=True)
+        assert (stored.value, stored.version) == (0, hidden.version)
+
+
 async def test_upsert_of_a_row_inserted_meanwhile_raises_its_version(
         pg_mdb: DatabaseManager) -> None:
     """The second upsert found no row (the first one's insert was not committed yet), then
