@@ -25,7 +25,7 @@ from aegis_tortoise.models import version_field
 if TYPE_CHECKING:
     from aegis_tortoise.repository import BaseRepository
 
-__all__ = ["bump", "update", "update_many", "upsert", "versioned"]
+__all__ = ["bump", "update", "update_many", "upsert", "upsert_many", "versioned"]
 
 M = TypeVar("M", bound=Model)
 
@@ -155,14 +155,7 @@ async def upsert(repo: BaseRepository[M], data: Any, conflict: Sequence[str],
     inserted with the version's default."""
     field = versioned(repo.model, expected_version)
     assert field is not None  # noqa: S101 - the caller checked
-    if isinstance(data, Model):
-        values = {name: getattr(data, name, None) for name in (*conflict, *(update_fields or ()))}
-    else:
-        values = dict(data) if isinstance(data, Mapping) else repo._data(data, partial=False)
-    missing = [name for name in conflict if name not in values]
-    if missing:
-        raise ValidationError(f"upsert() needs the conflict field(s) {', '.join(missing)}",
-                              details={"model": repo.model.__name__, "field": missing[0]})
+    values = _upsert_values(repo, data, conflict, update_fields, field)
     async with repo.session.savepoint():
         found = await repo.list(filters={name: values[name] for name in conflict}, limit=1,
                                 for_update=True, include_deleted=True)
@@ -179,3 +172,47 @@ async def upsert(repo: BaseRepository[M], data: Any, conflict: Sequence[str],
         updated = await repo.update(existing.pk, changes, expected_version=expected)
         assert updated is not None  # noqa: S101 - locked above, so still there
         return updated, False
+
+
+def _upsert_values(repo: BaseRepository[Any], data: Any, conflict: Sequence[str],
+                   update_fields: Sequence[str] | None, field: str) -> dict[str, Any]:
+    """``data``'s values, with ``conflict`` and ``update_fields`` checked as
+    ``_writes.upsert_many`` checks them (a unique conflict target, writable update fields),
+    before any SQL."""
+    model = repo.model
+    if isinstance(conflict, str):
+        conflict = [conflict]
+    target = _writes._conflict_names(model, conflict)
+    _writes._update_names(model, update_fields, target)
+    bump(model, dict.fromkeys(update_fields or ()))  # the version is not an update field
+    if isinstance(data, Model):
+        values = {name: getattr(data, name, None) for name in (*conflict, *(update_fields or ()))}
+    else:
+        values = dict(data) if isinstance(data, Mapping) else repo._data(data, partial=False)
+    missing = [name for name in conflict if name not in values]
+    if missing:
+        raise ValidationError(f"upsert() needs the conflict field(s) {', '.join(missing)}",
+                              details={"model": model.__name__, "field": missing[0]})
+    return values
+
+
+async def upsert_many(repo: BaseRepository[M], rows: Iterable[Any], conflict: Sequence[str],
+                      update_fields: Sequence[str] | None) -> list[tuple[M, bool]]:
+    """``upsert_many`` of a versioned model: :func:`upsert` a row at a time, all in one
+    savepoint; two rows with the same conflict key are a ValidationError before any SQL, as
+    ``_writes.upsert_many`` says."""
+    field = versioned(repo.model, None)
+    assert field is not None  # noqa: S101 - the caller checked
+    items = list(rows)
+    names = [conflict] if isinstance(conflict, str) else list(conflict)
+    seen: dict[Any, int] = {}
+    for position, item in enumerate(items):
+        values = _upsert_values(repo, item, names, update_fields, field)
+        key = tuple(values[name] for name in names)
+        if seen.setdefault(key, position) != position:
+            raise ValidationError(
+                f"Cannot upsert {repo.model.__name__}: rows {seen[key]} and {position} have "
+                f"the same {', '.join(names)} {key if len(key) > 1 else key[0]!r}",
+                details={"model": repo.model.__name__, "field": ", ".join(names)})
+    async with repo.session.savepoint():  # all or nothing, a row at a time
+        return [await upsert(repo, item, names, update_fields, None) for item in items]

@@ -545,9 +545,7 @@ class BaseRepository(EntityArguments[ModelT]):
             DuplicateEntityError: a row conflicts on another unique field.
         """
         if _versions.versioned(self.model, None) is not None:
-            async with self.session.savepoint():  # all or nothing, a row at a time
-                return [await _versions.upsert(self, row, conflict, update, None)
-                        for row in rows]
+            return await _versions.upsert_many(self, rows, conflict, update)
         return await _writes.upsert_many(self, rows, conflict, update)
 
     async def update_many(self, rows: Iterable[EntityData]) -> builtins.list[ModelT]:

@@ -120,6 +120,27 @@ async def test_versioned_update_many_behaves_as_update_many(cdb: DatabaseManager
         assert (stored.value, stored.version) == (0, hidden.version)
 
 
+async def test_versioned_upsert_checks_as_upsert(cdb: DatabaseManager) -> None:
+    """A versioned upsert keeps upsert's checks, before any SQL: a conflict target that is
+    no unique constraint, the same key twice in upsert_many, the version as an update field."""
+    pk = await _tally(cdb)
+    async with cdb.session() as session:
+        repo = BaseRepository(session, Tally)
+        with pytest.raises(ValidationError, match="unique"):
+            await repo.upsert({"value": 0}, conflict=["value"], update=["value"])
+        with pytest.raises(ValidationError, match="same id"):
+            await repo.upsert_many([{"id": pk, "value": 1}, {"id": pk, "value": 2}],
+                                   conflict=["id"], update=["value"])
+        with pytest.raises(ValidationError, match="version"):
+            await repo.upsert({"id": pk, "version": 1}, conflict=["id"], update=["version"])
+        stored = await repo.get(pk)
+        assert (stored.value, stored.version) == (0, 1)
+        rows = await repo.upsert_many([{"id": pk, "value": 3}, {"id": pk + 1, "value": 4}],
+                                      conflict=["id"], update=["value"])
+        assert [(row.value, row.version, created) for row, created in rows] == [
+            (3, 2, False), (4, 1, True)]
+
+
 async def test_upsert_of_a_row_inserted_meanwhile_raises_its_version(
         pg_mdb: DatabaseManager) -> None:
     """The second upsert found no row (the first one's insert was not committed yet), then
