@@ -3,6 +3,7 @@
 from aegis_tortoise.config import DatabaseSettings, DatabaseURL, Settings, parse_database_url
 from aegis_tortoise.errors import (
     AegisBaseException,
+    ConcurrentUpdateError,
     ConfigurationError,
     DatabaseConnectionError,
     DatabaseError,
@@ -10,6 +11,7 @@ from aegis_tortoise.errors import (
     EntityNotFoundError,
     ErrorCode,
     InvalidFilterError,
+    LockNotAvailableError,
     MultipleResultsFoundError,
     NoResultFoundError,
     PoolTimeoutError,
@@ -27,6 +29,7 @@ from aegis_tortoise.models import (
     PaginatedResponse,
     SoftDeleteMixin,
     TimestampMixin,
+    VersionedEntity,
 )
 from aegis_tortoise.repository import BaseRepository
 from aegis_tortoise.retry import db_retry, is_transient, with_db_retry
@@ -37,6 +40,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AegisBaseException",
+    "ConcurrentUpdateError",
     "BaseEntity",
     "BaseRepository",
     "ConfigurationError",
@@ -50,6 +54,7 @@ __all__ = [
     "ErrorCode",
     "InvalidFilterError",
     "KeysetPage",
+    "LockNotAvailableError",
     "MultipleResultsFoundError",
     "NoResultFoundError",
     "PaginatedResponse",
@@ -66,6 +71,7 @@ __all__ = [
     "TransactionManager",
     "TransactionOutcomeUnknownError",
     "ValidationError",
+    "VersionedEntity",
     "__version__",
     "db_retry",
     "is_transient",

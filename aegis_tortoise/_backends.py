@@ -22,12 +22,14 @@ from tortoise.backends.asyncpg.client import TransactionWrapper as AsyncpgTransa
 from tortoise.backends.base.client import ConnectionWrapper, TransactionContext
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionWrapper
 
+from aegis_tortoise._isolation import asyncpg_isolation
+from aegis_tortoise._lazy_reads import LazyReads
 from aegis_tortoise._observe import instrument_sqlite, pg_connection_init
 from aegis_tortoise._operations import BeginningConnectionWrapper, NestedContext
-from aegis_tortoise._statements import is_plain_read, is_stateless, plain_read
 from aegis_tortoise.config import split_hosts
 from aegis_tortoise.errors import (
     DatabaseConnectionError,
+    LockNotAvailableError,
     PoolTimeoutError,
     TransactionError,
     translate_errors,
@@ -41,73 +43,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("aegis_tortoise.pool")
 
 
-class _LazyReads:
-    """Session-client behaviour shared by both dialects (mixed in before Tortoise's class).
-
-    A plain ORM read before the session's first write runs without BEGIN; any statement
-    that may leave state on the connection marks the session for a full reset on release,
-    and any but a plain read marks its transaction as one that may have written
-    (read-your-writes). Tortoise 1.1.9 sends every ORM statement through these methods;
-    code that uses ``acquire_connection()`` directly marks the session itself.
-    """
-
-    _aegis_session: Session
-    #: The session's first statement may still move to another connection (a readonly
-    #: session on a replica, see _PgSessionClient._first_statement).
-    _retry_first = False
-
-    def _note(self, query: str) -> None:
-        session = self._aegis_session
-        if not is_stateless(query):
-            session._dirty = True
-        if not session._wrote and not is_plain_read(query):
-            session._wrote = True  # read-your-writes (see _replicas.ReplicaSet.note_commit)
-
-    async def _read(self, run: Any, query: str, values: list[Any] | None) -> Any:
-        self._note(query)
-        if self._aegis_session._began or not is_plain_read(query):
-            return await run(query, values)  # a first statement here begins first (begin())
-        token = plain_read.set(True)
-        try:
-            if self._retry_first:
-                return await self._first_statement(lambda: run(query, values))
-            return await run(query, values)
-        finally:
-            plain_read.reset(token)
-
-    async def _first_statement(self, send: Callable[[], Awaitable[Any]]) -> Any:
-        return await send()
-
-    async def execute_query(self, query: str, values: list[Any] | None = None) -> Any:
-        return await self._read(super().execute_query, query, values)  # type: ignore[misc]
-
-    async def execute_query_dict(self, query: str, values: list[Any] | None = None) -> Any:
-        return await self._read(super().execute_query_dict, query, values)  # type: ignore[misc]
-
-    async def fetch_rows(self, query: str, values: list[Any] | None = None) -> list[Any]:
-        """The rows of any statement (``INSERT ... RETURNING`` too), as the driver gives them.
-
-        Tortoise 1.1.9's asyncpg ``execute_query`` returns no rows for a statement starting
-        with INSERT/UPDATE/DELETE, and ``execute_query_dict`` copies every row into a dict
-        (~0.3 us a row: 3 ms for create_many's 10,000 keys). sqlite's rows come as they are.
-        """
-        _, rows = await self.execute_query(query, values)
-        result: list[Any] = list(rows)
-        return result
-
-    async def execute_insert(self, query: str, values: list[Any]) -> Any:
-        self._note(query)
-        return await super().execute_insert(query, values)  # type: ignore[misc]
-
-    async def execute_many(self, query: str, values: list[Any]) -> None:
-        self._note(query)
-        await super().execute_many(query, values)  # type: ignore[misc]
-
-    async def execute_script(self, query: str) -> None:
-        self._aegis_session._dirty = self._aegis_session._wrote = True
-        await super().execute_script(query)  # type: ignore[misc]
-
-
 async def _no_reset(conn: Any) -> None:
     """asyncpg's ``reset=`` hook: nothing beyond the ROLLBACK asyncpg does itself.
 
@@ -116,7 +51,7 @@ async def _no_reset(conn: Any) -> None:
     """
 
 
-class _PgSessionClient(_LazyReads, AsyncpgTransactionWrapper):
+class _PgSessionClient(LazyReads, AsyncpgTransactionWrapper):
     """Tortoise's asyncpg transaction client on a connection the session acquired."""
 
     async def fetch_rows(self, query: str, values: list[Any] | None = None) -> list[Any]:
@@ -172,8 +107,13 @@ class _PgSessionClient(_LazyReads, AsyncpgTransactionWrapper):
 
     async def _begin(self) -> None:
         # db.session(readonly=True): READ ONLY, on a replica and on the primary alike.
+        # isolation None: plain BEGIN, the server's default_transaction_isolation.
+        level = self._aegis_session._isolation
+        if level == "serializable" and self._replica is not None:
+            level = "repeatable read"  # a hot standby refuses SERIALIZABLE; the same snapshot
         self.transaction = self._connection.transaction(
-            readonly=getattr(self._aegis_session, "readonly", False))
+            readonly=getattr(self._aegis_session, "readonly", False),
+            isolation=asyncpg_isolation(level))
         await self.transaction.start()
 
     async def _first_statement(self, send: Callable[[], Awaitable[Any]]) -> Any:
@@ -204,7 +144,7 @@ class _PgSessionClient(_LazyReads, AsyncpgTransactionWrapper):
         return NestedContext(AsyncpgTransactionWrapper(self), self._aegis_session)
 
 
-class _SqliteSessionClient(_LazyReads, SqliteTransactionWrapper):
+class _SqliteSessionClient(LazyReads, SqliteTransactionWrapper):
     """Tortoise's sqlite transaction client, bound to a session."""
 
     def __init__(self, parent: SqliteClient, session: Session, log: Any) -> None:
@@ -217,6 +157,38 @@ class _SqliteSessionClient(_LazyReads, SqliteTransactionWrapper):
 
     def _in_transaction(self) -> TransactionContext:
         return NestedContext(SqliteTransactionWrapper(self), self._aegis_session)
+
+    async def begin(self) -> None:
+        session = self._aegis_session
+        if not session._lock_at_begin:
+            await super().begin()
+            return
+        # for_update / advisory_lock: take the database's write lock at once, so no other
+        # connection writes between this transaction's reads and its writes. As Tortoise
+        # 1.1.9's begin(), with IMMEDIATE; SQLITE_BUSY after the busy timeout stays sqlite's
+        # error (a retryable TransactionConflictError once translated).
+        nowait = session._lock_at_begin == "nowait"
+        session._lock_at_begin = False
+        await self._connection.commit()
+        if not nowait:
+            await self._connection.execute("BEGIN IMMEDIATE")
+            return
+        # for_update="nowait" / advisory_lock(wait=False): no busy wait for this BEGIN, as
+        # PostgreSQL's NOWAIT; the connection's busy timeout is put back after it.
+        async with self._connection.execute("PRAGMA busy_timeout") as cursor:
+            row = await cursor.fetchone()
+        await self._connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            await self._connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY"):
+                raise
+            raise LockNotAvailableError(
+                "Could not take the sqlite database's write lock: another connection holds "
+                f"it ({exc})", details={"sqlite_errorname": exc.sqlite_errorname},
+                cause=exc) from exc
+        finally:
+            await self._connection.execute(f"PRAGMA busy_timeout = {int(row[0] if row else 0)}")
 
     async def commit(self) -> None:
         try:

@@ -47,7 +47,7 @@ async def copy_batch(session: Session, plan: BulkPlan, batch: Batch, nrows: int)
     arrays: list[Any] = [*batch.arrays,
                          *(itertools.repeat(value, nrows) for _, value in batch.scalars)]
     keys: list[Any] = []
-    session._wrote = True  # the connection directly, past _LazyReads._note: mark it here
+    session._wrote = True  # the connection directly, past LazyReads._note: mark it here
     async with session.connection.acquire_connection() as connection:
         if meta.pk.generated:
             where = (session.manager.url.masked(), model)

@@ -18,6 +18,7 @@ from tortoise.query_utils import Prefetch
 from aegis_tortoise import _bulk
 from aegis_tortoise import _select as _sql
 from aegis_tortoise._filters import filter_kwargs
+from aegis_tortoise._locks import ForUpdate
 
 if TYPE_CHECKING:
     from aegis_tortoise.repository import BaseRepository
@@ -69,9 +70,11 @@ def plain_where(repo: BaseRepository[M], filters: Mapping[str, Any] | None,
 
 async def plain_fetch(repo: BaseRepository[M], kwargs: Mapping[str, Any], shape: _sql.Shape,
                       ordering: tuple[str, ...], related: Sequence[str | Prefetch], *,
-                      skip: int, limit: int | None) -> list[M] | None:
+                      skip: int, limit: int | None, lock: ForUpdate | None = None
+                      ) -> list[M] | None:
     """Rows for a plain shape through SQL built once per shape; None to use the QuerySet
-    (an ordering or prefetch the cached SQL does not cover)."""
+    (an ordering or prefetch the cached SQL does not cover). ``lock``: append its
+    ``FOR UPDATE`` clause (PostgreSQL takes it after LIMIT/OFFSET)."""
     model = repo.model
     dialect = repo.session.dialect
     if not _sql.orderable(model, ordering, dialect):
@@ -89,6 +92,8 @@ async def plain_fetch(repo: BaseRepository[M], kwargs: Mapping[str, Any], shape:
     rows = _sql.row_plan(model, native)
     sql = _sql.select_sql(model, dialect, shape, ordering, rows.columns_sql,
                           limit=limit is not None, offset=bool(skip))
+    if lock is not None:
+        sql += lock.sql(dialect)
     params = _sql.params_for(model, shape, kwargs)
     if limit is not None:
         params.append(limit)

@@ -355,11 +355,13 @@ async def _upsert_group(repo: BaseRepository[M], cols: _Columns, keys: list[Any]
 
 
 async def update_returning(repo: BaseRepository[M], pk: Any, values: dict[str, Any], *,
-                          where_null: bool | None = None) -> M | None:
+                          where_null: bool | None = None,
+                          where: Mapping[str, Any] | None = None) -> M | None:
     """``UPDATE ... SET <values>, updated_at = now WHERE pk = ... RETURNING *``.
 
     Args:
         where_null: True/False: only if the soft-delete field is NULL / NOT NULL.
+        where: Further ``field: value`` conditions (an optimistic version, _versions.py).
     """
     meta = repo.model._meta
     table = meta.basetable
@@ -367,8 +369,8 @@ async def update_returning(repo: BaseRepository[M], pk: Any, values: dict[str, A
     refuse_nan(repo.model, values, repo.session.dialect)
     # What DatetimeField.to_db_value stamps on save(): now in the context's time zone.
     auto_now_values(repo.model, values, timezone.localtime())
-    if not any(isinstance(v, Expression) or k in meta.fk_fields or k in meta.o2o_fields
-               for k, v in values.items()):
+    if not where and not any(isinstance(v, Expression) or k in meta.fk_fields
+                             or k in meta.o2o_fields for k, v in values.items()):
         return await _update_cached(repo, pk, values, where_null)
     query = conn.query_class.update(table)
     context = ResolveContext(model=repo.model, table=table, annotations={},
@@ -393,6 +395,10 @@ async def update_returning(repo: BaseRepository[M], pk: Any, values: dict[str, A
     if where_null is not None:
         marker = table[meta.fields_db_projection[repo.soft_delete_field]]
         query = query.where(marker.isnull() if where_null else marker.notnull())
+    for name, value in (where or {}).items():
+        field = meta.fields_map[name]
+        query = query.where(table[meta.fields_db_projection[name]]
+                            == field.to_db_value(value, repo.model))
     query = query.returning(*meta.fields_db_projection.values())  # type: ignore[operator]
     sql, params = query.get_parameterized_sql()
     return await _reads.one_row(repo, sql, params)
@@ -554,14 +560,15 @@ async def _update_columns(repo: BaseRepository[M], names: tuple[str, ...], *,
 
 
 async def update_where(repo: BaseRepository[Any], filters: Mapping[str, Any] | None,
-                       values: Mapping[str, Any]) -> int:
-    """``UPDATE t SET <values>, updated_at = now WHERE <filters>``; the row count."""
+                       values: Mapping[str, Any], extra: Mapping[str, Any]) -> int:
+    """``UPDATE t SET <values>, <extra>, updated_at = now WHERE <filters>``; the row count
+    (``extra``: expressions such as an optimistic version's increment)."""
     model = repo.model
     checked = writable_values(model, values, action="update")
     if not checked:
         raise ValidationError(f"update_where() needs at least one {model.__name__} field",
                               details={"model": model.__name__})
-    converted = python_values(model, checked)
+    converted = {**python_values(model, checked), **extra}
     refuse_nan(model, converted, repo.session.dialect)
     auto_now_values(model, converted, timezone.localtime())
     queryset = repo._where(filters, include_deleted=False)
@@ -582,12 +589,13 @@ async def delete_where(repo: BaseRepository[Any], filters: Mapping[str, Any] | N
     return deleted
 
 
-async def soft_delete_where(repo: BaseRepository[Any],
-                            filters: Mapping[str, Any] | None) -> int:
-    """Set ``deleted_at`` (UTC now) and ``updated_at`` where it is NULL; the row count."""
+async def soft_delete_where(repo: BaseRepository[Any], filters: Mapping[str, Any] | None,
+                            extra: Mapping[str, Any]) -> int:
+    """Set ``deleted_at`` (UTC now), ``extra`` and ``updated_at`` where it is NULL; the row
+    count."""
     repo._require_soft_delete("soft-delete")
     field = repo.soft_delete_field
-    values: dict[str, Any] = {field: datetime.now(UTC)}
+    values: dict[str, Any] = {field: datetime.now(UTC), **extra}
     auto_now_values(repo.model, values, timezone.localtime())
     queryset = repo._where(filters, include_deleted=False).filter(**{f"{field}__isnull": True})
     count: int = await queryset.update(**values)

@@ -427,6 +427,12 @@ class DatabaseSettings(BaseSettings):
         checked_secret(value, "DATABASE_CURSOR_SECRET")
         return value
 
+    database_isolation_level: str | None = Field(
+        default=None,
+        description="DATABASE_ISOLATION_LEVEL: 'read committed', 'repeatable read' or "
+        "'serializable' for every session's transactions; unset: the server's default.",
+    )
+
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)
@@ -451,6 +457,13 @@ class DatabaseSettings(BaseSettings):
         for url in value:
             parse_database_url(url)
         return value
+
+    @field_validator("database_isolation_level")
+    @classmethod
+    def _valid_isolation(cls, value: str | None) -> str | None:
+        from aegis_tortoise._isolation import isolation_level
+
+        return isolation_level(value, "DATABASE_ISOLATION_LEVEL") if value else None
 
     @field_validator("database_url")
     @classmethod

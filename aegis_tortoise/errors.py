@@ -22,6 +22,7 @@ from tortoise import exceptions as tortoise_exc
 
 __all__ = [
     "AegisBaseException",
+    "ConcurrentUpdateError",
     "ConfigurationError",
     "DatabaseConnectionError",
     "DatabaseError",
@@ -29,6 +30,7 @@ __all__ = [
     "EntityNotFoundError",
     "ErrorCode",
     "InvalidFilterError",
+    "LockNotAvailableError",
     "MultipleResultsFoundError",
     "NoResultFoundError",
     "PoolTimeoutError",
@@ -56,6 +58,8 @@ class ErrorCode(StrEnum):
     DB_POOL_TIMEOUT = "DB_2001"
     DB_TRANSACTION_ERROR = "DB_2002"
     DB_TRANSACTION_OUTCOME_UNKNOWN = "DB_2003"
+    DB_LOCK_NOT_AVAILABLE = "DB_2004"
+    DB_CONCURRENT_UPDATE = "DB_2005"
 
 
 class ServiceException(Exception):  # noqa: N818 - the seed library's public name
@@ -161,6 +165,40 @@ class DuplicateEntityError(ServiceException):
         super().__init__(message, details={"entity_type": entity_type, **details}, cause=cause)
         self.entity_type = entity_type
         self.field: str | None = field
+
+
+class ConcurrentUpdateError(ServiceException):
+    """An update named a stale ``expected_version``: someone else changed the row since it
+    was read (409, ``DB_2005``). Nothing was written; read it again and retry."""
+
+    default_code = ErrorCode.DB_CONCURRENT_UPDATE
+    default_status = 409
+
+    def __init__(
+        self,
+        entity_type: str,
+        entity_id: Any = None,
+        *,
+        expected_version: Any = None,
+        details: dict[str, Any] | None = None,
+        cause: BaseException | None = None,
+    ) -> None:
+        merged = {"entity_type": entity_type, "entity_id": _jsonable(entity_id),
+                  "expected_version": _jsonable(expected_version), **(details or {})}
+        super().__init__(
+            f"{entity_type} {entity_id} was changed by someone else (expected version "
+            f"{expected_version}); read it again and retry", details=merged, cause=cause)
+        self.entity_type = entity_type
+        self.entity_id = entity_id
+        self.expected_version = expected_version
+
+
+class LockNotAvailableError(ServiceException):
+    """A row lock asked with ``for_update="nowait"`` is held by another transaction, or
+    ``lock_timeout`` expired (SQLSTATE 55P03; 409, ``DB_2004``)."""
+
+    default_code = ErrorCode.DB_LOCK_NOT_AVAILABLE
+    default_status = 409
 
 
 class DatabaseError(ServiceException):
@@ -318,6 +356,13 @@ def _translate_pg(exc: asyncpg.PostgresError, entity: str | None) -> ServiceExce
     if state in _CONFLICT_STATES:
         return TransactionConflictError(f"Transaction conflict, retry the unit of work: {exc}",
                                         details=details, cause=exc)
+    if state == "55P03":
+        return LockNotAvailableError(
+            f"Could not lock the {entity_name} row(s): another transaction holds the lock "
+            f"({exc}). PostgreSQL has aborted the transaction (or the savepoint the statement "
+            "ran in): roll back, or take locks that may fail inside "
+            "TransactionManager(session).transaction() (a savepoint) to carry on",
+            details={**details, "entity_type": entity_name}, cause=exc)
     if state == "25P02":
         return TransactionError(
             "The transaction is aborted after an earlier error; roll back, or wrap statements "

@@ -267,6 +267,12 @@ def _public(exc: ServiceException) -> tuple[str, dict[str, Any]]:
                 "before retrying"), {}
     if isinstance(exc, errors.DatabaseConnectionError):
         return "The database is unavailable, retry later", {}
+    if isinstance(exc, errors.ConcurrentUpdateError):
+        return (f"{entity or 'Entity'} was changed by someone else: read it again and retry",
+                {"entity_type": entity})
+    if isinstance(exc, errors.LockNotAvailableError):
+        return f"{entity or 'Entity'} is locked by another request, retry later", {
+            "entity_type": entity}
     if isinstance(exc, errors.TransactionConflictError):
         return "A concurrent change conflicted with this request, retry it", {}
     return "Internal server error", {}

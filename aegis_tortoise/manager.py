@@ -24,7 +24,7 @@ from tortoise.context import TortoiseContext, _current_context
 from tortoise.exceptions import BaseORMException
 from tortoise.utils import generate_schema_for_client
 
-from aegis_tortoise import _cursor, _model_state, _tortoise_state
+from aegis_tortoise import _cursor, _isolation, _model_state, _tortoise_state
 from aegis_tortoise._backends import Backend, PostgresBackend, SqliteBackend
 from aegis_tortoise._modules import check_model_modules
 from aegis_tortoise._observe import acquire as observed_acquire
@@ -101,6 +101,11 @@ class DatabaseManager:
             sessions use the primary; 0 disables.
         cursor_secret: The key that signs keyset cursors (at least 16 bytes); ``None``:
             ``DATABASE_CURSOR_SECRET`` (see :mod:`aegis_tortoise._cursor`).
+        isolation_level: The isolation level of every session's transactions:
+            ``"read committed"``, ``"repeatable read"`` or ``"serializable"``; None:
+            ``DATABASE_ISOLATION_LEVEL``, else the server's ``default_transaction_isolation``.
+            ``db.session(isolation=...)`` overrides it per session. sqlite transactions are
+            serializable whatever is asked.
         **driver_options: Passed to the driver (asyncpg ``connect()`` keywords such as
             ``ssl``, ``command_timeout``, ``server_settings``; sqlite pragmas).
 
@@ -128,6 +133,7 @@ class DatabaseManager:
         max_replica_lag: float | None = None,
         read_your_writes: float | None = None,
         cursor_secret: str | bytes | None = None,
+        isolation_level: str | None = None,
         _tortoise_config: dict[str, Any] | None = None,
         **driver_options: Any,
     ) -> None:
@@ -165,6 +171,9 @@ class DatabaseManager:
         self.pool_recycle = seconds("pool_recycle", pool_recycle, settings, allow_zero=True)
         self.echo = bool(echo if echo is not None else settings.database_echo)  # type: ignore[union-attr]
         self.driver_options = driver_options
+        self.isolation_level = _isolation.isolation_level(
+            isolation_level if isolation_level is not None or settings is None
+            else settings.database_isolation_level, "isolation_level")
         self.id = next(_ids)
         self.dialect: str = self.url.dialect
         if config is not None:
@@ -186,6 +195,11 @@ class DatabaseManager:
             PostgresBackend(self) if self.dialect == "postgres" else SqliteBackend(self)
         )
         self._sql_log: Any = client_log(self.echo)
+        self._init_runtime_state()
+        _model_state.register(self)
+
+    def _init_runtime_state(self) -> None:
+        """What the first session fills in: the context, the loop, the models."""
         self._ctx: TortoiseContext | None = None
         self._root_client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -198,7 +212,6 @@ class DatabaseManager:
         # The session this manager has open in the current task (for nested-session rules).
         self._current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
             f"aegis_session_{self.id}", default=None)
-        _model_state.register(self)
 
     def __repr__(self) -> str:
         state = "open" if self._ctx is not None else "not connected"
@@ -422,14 +435,17 @@ class DatabaseManager:
 
     # -- sessions -----------------------------------------------------------------------------
 
-    def session(self, readonly: bool = False) -> Session:
+    def session(self, readonly: bool = False, *, isolation: str | None = None) -> Session:
         """A new session: ``async with db.session() as session: ...``.
 
         It commits when the block ends normally and rolls back on any exception. With
         ``readonly=True`` it runs on a healthy replica (the primary when none is usable, or
         within ``read_your_writes`` of this task's last write) in a READ ONLY transaction.
+        ``isolation``: ``"read committed"``, ``"repeatable read"`` or ``"serializable"``
+        for the session's transactions; None: the manager's ``isolation_level``.
         """
-        return ReadonlySession(self) if readonly else Session(self)
+        level = self.isolation_level if isolation is None else isolation
+        return ReadonlySession(self, level) if readonly else Session(self, level)
 
     get_session = session
 

@@ -10,7 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from tortoise import fields
 from tortoise.models import Model
 
-__all__ = ["BaseEntity", "KeysetPage", "PaginatedResponse", "SoftDeleteMixin", "TimestampMixin"]
+__all__ = [
+    "BaseEntity", "KeysetPage", "PaginatedResponse", "SoftDeleteMixin", "TimestampMixin",
+    "VersionedEntity", "version_field",
+]
 
 T = TypeVar("T")
 
@@ -44,6 +47,32 @@ class BaseEntity(TimestampMixin, SoftDeleteMixin, Model):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.pk}>"
+
+
+class VersionedEntity(BaseEntity):
+    """Abstract base model with an optimistic version: :class:`BaseEntity` plus ``version``.
+
+    Any model opts in the same way with ``class Meta: version_field = "<an IntField>"``.
+    Every repository update of such a model increments the version; one that names
+    ``expected_version`` (or passes a loaded instance) writes only if the row still has that
+    version, else raises :class:`ConcurrentUpdateError` and writes nothing.
+    """
+
+    version = fields.IntField(default=1, description="Optimistic version, +1 per update")
+
+    class Meta:
+        abstract = True
+        version_field = "version"
+
+
+def version_field(model: type[Model]) -> str | None:
+    """The model's version field (``Meta.version_field``, inherited), or None."""
+    for klass in model.__mro__:
+        meta = klass.__dict__.get("Meta")
+        name = getattr(meta, "version_field", None) if meta is not None else None
+        if name:
+            return str(name)
+    return None
 
 
 class PaginatedResponse(BaseModel, Generic[T]):

@@ -12,16 +12,16 @@ import builtins
 from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args, get_origin, overload
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin, overload
 
-from pydantic import BaseModel
 from tortoise.expressions import Subquery
 from tortoise.models import Model
 from tortoise.query_utils import Prefetch
 from tortoise.queryset import QuerySet
 
-from aegis_tortoise import _bulk, _create_many, _keyset, _reads, _stream, _writes
+from aegis_tortoise import _bulk, _create_many, _keyset, _reads, _stream, _versions, _writes
 from aegis_tortoise import _select as _sql
+from aegis_tortoise._arguments import EntityArguments, EntityData, check_window
 from aegis_tortoise._filters import (
     bound_lists,
     default_ordering,
@@ -32,8 +32,9 @@ from aegis_tortoise._filters import (
     single_pass,
     writable_values,
 )
-from aegis_tortoise._translate import VALUE_ERRORS, public_methods
-from aegis_tortoise._values import payload_or_field, python_values, refuse_nan
+from aegis_tortoise._locks import ForUpdate, LockMode, LockOf, lock_of, refuse_readonly
+from aegis_tortoise._translate import public_methods
+from aegis_tortoise._values import payload_or_field, python_values
 from aegis_tortoise.errors import (
     ConfigurationError,
     DuplicateEntityError,
@@ -48,8 +49,6 @@ __all__ = ["BaseRepository", "ModelT"]
 
 ModelT = TypeVar("ModelT", bound=Model)
 
-#: Entity data: a model instance, a dict of field values, or a pydantic model.
-EntityData = Mapping[str, Any] | BaseModel
 OrderBy = str | Sequence[str]
 Prefetches = str | Iterable[str | Prefetch]
 
@@ -58,7 +57,7 @@ _IDS_PER_QUERY = 10_000
 
 
 @public_methods
-class BaseRepository(Generic[ModelT]):
+class BaseRepository(EntityArguments[ModelT]):
     """Data access for one model, bound to an open :class:`Session`.
 
     ``UserRepository(session)`` takes the model from ``BaseRepository[User]``;
@@ -133,10 +132,6 @@ class BaseRepository(Generic[ModelT]):
 
     # -- building blocks ------------------------------------------------------------------
 
-    @property
-    def _name(self) -> str:
-        return self.model.__name__
-
     def query(self, *, include_deleted: bool = False) -> QuerySet[ModelT]:
         """A QuerySet of the model bound to the session, for custom methods.
 
@@ -178,83 +173,6 @@ class BaseRepository(Generic[ModelT]):
             inner = self.model.filter(**kwargs).using_db(self.session.connection)
             return queryset.filter(pk__in=Subquery(inner.values(self.model._meta.pk_attr)))
         return queryset.filter(**kwargs)
-
-    def _pk(self, entity_id: Any) -> Any:
-        """``entity_id`` converted to the primary key's Python type (before any SQL)."""
-        if isinstance(entity_id, Model):
-            entity_id = entity_id.pk
-        try:
-            if entity_id is None:
-                raise ValueError("None")  # same message as a bad value
-            return self.model._meta.pk.to_python_value(entity_id)
-        except VALUE_ERRORS as exc:
-            raise ValidationError(f"Invalid {self._name} id: {entity_id!r}", details={
-                "model": self._name, "id": repr(entity_id),
-                "field": self.model._meta.pk_attr}) from exc
-
-    def _data(self, data: EntityData | None, *, partial: bool) -> dict[str, Any]:
-        if data is None:
-            return {}
-        if isinstance(data, BaseModel):
-            return data.model_dump(exclude_unset=partial)
-        if isinstance(data, Mapping):
-            return dict(data)
-        raise ValidationError(
-            f"Expected a {self._name}, a dict or a pydantic model, not {type(data).__name__}",
-            details={"model": self._name})
-
-    def _build(self, data: Mapping[str, Any]) -> ModelT:
-        values = writable_values(self.model, data, action="create")
-        try:
-            instance = self.model(**values)
-        except Exception as exc:
-            # Model() raises ValueError for None in a non-null field, Tortoise errors for an
-            # unsaved related object: both are bad input.
-            raise ValidationError(f"Invalid {self._name} data: {exc}",
-                                  details={"model": self._name}) from exc
-        return instance
-
-    def _unsaved(self, entity: Model) -> ModelT:
-        """``entity`` itself, checked to be a new instance of this repository's model."""
-        if not isinstance(entity, self.model):
-            raise ValidationError(
-                f"{type(self).__name__} stores {self._name}, not {type(entity).__name__}",
-                details={"model": self._name})
-        if entity._saved_in_db:
-            raise ValidationError(
-                f"This {self._name} is already saved (id={entity.pk}); use update()",
-                details={"model": self._name, "id": repr(entity.pk)})
-        return entity
-
-    def _instance(self, entity: ModelT | EntityData) -> ModelT:
-        if isinstance(entity, Model):
-            instance = self._unsaved(entity)
-        else:
-            instance = self._build(self._data(entity, partial=False))
-        self._check_required(instance)
-        refuse_nan(self.model, instance.__dict__, self.session.dialect)
-        return instance
-
-    def _check_required(self, instance: ModelT) -> None:
-        """Name a missing required field before the INSERT (which would abort a PG transaction)."""
-        meta = self.model._meta
-        missing = []
-        for name in meta.fields_db_projection:
-            field = meta.fields_map[name]
-            if (field.null or field.generated or field.default is not None
-                    or field.has_db_default() or getattr(field, "auto_now", False)
-                    or getattr(field, "auto_now_add", False)):
-                continue
-            if getattr(instance, name, None) is None:
-                missing.append(next((fk for fk in meta.fk_fields | meta.o2o_fields
-                                     if meta.fields_map[fk].source_field == name), name))
-        if missing:
-            raise self._missing(missing)
-
-    def _missing(self, missing: builtins.list[str]) -> ValidationError:
-        return ValidationError(
-            f"Cannot create {self._name}: missing required field(s): {', '.join(missing)}",
-            details={"model": self._name, "fields": missing, "field": missing[0]})
 
     def _ordering(self, fields: builtins.list[str]) -> builtins.list[str]:
         # Without order_by, the model's Meta.ordering, as Model.all(). The primary key breaks
@@ -336,49 +254,73 @@ class BaseRepository(Generic[ModelT]):
     # -- read -----------------------------------------------------------------------------
 
     async def get_by_id(self, entity_id: Any, *, include_deleted: bool = False,
-                        prefetch: Prefetches | None = None) -> ModelT | None:
-        """The entity with this id, or None."""
+                        prefetch: Prefetches | None = None, for_update: LockMode = False,
+                        of: LockOf | None = None) -> ModelT | None:
+        """The entity with this id, or None.
+
+        ``for_update``: lock the row until the session's transaction ends (``True``);
+        ``"nowait"``: raise :class:`LockNotAvailableError` if another transaction holds it;
+        ``"skip_locked"``: None if another transaction holds it. ``of``: the models (or
+        tables) to lock when the read joins others. On sqlite the session takes the
+        database's write lock instead (:mod:`aegis_tortoise._locks`).
+        """
         related = prefetch_fields(self.model, prefetch)
         pk = self._pk(entity_id)
+        lock = self._lock(for_update, of)
         # The cached statement stands for query().filter(pk=...): only while query() is plain.
         if not related and self._plain_query():
             hidden = self.hide_soft_deleted and not include_deleted
             sql = _bulk.select_by_pk_sql(self.model, self.session.dialect,
                                          self.soft_delete_field, True if hidden else None)
+            if lock is not None:
+                sql += lock.sql(self.session.dialect)
             return await _reads.one_row(self, sql,
                                        [self.model._meta.pk.to_db_value(pk, self.model)])
         queryset = self.query(include_deleted=include_deleted).filter(pk=pk)
+        if lock is not None:
+            queryset = queryset.select_for_update(**lock.tortoise())
         return await queryset.prefetch_related(*related).first()
 
     async def get(self, entity_id: Any, *, include_deleted: bool = False,
-                  prefetch: Prefetches | None = None) -> ModelT:
-        """The entity with this id.
+                  prefetch: Prefetches | None = None, for_update: LockMode = False,
+                  of: LockOf | None = None) -> ModelT:
+        """The entity with this id (``for_update``/``of`` as :meth:`get_by_id`).
 
         Raises:
             EntityNotFoundError: "User not found: 5".
         """
         found = await self.get_by_id(entity_id, include_deleted=include_deleted,
-                                     prefetch=prefetch)
+                                     prefetch=prefetch, for_update=for_update, of=of)
         if found is None:
             raise EntityNotFoundError(self._name, entity_id)
         return found
 
     async def get_by_ids(self, ids: Iterable[Any], *, include_deleted: bool = False,
-                         prefetch: Prefetches | None = None) -> builtins.list[ModelT]:
-        """The entities with these ids, in the order given; missing ids are skipped."""
+                         prefetch: Prefetches | None = None, for_update: LockMode = False,
+                         of: LockOf | None = None) -> builtins.list[ModelT]:
+        """The entities with these ids, in the order given; missing ids are skipped
+        (``for_update``/``of`` as :meth:`get_by_id`; rows are locked in key order)."""
         related = prefetch_fields(self.model, prefetch)
         wanted = builtins.list(dict.fromkeys(self._pk(i) for i in ids))
+        lock = self._lock(for_update, of)
+        # Locking in one order everywhere keeps two lockers of the same rows from deadlocking.
+        ordering = (self.model._meta.pk_attr,) if lock is not None else ()
+        # Locking: chunks of the sorted keys too, or two sessions could lock two chunks in
+        # opposite orders.
+        keys = sorted(wanted) if lock is not None else wanted
         found: dict[Any, ModelT] = {}
-        for start in range(0, len(wanted), _IDS_PER_QUERY):
-            chunk = wanted[start:start + _IDS_PER_QUERY]
+        for start in range(0, len(keys), _IDS_PER_QUERY):
+            chunk = keys[start:start + _IDS_PER_QUERY]
             plain = _reads.plain_where(self, {f"{self.model._meta.pk_attr}__in": chunk},
                                       include_deleted)
             rows = None if plain is None else await _reads.plain_fetch(
-                self, *plain, (), related, skip=0, limit=None)
+                self, *plain, ordering, related, skip=0, limit=None, lock=lock)
             if rows is not None:
                 found.update((row.pk, row) for row in rows)
                 continue
             queryset = self.query(include_deleted=include_deleted).filter(pk__in=chunk)
+            if lock is not None:
+                queryset = queryset.select_for_update(**lock.tortoise()).order_by(*ordering)
             if related:
                 queryset = queryset.prefetch_related(*related)
             found.update((row.pk, row) for row in await queryset)
@@ -386,8 +328,9 @@ class BaseRepository(Generic[ModelT]):
 
     async def list(self, skip: int = 0, limit: int | None = 100,
                    filters: Mapping[str, Any] | None = None, order_by: OrderBy | None = None,
-                   *, include_deleted: bool = False,
-                   prefetch: Prefetches | None = None) -> builtins.list[ModelT]:
+                   *, include_deleted: bool = False, prefetch: Prefetches | None = None,
+                   for_update: LockMode = False,
+                   of: LockOf | None = None) -> builtins.list[ModelT]:
         """Entities matching ``filters``, ordered by ``order_by`` (default: the model's
         ``Meta.ordering``, then the primary key).
 
@@ -398,6 +341,10 @@ class BaseRepository(Generic[ModelT]):
             order_by: ``"name"``, ``"-created_at"`` or a list of them.
             include_deleted: Show soft-deleted rows when ``hide_soft_deleted`` is set.
             prefetch: Relations to load in one extra query each (``["policies"]``).
+            for_update: Lock the rows returned (as :meth:`get_by_id`).
+                ``list(filters=..., limit=n, for_update="skip_locked")`` claims up to ``n``
+                rows no other transaction holds: a work queue.
+            of: The models (or tables) to lock when a filter joins another table.
 
         Raises:
             InvalidFilterError: an unknown field or lookup, before any SQL runs.
@@ -406,16 +353,29 @@ class BaseRepository(Generic[ModelT]):
         plain = _reads.plain_where(self, filters, include_deleted)
         ordering = self._ordering(order_by_fields(self.model, order_by))
         related = prefetch_fields(self.model, prefetch)
-        _check_window(skip, limit)
+        check_window(skip, limit)
+        lock = self._lock(for_update, of)
         if plain is not None:
             rows = await _reads.plain_fetch(self, *plain, tuple(ordering), related,
-                                            skip=skip, limit=limit)
+                                            skip=skip, limit=limit, lock=lock)
             if rows is not None:
                 return rows
         queryset = self._select(filters, ordering, related, include_deleted)
+        if lock is not None:
+            queryset = queryset.select_for_update(**lock.tortoise())
         if skip:
             queryset = queryset.offset(skip)
         return await (queryset if limit is None else queryset.limit(limit))
+
+    def _lock(self, for_update: LockMode, of: LockOf | None) -> ForUpdate | None:
+        """The checked lock request; on sqlite it makes the session's next BEGIN take the
+        write lock (``BEGIN IMMEDIATE``)."""
+        lock = lock_of(for_update, of, self.model)
+        if lock is not None:
+            refuse_readonly(self.session, "a row lock (for_update)")
+        if lock is not None and self.session.dialect != "postgres" and not self.session._began:
+            self.session._lock_at_begin = "nowait" if lock.nowait else True
+        return lock
 
     def _select(self, filters: Mapping[str, Any] | None, ordering: builtins.list[str],
                 related: Sequence[str | Prefetch], include_deleted: bool) -> QuerySet[ModelT]:
@@ -498,19 +458,30 @@ class BaseRepository(Generic[ModelT]):
 
     # -- update / delete ------------------------------------------------------------------
 
-    async def update(self, entity_id: Any, data: EntityData | None = None,
-                     **fields: Any) -> ModelT | None:
+    async def update(self, entity_id: Any, data: EntityData | None = None, *,
+                     expected_version: int | None = None, **fields: Any) -> ModelT | None:
         """Change the given fields (and ``updated_at``); returns the entity, or None if missing.
 
         ``data`` is a dict or a pydantic model (only the fields it set); ``fields`` win over
         it. On every backend this is one ``UPDATE ... RETURNING`` statement. On a model with
         a field named ``data``, ``update(id, data=[1, 2])`` (a value that is neither a dict
         nor a pydantic model) sets that field, as ``save()`` would.
+
+        On a model with a version field (``VersionedEntity``, ``Meta.version_field``) the
+        version goes up by one; ``expected_version=n`` (or a loaded instance passed as
+        ``entity_id``) writes only if the row still has version ``n``.
+
+        Raises:
+            ConcurrentUpdateError: the row's version is not ``expected_version``; nothing
+                was written.
         """
         data, fields = payload_or_field(self.model, data, fields)
         values = writable_values(self.model, {**self._data(data, partial=True), **fields},
                                  action="update")
         pk = self._pk(entity_id)
+        if _versions.versioned(self.model, expected_version) is not None:
+            return await _versions.update(self, entity_id, pk, python_values(self.model, values),
+                                          expected_version)
         if not values:
             return await self.get_by_id(pk, include_deleted=True)
         return await _writes.update_returning(self, pk, python_values(self.model, values))
@@ -534,29 +505,36 @@ class BaseRepository(Generic[ModelT]):
         """
         self._require_soft_delete("soft-delete")
         pk = self._pk(entity_id)
-        row = await _writes.update_returning(self, pk, {self.soft_delete_field: datetime.now(UTC)},
-                                           where_null=True)
+        row = await _writes.update_returning(
+            self, pk, {self.soft_delete_field: datetime.now(UTC), **_versions.bump(self.model)},
+            where_null=True)
         return row if row is not None else await self.get_by_id(pk, include_deleted=True)
 
     async def restore(self, entity_id: Any) -> ModelT | None:
         """Clear ``deleted_at``; returns the entity (found even when hidden), or None."""
         self._require_soft_delete("restore")
         pk = self._pk(entity_id)
-        row = await _writes.update_returning(self, pk, {self.soft_delete_field: None},
-                                             where_null=False)
+        row = await _writes.update_returning(
+            self, pk, {self.soft_delete_field: None, **_versions.bump(self.model)},
+            where_null=False)
         return row if row is not None else await self.get_by_id(pk, include_deleted=True)
 
 
     # -- set-based writes (aegis_tortoise._writes) -----------------------------------------
 
     async def upsert(self, data: EntityData, *, conflict: Sequence[str],
-                     update: Sequence[str] | None = None) -> tuple[ModelT, bool]:
+                     update: Sequence[str] | None = None,
+                     expected_version: int | None = None) -> tuple[ModelT, bool]:
         """Insert ``data``, or on a conflict over ``conflict`` update the ``update`` fields
-        (and ``updated_at``); ``update=None``: leave the existing row as it is.
+        (and ``updated_at``); ``update=None``: leave the existing row as it is. On a
+        versioned model an update raises the version, and checks ``expected_version``
+        when given (:meth:`update`).
 
         Returns:
             ``(entity, created)``: the row as stored, and whether this call inserted it.
         """
+        if _versions.versioned(self.model, expected_version) is not None:
+            return await _versions.upsert(self, data, conflict, update, expected_version)
         (result,) = await _writes.upsert_many(self, [data], conflict, update)
         return result
 
@@ -571,34 +549,36 @@ class BaseRepository(Generic[ModelT]):
                 unique constraint, a bad value (naming the field).
             DuplicateEntityError: a row conflicts on another unique field.
         """
+        if _versions.versioned(self.model, None) is not None:
+            return await _versions.upsert_many(self, rows, conflict, update)
         return await _writes.upsert_many(self, rows, conflict, update)
 
     async def update_many(self, rows: Iterable[EntityData]) -> builtins.list[ModelT]:
         """Update each row (a dict with its id and the fields to change); rows may name
         different fields. Ids that do not exist are skipped. One statement per field set
-        (``UPDATE ... FROM unnest(...)`` on PostgreSQL), all or nothing.
+        (``UPDATE ... FROM unnest(...)`` on PostgreSQL), all or nothing. On a versioned
+        model, a row's version field is the version it expects (:meth:`update`), and each
+        row is its own statement.
 
         Returns:
             The updated entities, in input order.
         """
+        if _versions.versioned(self.model, None) is not None:
+            return await _versions.update_many(self, rows)
         return await _writes.update_many(self, rows)
 
     async def update_where(self, filters: Mapping[str, Any] | None, **values: Any) -> int:
-        """Set ``values`` (and ``updated_at``) on every row matching ``filters``; the count."""
-        return await _writes.update_where(self, filters, values)
+        """Set ``values`` (and ``updated_at``) on every row matching ``filters``; the count.
+        On a versioned model each row's version goes up by one (and ``values`` may not set
+        it)."""
+        return await _writes.update_where(self, filters, values,
+                                          _versions.bump(self.model, values))
 
     async def delete_where(self, filters: Mapping[str, Any] | None) -> int:
         """Delete every row matching ``filters`` for good; the count."""
         return await _writes.delete_where(self, filters)
 
     async def soft_delete_where(self, filters: Mapping[str, Any] | None) -> int:
-        """Soft-delete every row matching ``filters`` not deleted yet; the count."""
-        return await _writes.soft_delete_where(self, filters)
-
-def _check_window(skip: int, limit: int | None) -> None:
-    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
-        raise ValidationError(f"skip must be an integer >= 0, got {skip!r}",
-                              details={"field": "skip"})
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ValidationError(f"limit must be an integer >= 0 or None, got {limit!r}",
-                              details={"field": "limit"})
+        """Soft-delete every row matching ``filters`` not deleted yet; the count (a
+        versioned row's version goes up by one, as on every write)."""
+        return await _writes.soft_delete_where(self, filters, _versions.bump(self.model))

@@ -22,6 +22,8 @@ from tortoise.backends.base.client import (
     TransactionContext,
 )
 
+from aegis_tortoise._isolation import isolation_level, settable_level
+from aegis_tortoise._locks import take_advisory_lock
 from aegis_tortoise._operations import NestedContext, operation, rejected_by_server
 from aegis_tortoise._statements import block_comment_end, is_plain_read, is_stateless
 from aegis_tortoise.errors import (
@@ -342,14 +344,18 @@ class Session:
 
     __slots__ = (
         "_began", "_client", "_conn", "_ctx", "_ctx_token", "_dirty", "_failed", "_failed_as",
-        "_lease", "_lock", "_manager", "_op", "_op_lock", "_savepoints", "_state",
-        "_storage_token", "_task_token", "_wrote",
+        "_isolation", "_lease", "_lock", "_lock_at_begin", "_manager", "_op", "_op_lock",
+        "_savepoints", "_state", "_storage_token", "_task_token", "_wrote",
     )
 
-    def __init__(self, manager: DatabaseManager) -> None:
+    def __init__(self, manager: DatabaseManager, isolation: str | None = None) -> None:
         self._manager = manager
         self._state = _SessionState.NEW
         self._began = False
+        # The isolation level of the session's transactions (None: the server's default),
+        # and whether the next BEGIN takes sqlite's write lock at once (BEGIN IMMEDIATE).
+        self._isolation = isolation_level(isolation)
+        self._lock_at_begin: bool | str = False  # True, or "nowait": no busy wait
         # Something ran that may leave state on the connection (SET, LISTEN, advisory
         # locks...): it gets asyncpg's full reset when handed back (see _statements.py).
         self._dirty = False
@@ -386,6 +392,31 @@ class Session:
     def dialect(self) -> str:
         """``"postgres"`` or ``"sqlite"``."""
         return self._manager.dialect
+
+    @property
+    def isolation(self) -> str | None:
+        """The isolation level of the session's transactions: ``"read committed"``,
+        ``"repeatable read"``, ``"serializable"``, or None for the server's default (sqlite:
+        every transaction is serializable, whatever is asked)."""
+        return self._isolation
+
+    def set_isolation(self, level: str | None) -> None:
+        """Set the isolation level of the session's next transaction (and those after it).
+
+        Raises:
+            TransactionError: the transaction has begun (its first statement fixed its level).
+            ConfigurationError: an unknown level.
+        """
+        self._check_open()
+        self._isolation = settable_level(self, level)
+
+    async def advisory_lock(self, key: int | str, *, wait: bool = True) -> bool:
+        """Take a transaction-scoped advisory lock on ``key`` (until the transaction ends):
+        ``pg_advisory_xact_lock``, or with ``wait=False`` ``pg_try_advisory_xact_lock``; a str
+        key is hashed as :func:`aegis_tortoise._locks.advisory_key` says. sqlite: the
+        database's write lock (``BEGIN IMMEDIATE``). Returns whether it was taken."""
+        self._check_open()
+        return await take_advisory_lock(self, key, wait=wait)
 
     @property
     def is_active(self) -> bool:

@@ -256,7 +256,7 @@ class _FixtureManager(DatabaseManager):
 
     _aegis_loop: asyncio.AbstractEventLoop | None = None
 
-    def session(self, readonly: bool = False) -> Session:
+    def session(self, readonly: bool = False, *, isolation: str | None = None) -> Session:
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # not in async code; nothing can connect yet
@@ -267,7 +267,7 @@ class _FixtureManager(DatabaseManager):
                 "belong to the test function's loop (with in-memory sqlite another loop "
                 "would silently see a new, empty database). Run the fixtures that use it "
                 "with loop_scope='function'")
-        return super().session(readonly)
+        return super().session(readonly, isolation=isolation)
 
     get_session = session
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from tortoise.exceptions import BaseORMException
 
-from aegis_tortoise.errors import ConfigurationError, translate_exception
+from aegis_tortoise._isolation import isolation_level
+from aegis_tortoise.errors import ConfigurationError, TransactionError, translate_exception
 from aegis_tortoise.session import Session
 
 if TYPE_CHECKING:
@@ -48,10 +49,27 @@ class TransactionManager:
         return f"TransactionManager({self.target!r})"
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Session]:
-        """Run the block all or nothing; yields the session it runs in."""
+    async def transaction(self, *, isolation: str | None = None) -> AsyncIterator[Session]:
+        """Run the block all or nothing; yields the session it runs in.
+
+        Args:
+            isolation: Given a manager, the new session's isolation level
+                (``"read committed"``, ``"repeatable read"``, ``"serializable"``).
+
+        Raises:
+            TransactionError: ``isolation`` asked of a session's savepoint: a savepoint runs
+                at its transaction's level.
+        """
         if isinstance(self.target, Session):
             session = self.target
+            if isolation is not None:
+                level = isolation_level(isolation)
+                raise TransactionError(
+                    f"A savepoint cannot run at another isolation level ({level!r}): it is "
+                    "part of the session's transaction, which has one level. Open a session "
+                    "with it: TransactionManager(db).transaction(isolation=...) or "
+                    "db.session(isolation=...)",
+                    details={"isolation": level, "current": session.isolation})
             try:
                 async with session.savepoint():
                     yield session
@@ -63,7 +81,7 @@ class TransactionManager:
                     raise
                 raise translated from exc
         else:
-            async with self.target.session() as session:
+            async with self.target.session(isolation=isolation) as session:
                 yield session
 
 

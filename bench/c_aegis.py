@@ -12,6 +12,7 @@ from aegis_tortoise.fastapi import RegisterTortoise
 from bench.base import Contender, PoolEnv
 from bench.c_tortoise import _config as tortoise_config
 from bench.c_tortoise import dropin_unit
+from bench.counter import AegisCounter
 from bench.workload import EXAMPLE_MODELS, MAX_CONNECTIONS, MAX_OVERFLOW, PAGE, POOL_SIZE
 
 
@@ -127,3 +128,7 @@ class AegisContender(Contender):
     async def sql(self, statement: str) -> list[tuple[Any, ...]]:
         async with self.db.session() as session:
             return [tuple(r) for r in (await session.execute(statement)).fetchall()]
+
+    async def counter_env(self) -> AegisCounter:
+        """A manager with a pool of 20 for the contended counter (bench/counter.py)."""
+        return await AegisCounter.start(self.url)

@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 
 from bench.base import Contender, PoolEnv
+from bench.counter import AsyncpgCounter
 from bench.workload import MAX_CONNECTIONS, PAGE, POOL_SIZE, now
 
 _COLS = "id, email, name, created_at, updated_at, deleted_at"
@@ -131,3 +132,7 @@ class AsyncpgContender(Contender):
     async def pool_env(self) -> PoolEnv:
         pool = await asyncpg.create_pool(self.url, min_size=1, max_size=POOL_SIZE)
         return _Env(pool)
+
+    async def counter_env(self) -> AsyncpgCounter:
+        """A pool of 20 for the contended counter (bench/counter.py)."""
+        return await AsyncpgCounter.start(self.url)

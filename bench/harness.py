@@ -26,6 +26,8 @@ from bench.c_aegis import AegisContender
 from bench.c_asyncpg import AsyncpgContender
 from bench.c_sqlalchemy import SqlAlchemyContender
 from bench.c_tortoise import TortoiseContender
+from bench.counter import STRATEGIES, TASKS
+from bench.counter import run_sample as run_counter
 from bench.workload import (
     CONCURRENT_TASKS,
     EXAMPLE_MODELS,
@@ -214,6 +216,8 @@ class Bench:
                     await method(rows)
         elif base == "concurrent":
             return await self._sample_concurrent(slot, round_no)
+        elif base in STRATEGIES:
+            return await self._sample_counter(slot, op, units)
         else:  # pragma: no cover
             raise ValueError(op)
         gc.collect()
@@ -279,6 +283,18 @@ class Bench:
         finally:
             await env.close()
         return batches * CONCURRENT_TASKS / elapsed
+
+    async def _sample_counter(self, slot: Slot, op: str, units: int) -> float:
+        """The contended counter (bench/counter.py); a lost increment fails the run."""
+        env = await slot.contender.counter_env()  # type: ignore[attr-defined]
+        try:
+            gc.collect()
+            elapsed, value = await run_counter(env, op, units)
+        finally:
+            await env.close()
+        if value != units:
+            self._fail(slot, op, f"{units} increments left the counter at {value}")
+        return units / elapsed
 
     # -- correctness, once per contender before any timing ----------------------------------
 
@@ -355,6 +371,8 @@ class Bench:
             rows = await slot.fetch("SELECT id, name FROM users WHERE id = ANY($1::int[])", ids)
             if sorted(rows) != sorted((i, f"cc{i}") for i in ids):
                 self._fail(slot, op, "not every concurrent update reached the database")
+        elif base in STRATEGIES:
+            await self._sample_counter(slot, op, TASKS * 2)  # checks the count itself
         elif base == "relations":
             got = c.norm_relations(await c.relations(self.seeded["rel_ids"]))
             want = [(u, [u] * REL_POLICIES) for u in sorted(self.seeded["rel_ids"])]
@@ -431,7 +449,8 @@ def _ops_of(contender: Contender, ops: list[Op]) -> tuple[str, ...]:
               "list_mid": "list_page", "list_last": "list_page", "count": "count",
               "update": "update", "concurrent": "pool_env", "relations": "relations",
               "dropin": "dropin",
-              "create_many": "create_many", "create_many_dicts": "create_many_dicts"}
+              "create_many": "create_many", "create_many_dicts": "create_many_dicts",
+              **dict.fromkeys(STRATEGIES, "counter_env")}
     return tuple(op.key for op in ops if contender.has(method[op.key.removeprefix("sqlite_")]))
 
 

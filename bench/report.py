@@ -108,8 +108,8 @@ def table(results: Results, sizes: Sizes, ops: list[Op] | None = None) -> str:
         lines.append(
             f"| {label} | {op.unit} | {_fmt(med['A'])} | {_fmt(med['B'])} | {_fmt(med['D'])} "
             f"| {_fmt(med['E'])} | {_ratio(e_a, op.a_target)} "
-            f"| {_ratio(e_b, op.b_target)} ({op.b_target}) "
-            f"| {_ratio(e_d, op.d_target)} ({op.d_target}) |")
+            f"| {_ratio(e_b, op.b_target)}{f' ({op.b_target})' if op.b_target else ''} "
+            f"| {_ratio(e_d, op.d_target)}{f' ({op.d_target})' if op.d_target else ''} |")
     notes = []
     em = results.median("create_many", A_EXECUTEMANY)
     if em is not None:

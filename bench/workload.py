@@ -59,6 +59,14 @@ OPS: tuple[Op, ...] = (
     # RegisterTortoise (E) against Tortoise's (D); A and B have no such thing.
     Op("dropin", "plain Tortoise outside sessions: get + save (RegisterTortoise)", "op",
        "postgres", 1.5, 0.95),
+    # The contended counter (issue 19): 50 tasks, one row, pool 20. A is asyncpg with
+    # SELECT ... FOR UPDATE in every row; E each of the library's strategies. B and D: none.
+    Op("counter_for_update", "contended counter: 50 tasks on 1 row, for_update", "inc",
+       "postgres", 0.0, 0.0, 0.8),
+    Op("counter_versioned", "contended counter: 50 tasks on 1 row, expected_version + retry",
+       "inc", "postgres", 0.0, 0.0),
+    Op("counter_serializable", "contended counter: 50 tasks on 1 row, SERIALIZABLE + "
+       "with_db_retry", "inc", "postgres", 0.0, 0.0),
     Op("sqlite_create", "sqlite: create one row", "op", "sqlite", 1.5, 0.95),
     Op("sqlite_get", "sqlite: get by primary key", "op", "sqlite", 1.5, 0.95),
     Op("sqlite_create_many", "sqlite: create_many of N rows", "row", "sqlite", 2.0, 3.0),
@@ -85,6 +93,8 @@ class Sizes:
             "list_mid": n(400, 3), "list_last": n(400, 3), "count": n(400, 3),
             "update": n(400, 3), "concurrent": CONCURRENT_TASKS * n(3),
             "relations": n(40, 1), "dropin": n(400, 3), "create_many": 1, "create_many_dicts": 1,
+            "counter_for_update": n(1000, 50), "counter_versioned": n(1000, 50),
+            "counter_serializable": n(1000, 50),
             "sqlite_create": n(1000, 3), "sqlite_get": n(3000, 5), "sqlite_create_many": 1,
         }
         return cls(scale=scale, seed_users=n(10_000, 400), batch_rows=n(10_000, 100),

@@ -1,11 +1,13 @@
 """``aegis_shared.database``: the seed's database API."""
 
 from aegis_tortoise.errors import (
+    ConcurrentUpdateError,
     DatabaseConnectionError,
     DatabaseError,
     DuplicateEntityError,
     EntityNotFoundError,
     InvalidFilterError,
+    LockNotAvailableError,
     PoolTimeoutError,
     TransactionError,
     TransactionOutcomeUnknownError,
@@ -18,6 +20,7 @@ from aegis_tortoise.session import Result, Session
 from aegis_tortoise.transactions import TransactionManager, transactional
 
 __all__ = [
+    "ConcurrentUpdateError",
     "BaseRepository",
     "DatabaseConnectionError",
     "DatabaseError",
@@ -25,6 +28,7 @@ __all__ = [
     "DuplicateEntityError",
     "EntityNotFoundError",
     "InvalidFilterError",
+    "LockNotAvailableError",
     "PoolTimeoutError",
     "Result",
     "Session",

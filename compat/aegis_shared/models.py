@@ -6,6 +6,8 @@ from aegis_tortoise.models import (
     PaginatedResponse,
     SoftDeleteMixin,
     TimestampMixin,
+    VersionedEntity,
 )
 
-__all__ = ["BaseEntity", "KeysetPage", "PaginatedResponse", "SoftDeleteMixin", "TimestampMixin"]
+__all__ = ["BaseEntity", "KeysetPage", "PaginatedResponse", "SoftDeleteMixin", "TimestampMixin",
+           "VersionedEntity"]

@@ -2,6 +2,7 @@
 
 from aegis_tortoise.errors import (
     AegisBaseException,
+    ConcurrentUpdateError,
     ConfigurationError,
     DatabaseConnectionError,
     DatabaseError,
@@ -9,6 +10,7 @@ from aegis_tortoise.errors import (
     EntityNotFoundError,
     ErrorCode,
     InvalidFilterError,
+    LockNotAvailableError,
     PoolTimeoutError,
     ServiceException,
     TransactionError,
@@ -18,6 +20,7 @@ from aegis_tortoise.errors import (
 
 __all__ = [
     "AegisBaseException",
+    "ConcurrentUpdateError",
     "ConfigurationError",
     "DatabaseConnectionError",
     "DatabaseError",
@@ -25,6 +28,7 @@ __all__ = [
     "EntityNotFoundError",
     "ErrorCode",
     "InvalidFilterError",
+    "LockNotAvailableError",
     "PoolTimeoutError",
     "ServiceException",
     "TransactionError",
