@@ -31,7 +31,6 @@ from aegis_tortoise.errors import (
     PoolTimeoutError,
     TransactionError,
     translate_errors,
-    translate_exception,
 )
 from aegis_tortoise.session import Result, Session, is_dml
 
@@ -159,25 +158,10 @@ class _PgSessionClient(_LazyReads, AsyncpgTransactionWrapper):
         await self.transaction.start()
 
     async def _first_statement(self, send: Callable[[], Awaitable[Any]]) -> Any:
-        """Send a readonly session's first statement; if its replica connection is dead,
-        send it again on the next candidate.
-
-        The session has done nothing before its first statement (its BEGIN READ ONLY, or a
-        plain read before any BEGIN), so a connection that fails then (a pooled connection
-        of a standby that stopped before the event loop saw its sockets close) can be
-        swapped for another: the backend discards it, skips that replica as a failed health
-        check does, and takes another replica, else the primary. A failure after the first
-        statement is not retried.
-        """
-        while True:
-            retry, self._retry_first = self._retry_first, False
-            try:
-                return await send()
-            except Exception as exc:
-                if not (retry and isinstance(translate_exception(exc), DatabaseConnectionError)):
-                    raise
-                backend = cast("PostgresBackend", self._aegis_session._manager._backend)
-                await backend.move_session(self._aegis_session, exc)
+        # A readonly session's first statement may move to another replica connection
+        # (aegis_tortoise._replicas.ReplicaSet.first_statement).
+        replicas = self._aegis_session._manager._replicas
+        return await replicas.first_statement(self, send)
 
     def acquire_connection(self) -> ConnectionWrapper[Any]:
         return BeginningConnectionWrapper(self._lock, self)
@@ -301,23 +285,6 @@ class PostgresBackend:
         session._conn = bound._connection = proxy._con
         bound._proxy, bound._replica = proxy, replica
         bound._retry_first = replica is not None
-
-    async def move_session(self, session: Session, exc: BaseException) -> None:
-        """Move a readonly session whose first statement found its replica connection dead
-        to the next candidate (see ``_PgSessionClient._first_statement``)."""
-        bound: _PgSessionClient = session._client
-        raw, session._conn = session._conn, None
-        if not raw.is_closed():
-            raw.terminate()  # the pool replaces it
-        try:
-            await bound._home.release(bound._proxy)
-        except Exception:
-            logger.debug("could not return a dead replica connection", exc_info=True)
-        bound.transaction = None
-        pool = await self._pool(session._lease)
-        # Nothing awaits between taking a replica's connection and binding it: a
-        # cancellation cannot leak it.
-        await self._bind(session, pool, await self.manager._replicas.replace(bound._replica, exc))
 
     async def _acquire(self, pool: Any) -> Any:
         timeout = self.manager.pool_timeout

@@ -30,14 +30,18 @@ import itertools
 import logging
 import time
 import weakref
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import asyncpg
 
 from aegis_tortoise._backends import _acquire_attempt, _AcquireAttempt
 from aegis_tortoise.config import DatabaseSettings, DatabaseURL, parse_database_url
-from aegis_tortoise.errors import ConfigurationError
+from aegis_tortoise.errors import (
+    ConfigurationError,
+    DatabaseConnectionError,
+    translate_exception,
+)
 from aegis_tortoise.session import Session
 
 if TYPE_CHECKING:
@@ -46,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["CHECK_EVERY", "DOWN_FOR", "ReadonlySession", "ReplicaSet"]
 
 logger = logging.getLogger("aegis_tortoise.replicas")
+
+R = TypeVar("R")
 
 #: Seconds a lag measurement is trusted before the next session measures again.
 CHECK_EVERY = 1.0
@@ -183,9 +189,51 @@ class ReplicaSet:
                 self.manager.url.masked(), ", ".join(self._describe(r) for r in self.replicas))
         return None
 
+    # -- moving a session whose replica connection is dead ----------------------------------
+
+    async def first_statement(self, client: Any, send: Callable[[], Awaitable[R]]) -> R:
+        """Send a readonly session's first statement; if its replica connection is dead,
+        send it again on the next candidate.
+
+        ``client`` is the session's ``_PgSessionClient`` (see ``_backends``). The session has
+        done nothing before its first statement (its BEGIN READ ONLY, or a plain read before
+        any BEGIN), so a connection that fails then (a pooled connection of a standby that
+        stopped before the event loop saw its sockets close) can be swapped for another: it
+        is discarded, its replica is skipped as after a failed health check, and the session
+        takes another replica, else the primary. A failure after the first statement is not
+        retried.
+        """
+        while True:
+            retry, client._retry_first = client._retry_first, False
+            try:
+                return await send()
+            except Exception as exc:
+                if not (retry and isinstance(translate_exception(exc), DatabaseConnectionError)):
+                    raise
+                await self._move(client._aegis_session, exc)
+
+    async def _move(self, session: Session, exc: BaseException) -> None:
+        """Move a readonly session whose first statement found its replica connection dead
+        to the next candidate."""
+        bound = session._client
+        raw, session._conn = session._conn, None
+        if not raw.is_closed():
+            raw.terminate()  # the pool replaces it
+        try:
+            await bound._home.release(bound._proxy)
+        except Exception:
+            logger.debug("could not return a dead replica connection", exc_info=True)
+        bound.transaction = None
+        backend = self.manager._backend
+        pool = await backend._pool(session._lease)  # type: ignore[union-attr]
+        # Nothing awaits between taking a replica's connection and binding it: a
+        # cancellation cannot leak it.
+        taken = await self.replace(bound._replica, exc)
+        await backend._bind(session, pool, taken)  # type: ignore[union-attr]
+
     async def replace(self, replica: _Replica, exc: BaseException) -> tuple[Any, _Replica] | None:
         """Choose again for a readonly session whose connection to ``replica`` was found dead
-        by its first statement (the backend has discarded it; see ``_backends``).
+        by its first statement (it has been discarded: :meth:`_move`).
 
         The replica is skipped for :data:`DOWN_FOR` seconds, as after a failed health check,
         and the session is counted once, where it lands (another replica, else the primary:
