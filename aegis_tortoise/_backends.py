@@ -326,6 +326,9 @@ class PostgresBackend:
             if pool is None:
                 raw.terminate()
                 return
+            if self._left_primary(session, raw):
+                raw.terminate()  # its slot goes back (asyncpg 0.32: _release_on_close)
+                return
             if not raw.is_closed() and (raw._top_xact is not None or raw.is_in_transaction()):
                 # A BEGIN that failed or was cancelled: asyncpg 0.32 keeps the transaction
                 # registered, and the pool's reset would roll it back but log "Resetting
@@ -346,6 +349,14 @@ class PostgresBackend:
             if not (handed_back and isinstance(exc, asyncio.CancelledError)):
                 raw.terminate()
             raise
+
+    def _left_primary(self, session: Session, raw: Any) -> bool:
+        """Whether a connection of the primary's pool is on a server that no longer takes
+        writes (demoted, or fenced with default_transaction_read_only) although the URL asks
+        for a read-write one: it must not be reused, a new connection finds the primary."""
+        wanted = self.manager.url.options.get("target_session_attrs")
+        return (wanted in ("read-write", "primary") and session._client._replica is None
+                and not raw.is_closed() and reports_read_only(raw))
 
     def move_to_loop(self, client: Any) -> bool:
         """The pool belongs to the old event loop: drop it. Returns False: reinitialise."""
@@ -410,6 +421,24 @@ class PostgresBackend:
             statement = await conn._get_statement(sql, None)
             keys = [attribute.name for attribute in statement._get_attributes()]
         return Result(keys, rows, _pg_rowcount(status, len(rows)))
+
+
+def reports_read_only(conn: Any) -> bool:
+    """Whether the server last told this connection that it takes no writes.
+
+    PostgreSQL 14+ reports ``in_hot_standby`` and ``default_transaction_read_only`` to the
+    client whenever they change (after the next statement on that connection), and asyncpg
+    0.32 keeps the latest values in ``get_settings()``; an older server reports neither.
+    """
+    settings = conn.get_settings()
+    return "on" in (getattr(settings, "in_hot_standby", None),
+                    getattr(settings, "default_transaction_read_only", None))
+
+
+def reports_primary(conn: Any) -> bool:
+    """Whether the server last told this connection that it is not in hot standby (see
+    :func:`reports_read_only`): a replica's node that is a primary now."""
+    return getattr(conn.get_settings(), "in_hot_standby", None) == "off"
 
 
 def _given_connect_timeouts(manager: DatabaseManager) -> list[float]:

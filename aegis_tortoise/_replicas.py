@@ -26,20 +26,23 @@ Every readonly session runs in a READ ONLY transaction, wherever it runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import Token
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import asyncpg
 
-from aegis_tortoise._backends import _acquire_attempt, _AcquireAttempt
+from aegis_tortoise._backends import _acquire_attempt, _AcquireAttempt, reports_primary
 from aegis_tortoise.config import DatabaseSettings, DatabaseURL, parse_database_url
 from aegis_tortoise.errors import (
     ConfigurationError,
     DatabaseConnectionError,
+    readonly_session,
     translate_exception,
 )
 from aegis_tortoise.session import Session
@@ -58,9 +61,10 @@ CHECK_EVERY = 1.0
 #: Seconds a replica that failed to connect is skipped before it is tried again.
 DOWN_FOR = 5.0
 
-# Seconds the replica's replay is behind; 0 when it has replayed all it received.
+# Whether the node is a standby at all, and the seconds its replay is behind (0 when it has
+# replayed all it received).
 _LAG_SQL = """
-SELECT CASE
+SELECT pg_is_in_recovery(), CASE
   WHEN NOT pg_is_in_recovery() THEN 0
   WHEN pg_last_wal_receive_lsn() IS NULL
     OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
@@ -70,11 +74,37 @@ END::float8
 
 
 class ReadonlySession(Session):
-    """A session of ``db.session(readonly=True)``: a replica, a READ ONLY transaction."""
+    """A session of ``db.session(readonly=True)``: a replica, a READ ONLY transaction.
 
-    __slots__ = ()
+    While it is open, a write's 25006 (read_only_sql_transaction) is the caller's mistake, a
+    :class:`~aegis_tortoise.errors.TransactionError` (``errors.readonly_session``); in any other
+    session it means the server turned read-only, a retryable connection error.
+    """
+
+    __slots__ = ("_readonly_token",)
 
     readonly: ClassVar[bool] = True
+
+    async def __aenter__(self) -> Session:
+        self._readonly_token: Token[bool] | None = readonly_session.set(True)
+        try:
+            return await super().__aenter__()
+        except BaseException:
+            self._end_readonly()
+            raise
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            await super().__aexit__(exc_type, exc, tb)
+        finally:
+            self._end_readonly()
+
+    def _end_readonly(self) -> None:
+        token, self._readonly_token = self._readonly_token, None
+        if token is not None:
+            # Closed in another task's context: the manager warns about that.
+            with contextlib.suppress(ValueError):
+                readonly_session.reset(token)
 
     def __repr__(self) -> str:
         return "<readonly " + super().__repr__()[1:]
@@ -94,6 +124,8 @@ class _Replica:
         self.lag: float | None = None
         self.checked = float("-inf")
         self.down_until = float("-inf")
+        #: Its node was a primary when last checked (a failover or switchover promoted it).
+        self.primary = False
 
     def __repr__(self) -> str:
         return f"<replica {self.url.masked()!r}>"
@@ -247,6 +279,8 @@ class ReplicaSet:
     def _describe(self, replica: _Replica) -> str:
         if replica.down_until > time.monotonic():
             return f"{replica.url.masked()} (down)"
+        if replica.primary:
+            return f"{replica.url.masked()} (a primary)"
         if replica.lag is not None:
             return f"{replica.url.masked()} (lag {replica.lag:.1f} s)"
         return replica.url.masked()
@@ -256,7 +290,8 @@ class ReplicaSet:
         if replica.down_until > now:
             return None
         fresh = now - replica.checked < CHECK_EVERY
-        if fresh and replica.lag is not None and replica.lag > self.max_replica_lag:
+        if fresh and (replica.primary or (
+                replica.lag is not None and replica.lag > self.max_replica_lag)):
             return None
         timeout = self.manager.pool_timeout
         attempt = _AcquireAttempt()  # did the pool have to connect? (see _backends)
@@ -276,25 +311,43 @@ class ReplicaSet:
             return None
         finally:
             _acquire_attempt.reset(token)
-        if fresh:
+        if reports_primary(proxy._con):
+            # The server said so on this very connection (after its last statement): no
+            # round trip, and no stale measurement, sends a readonly session to a primary.
+            replica.primary, replica.checked = True, time.monotonic()
+        elif fresh:
             return proxy
-        try:
-            replica.lag = float(await proxy.fetchval(_LAG_SQL, timeout=timeout))
-            replica.checked = time.monotonic()
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            await _give_back(replica.pool, proxy, broken=True)
-            replica.down_until = time.monotonic() + DOWN_FOR
-            logger.info("skipping %r for %g s: %r", replica, DOWN_FOR, exc)
+        elif not await self._measure(replica, proxy):
             return None
-        except BaseException:  # cancelled while measuring: the connection must not leak
+        if replica.primary:
+            # A failover or switchover promoted its node. Closed, not pooled: a pool over
+            # several hosts (prefer-standby) then connects again, to a standby if one is up.
             await _give_back(replica.pool, proxy, broken=True)
-            raise
-        if replica.lag > self.max_replica_lag:
+            logger.info("skipping %r: it is a primary now", replica)
+            return None
+        if replica.lag is not None and replica.lag > self.max_replica_lag:
             await _give_back(replica.pool, proxy, broken=False)
             logger.info("skipping %r: it lags %.1f s (max_replica_lag=%g s)", replica,
                         replica.lag, self.max_replica_lag)
             return None
         return proxy
+
+    async def _measure(self, replica: _Replica, proxy: Any) -> bool:
+        """Whether ``replica``'s node is a primary, and its lag, asked on ``proxy``; False:
+        that failed, the connection is closed and the replica skipped as down."""
+        try:
+            standby, lag = await proxy.fetchrow(_LAG_SQL, timeout=self.manager.pool_timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await _give_back(replica.pool, proxy, broken=True)
+            replica.down_until = time.monotonic() + DOWN_FOR
+            logger.info("skipping %r for %g s: %r", replica, DOWN_FOR, exc)
+            return False
+        except BaseException:  # cancelled while measuring: the connection must not leak
+            await _give_back(replica.pool, proxy, broken=True)
+            raise
+        replica.primary, replica.lag = not standby, float(lag)
+        replica.checked = time.monotonic()
+        return True
 
     def _pool_options(self, replica: _Replica) -> dict[str, Any]:
         """asyncpg ``create_pool`` keywords: the replica's URL and PgBouncer mode, the
@@ -345,6 +398,7 @@ class ReplicaSet:
         for replica in self.replicas:
             pool, replica.pool = replica.pool, None
             replica.checked = replica.down_until = float("-inf")
+            replica.primary = False
             if pool is not None:
                 await pool.close()
 
