@@ -145,6 +145,8 @@ class ReplicaSet:
         self._writes: weakref.WeakKeyDictionary[asyncio.Task[Any], float] = (
             weakref.WeakKeyDictionary())
         self._warned = float("-inf")
+        self._probed = float("-inf")
+        self._probe: asyncio.Task[None] | None = None
         self.replica_reads = 0
         self.fallbacks = 0
         self.after_write = 0
@@ -212,6 +214,7 @@ class ReplicaSet:
                 self.replica_reads += 1
                 return taken, replica
         self.fallbacks += 1
+        self._probe_down()
         now = time.monotonic()
         if now - self._warned >= DOWN_FOR:
             self._warned = now
@@ -263,6 +266,26 @@ class ReplicaSet:
         taken = await self.replace(bound._replica, exc)
         await backend._bind(session, pool, taken)  # type: ignore[union-attr]
 
+    def _probe_down(self) -> None:
+        """No replica is usable: check those skipped as down again, in the background and at
+        most once per :data:`CHECK_EVERY` seconds, so a node that came back (a standby
+        restarted, an old primary rejoining) serves readonly sessions without their waiting
+        out :data:`DOWN_FOR` on the primary."""
+        now = time.monotonic()
+        down = [r for r in self.replicas if r.down_until > now]
+        if not down or now - self._probed < CHECK_EVERY or (
+                self._probe is not None and not self._probe.done()):
+            return
+        self._probed = now
+        self._probe = asyncio.get_running_loop().create_task(self._recheck(down))
+
+    async def _recheck(self, replicas: list[_Replica]) -> None:
+        for replica in replicas:
+            proxy = await self._try(replica, probe=True)  # fails: down for DOWN_FOR again
+            if proxy is not None:
+                replica.down_until = float("-inf")
+                await _give_back(replica.pool, proxy, broken=False)
+
     async def replace(self, replica: _Replica, exc: BaseException) -> tuple[Any, _Replica] | None:
         """Choose again for a readonly session whose connection to ``replica`` was found dead
         by its first statement (it has been discarded: :meth:`_move`).
@@ -285,9 +308,9 @@ class ReplicaSet:
             return f"{replica.url.masked()} (lag {replica.lag:.1f} s)"
         return replica.url.masked()
 
-    async def _try(self, replica: _Replica) -> Any:
+    async def _try(self, replica: _Replica, *, probe: bool = False) -> Any:
         now = time.monotonic()
-        if replica.down_until > now:
+        if replica.down_until > now and not probe:
             return None
         fresh = now - replica.checked < CHECK_EVERY
         if fresh and (replica.primary or (
@@ -382,6 +405,7 @@ class ReplicaSet:
             self._loop = loop
 
     def _abandon(self) -> None:
+        self._stop_probe()
         for replica in self.replicas:
             pool, replica.pool = replica.pool, None
             if pool is not None:
@@ -395,12 +419,23 @@ class ReplicaSet:
         if self._loop is not None and self._loop is not asyncio.get_running_loop():
             self._abandon()
             return
+        probe = self._stop_probe()
+        if probe is not None:
+            await asyncio.wait([probe])  # it gives back what it held; its outcome is moot
         for replica in self.replicas:
             pool, replica.pool = replica.pool, None
             replica.checked = replica.down_until = float("-inf")
             replica.primary = False
             if pool is not None:
                 await pool.close()
+
+    def _stop_probe(self) -> asyncio.Task[None] | None:
+        probe, self._probe = self._probe, None
+        if probe is None or probe.done():
+            return None
+        with contextlib.suppress(RuntimeError):  # its event loop is closed
+            probe.cancel()
+        return probe
 
     def stats(self) -> dict[str, Any]:
         """With replicas: ``replica_reads`` (readonly sessions served by a replica),
