@@ -3,6 +3,9 @@ primary that turned read-only, and SQLSTATE 25006 outside and inside readonly se
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import asyncpg
 import pytest
 
@@ -10,6 +13,7 @@ from aegis_tortoise import (
     DatabaseConnectionError,
     DatabaseManager,
     TransactionError,
+    _replicas,
     is_transient,
     with_db_retry,
 )
@@ -123,3 +127,27 @@ async def test_a_fenced_primary_is_left_for_the_new_one(cluster_factory: Cluster
         await db.close()
         new.stop("immediate")
         old.stop("immediate")
+
+
+async def test_a_standby_back_serves_again_before_down_for(truncated: Topology) -> None:
+    """With no replica usable, those skipped as down are checked again in the background
+    (at most once per CHECK_EVERY): a standby that restarted (an old primary rejoining, under
+    Patroni) serves readonly sessions again without their waiting out DOWN_FOR."""
+    s2 = truncated.standbys["s2"]
+    db = DatabaseManager(truncated.primary.url(REPLICATED), models=EXAMPLE_MODELS,
+                         replica_urls=[s2.url(REPLICATED)], read_your_writes=0, pool_size=2,
+                         max_overflow=0, pool_timeout=10)
+    try:
+        s2.stop("immediate")
+        marked_down = time.monotonic()
+        async with db.session(readonly=True) as session:
+            assert (await where(session))[0] is False
+        await asyncio.to_thread(s2.start)
+        while True:
+            async with db.session(readonly=True) as session:
+                if await where(session) == (True, s2.port):
+                    break
+            assert time.monotonic() - marked_down < _replicas.DOWN_FOR - 0.5
+            await asyncio.sleep(0.05)
+    finally:
+        await db.close()
