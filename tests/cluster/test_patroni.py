@@ -18,6 +18,7 @@ in docs/scaling-out.md ("Running on Patroni").
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import time
 import uuid
@@ -140,7 +141,7 @@ class Load:
                         "(SELECT count(*) FROM ledger)")).one()
                 self.reads.append((time.monotonic(), row[0], row[1]))
             except ServiceException as exc:
-                self.read_errors.append((time.monotonic(), type(exc).__name__))
+                self.read_errors.append((time.monotonic(), f"{type(exc).__name__}: {exc}"))
             await asyncio.sleep(0.02)
 
     async def acks_after(self, moment: float, count: int = WRITERS) -> float:
@@ -202,6 +203,9 @@ async def _verdict(cluster: PatroniCluster, load: Load, *, event: float,
           f"{ATTEMPTS} attempts, {twice} written twice; longest gap between acknowledged "
           f"writes {load.longest_gap():.1f} s; readers: {len(load.reads)} reads, "
           f"{len(during)} errors (longest outage {load.longest_read_outage():.1f} s){extra}")
+    if during:
+        kinds = collections.Counter(e[1][:160] for e in during).most_common(3)
+        print("  readers' errors: " + "; ".join(f"{n} x {kind}" for kind, n in kinds))
     assert acked <= ids, f"acknowledged writes missing: {sorted(acked - ids)[:5]}"
     assert twice == 0
     # Every row that was not acknowledged was reported as outcome-unknown: no failure that
