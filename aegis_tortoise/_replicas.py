@@ -205,10 +205,13 @@ class ReplicaSet:
             self.after_write += 1
             return None
         self._check_loop()
-        count = len(self.replicas)
+        # Round-robin over the replicas not already known to be skipped (down, a primary,
+        # lagging), so one that is skipped does not hand its turns to its neighbour.
+        now = time.monotonic()
+        candidates = [r for r in self.replicas if not self._known_skipped(r, now)]
         start = next(self._next)
-        for i in range(count):
-            replica = self.replicas[(start + i) % count]
+        for i in range(len(candidates)):
+            replica = candidates[(start + i) % len(candidates)]
             taken = await self._try(replica)
             if taken is not None:
                 self.replica_reads += 1
@@ -308,14 +311,18 @@ class ReplicaSet:
             return f"{replica.url.masked()} (lag {replica.lag:.1f} s)"
         return replica.url.masked()
 
+    def _known_skipped(self, replica: _Replica, now: float) -> bool:
+        """Skipped without asking: down, or a primary or lagging as last measured."""
+        if replica.down_until > now:
+            return True
+        return now - replica.checked < CHECK_EVERY and (replica.primary or (
+            replica.lag is not None and replica.lag > self.max_replica_lag))
+
     async def _try(self, replica: _Replica, *, probe: bool = False) -> Any:
         now = time.monotonic()
-        if replica.down_until > now and not probe:
+        if self._known_skipped(replica, now) and not (probe and replica.down_until > now):
             return None
         fresh = now - replica.checked < CHECK_EVERY
-        if fresh and (replica.primary or (
-                replica.lag is not None and replica.lag > self.max_replica_lag)):
-            return None
         timeout = self.manager.pool_timeout
         attempt = _AcquireAttempt()  # did the pool have to connect? (see _backends)
         token = _acquire_attempt.set(attempt)

@@ -151,3 +151,26 @@ async def test_a_standby_back_serves_again_before_down_for(truncated: Topology) 
             await asyncio.sleep(0.05)
     finally:
         await db.close()
+
+
+async def test_a_skipped_replica_gives_its_turns_to_every_standby(
+        truncated: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round-robin over the replicas not known to be skipped: the primary's turns do not all
+    go to the node listed after it."""
+    monkeypatch.setattr(_replicas, "CHECK_EVERY", 600.0)  # measured once, in this test
+    primary, s1, s2 = truncated.primary, truncated.standbys["s1"], truncated.standbys["s2"]
+    db = DatabaseManager(primary.url(REPLICATED), models=EXAMPLE_MODELS,
+                         replica_urls=[c.url(REPLICATED) for c in (primary, s1, s2)],
+                         read_your_writes=0, pool_size=2, max_overflow=0, pool_timeout=10)
+    try:
+        ports = []
+        for _ in range(7):
+            async with db.session(readonly=True) as session:
+                recovery, port = await where(session)
+                assert recovery is True
+                ports.append(port)
+        # The first session found the primary (and took s1); then s1 and s2 take turns.
+        assert ports.count(s1.port) == 4
+        assert ports.count(s2.port) == 3
+    finally:
+        await db.close()
