@@ -333,10 +333,31 @@ async def test_4_consensus_loss(patroni: PatroniCluster) -> None:
     renew its lock and demotes itself to a read-only standby; writes fail (cleanly, as
     DatabaseConnectionError after the retry budget) or wait in with_db_retry, and resume
     once etcd is back and a leader is elected again."""
+    await _consensus_loss(patroni, "4 consensus loss")
+
+
+async def test_5_consensus_loss_in_failsafe_mode(patroni: PatroniCluster) -> None:
+    """The same with ``failsafe_mode: true``: a leader that still reaches every member's
+    REST API keeps running without etcd."""
+    await asyncio.to_thread(patroni.patronictl, "edit-config", "--set", "failsafe_mode=true",
+                            "--force")
+
+    def known() -> bool:  # the leader wrote the /failsafe key, and every node read it
+        return all(n.status("failsafe") == 200 for n in patroni.nodes.values())
+
+    try:
+        await asyncio.to_thread(wait_until, "every node knows the failsafe members", known)
+        await _consensus_loss(patroni, "5 consensus loss, failsafe")
+    finally:
+        await asyncio.to_thread(patroni.patronictl, "edit-config", "--set",
+                                "failsafe_mode=false", "--force")
+
+
+async def _consensus_loss(patroni: PatroniCluster, scenario: str) -> None:
     leader = patroni.leader()
     assert leader is not None
     db = _manager(patroni)
-    load = Load(db, "4 consensus loss")
+    load = Load(db, scenario)
     load.start()
     try:
         await asyncio.sleep(BEFORE)
