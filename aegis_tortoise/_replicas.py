@@ -5,11 +5,16 @@ tried round-robin; each is a plain asyncpg pool with the primary's pool options 
 ``pool_timeout``, ``pool_recycle``, PgBouncer mode, driver options). A replica is skipped
 while:
 
-- it failed to connect (for :data:`DOWN_FOR` seconds, then it is tried again);
+- it failed to connect (for :data:`DOWN_FOR` seconds, then it is tried again; when no
+  replica is usable, those down are checked again in the background once per
+  :data:`CHECK_EVERY` seconds);
+- its node is a primary (promoted by a failover or switchover, under Patroni say): the
+  server reports ``in_hot_standby`` on each connection, and the lag check asks
+  ``pg_is_in_recovery()``;
 - it lags more than ``max_replica_lag`` seconds. Lag is measured on the replica, on the
   connection just taken for the session, at most once per :data:`CHECK_EVERY` seconds:
   ``now() - pg_last_xact_replay_timestamp()`` while replay is behind what was received;
-  an idle, caught-up replica (or one no longer in recovery) lags 0.
+  an idle, caught-up replica lags 0.
 
 A pooled connection can be dead before the event loop has noticed (a standby stopped a
 moment ago): when a readonly session's first statement fails on it, the session moves to the
