@@ -41,13 +41,14 @@ from tests.cluster.patroni import DEADLINE, Node, PatroniCluster, unavailable, w
 pytestmark = pytest.mark.postgres
 
 WRITERS, READERS = 20, 10
-#: The retry budget of a unit of work: 12 attempts, waits 0.25, 0.5, 1, then 2 s (~18 s).
-ATTEMPTS, BACKOFF, MAX_BACKOFF = 12, 0.25, 2.0
+#: The retry budget of a unit of work: 15 attempts, waits 0.25, 0.5, 1, then 2 s (~26 s),
+#: well past a failover's ~10 s (ttl) on a busy machine.
+ATTEMPTS, BACKOFF, MAX_BACKOFF = 15, 0.25, 2.0
 #: Seconds of load before each event, and after the cluster has settled again.
 BEFORE, AFTER = 1.5, 2.0
 #: Seconds the readers are given, once roles settled, to leave a node that became the
 #: primary (the replica check runs at most once per _replicas.CHECK_EVERY, 1 s).
-FOLLOW = 1.5
+FOLLOW = 2.0
 ETCD_DOWN = 10.0
 
 
