@@ -7,7 +7,7 @@ would run it there: sessions on a multi-host URL over the three nodes with
 writer tasks append to a ledger through ``with_db_retry`` (a unique id per attempt) and 10
 readers run readonly sessions. The scenarios run in the order of the issue and each starts
 from the state the previous one left: 1 kills the leader, 2 switches over, 3 restarts the
-node 1 killed, 4 stops etcd for 10 s.
+node 1 killed, 4 stops etcd for 10 s, 5 does it again with Patroni's failsafe mode on.
 
 Per scenario the ledger must hold every acknowledged write, no unit of work twice, and no
 row that was neither acknowledged nor reported as ``TransactionOutcomeUnknownError``. The
