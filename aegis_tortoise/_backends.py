@@ -33,7 +33,6 @@ from aegis_tortoise.errors import (
     PoolTimeoutError,
     TransactionError,
     translate_errors,
-    translate_exception,
 )
 from aegis_tortoise.session import Result, Session, is_dml
 
@@ -117,25 +116,10 @@ class _PgSessionClient(LazyReads, AsyncpgTransactionWrapper):
         await self.transaction.start()
 
     async def _first_statement(self, send: Callable[[], Awaitable[Any]]) -> Any:
-        """Send a readonly session's first statement; if its replica connection is dead,
-        send it again on the next candidate.
-
-        The session has done nothing before its first statement (its BEGIN READ ONLY, or a
-        plain read before any BEGIN), so a connection that fails then (a pooled connection
-        of a standby that stopped before the event loop saw its sockets close) can be
-        swapped for another: the backend discards it, skips that replica as a failed health
-        check does, and takes another replica, else the primary. A failure after the first
-        statement is not retried.
-        """
-        while True:
-            retry, self._retry_first = self._retry_first, False
-            try:
-                return await send()
-            except Exception as exc:
-                if not (retry and isinstance(translate_exception(exc), DatabaseConnectionError)):
-                    raise
-                backend = cast("PostgresBackend", self._aegis_session._manager._backend)
-                await backend.move_session(self._aegis_session, exc)
+        # A readonly session's first statement may move to another replica connection
+        # (aegis_tortoise._replicas.ReplicaSet.first_statement).
+        replicas = self._aegis_session._manager._replicas
+        return await replicas.first_statement(self, send)
 
     def acquire_connection(self) -> ConnectionWrapper[Any]:
         return BeginningConnectionWrapper(self._lock, self)
@@ -292,23 +276,6 @@ class PostgresBackend:
         bound._proxy, bound._replica = proxy, replica
         bound._retry_first = replica is not None
 
-    async def move_session(self, session: Session, exc: BaseException) -> None:
-        """Move a readonly session whose first statement found its replica connection dead
-        to the next candidate (see ``_PgSessionClient._first_statement``)."""
-        bound: _PgSessionClient = session._client
-        raw, session._conn = session._conn, None
-        if not raw.is_closed():
-            raw.terminate()  # the pool replaces it
-        try:
-            await bound._home.release(bound._proxy)
-        except Exception:
-            logger.debug("could not return a dead replica connection", exc_info=True)
-        bound.transaction = None
-        pool = await self._pool(session._lease)
-        # Nothing awaits between taking a replica's connection and binding it: a
-        # cancellation cannot leak it.
-        await self._bind(session, pool, await self.manager._replicas.replace(bound._replica, exc))
-
     async def _acquire(self, pool: Any) -> Any:
         timeout = self.manager.pool_timeout
         # asyncpg 0.32's acquire(timeout) bounds waiting for a free slot and connecting
@@ -349,6 +316,9 @@ class PostgresBackend:
             if pool is None:
                 raw.terminate()
                 return
+            if self._left_primary(session, raw):
+                raw.terminate()  # its slot goes back (asyncpg 0.32: _release_on_close)
+                return
             if not raw.is_closed() and (raw._top_xact is not None or raw.is_in_transaction()):
                 # A BEGIN that failed or was cancelled: asyncpg 0.32 keeps the transaction
                 # registered, and the pool's reset would roll it back but log "Resetting
@@ -369,6 +339,14 @@ class PostgresBackend:
             if not (handed_back and isinstance(exc, asyncio.CancelledError)):
                 raw.terminate()
             raise
+
+    def _left_primary(self, session: Session, raw: Any) -> bool:
+        """Whether a connection of the primary's pool is on a server that no longer takes
+        writes (demoted, or fenced with default_transaction_read_only) although the URL asks
+        for a read-write one: it must not be reused, a new connection finds the primary."""
+        wanted = self.manager.url.options.get("target_session_attrs")
+        return (wanted in ("read-write", "primary") and session._client._replica is None
+                and not raw.is_closed() and reports_read_only(raw))
 
     def move_to_loop(self, client: Any) -> bool:
         """The pool belongs to the old event loop: drop it. Returns False: reinitialise."""
@@ -433,6 +411,24 @@ class PostgresBackend:
             statement = await conn._get_statement(sql, None)
             keys = [attribute.name for attribute in statement._get_attributes()]
         return Result(keys, rows, _pg_rowcount(status, len(rows)))
+
+
+def reports_read_only(conn: Any) -> bool:
+    """Whether the server last told this connection that it takes no writes.
+
+    PostgreSQL 14+ reports ``in_hot_standby`` and ``default_transaction_read_only`` to the
+    client whenever they change (after the next statement on that connection), and asyncpg
+    0.32 keeps the latest values in ``get_settings()``; an older server reports neither.
+    """
+    settings = conn.get_settings()
+    return "on" in (getattr(settings, "in_hot_standby", None),
+                    getattr(settings, "default_transaction_read_only", None))
+
+
+def reports_primary(conn: Any) -> bool:
+    """Whether the server last told this connection that it is not in hot standby (see
+    :func:`reports_read_only`): a replica's node that is a primary now."""
+    return getattr(conn.get_settings(), "in_hot_standby", None) == "off"
 
 
 def _given_connect_timeouts(manager: DatabaseManager) -> list[float]:

@@ -5,11 +5,16 @@ tried round-robin; each is a plain asyncpg pool with the primary's pool options 
 ``pool_timeout``, ``pool_recycle``, PgBouncer mode, driver options). A replica is skipped
 while:
 
-- it failed to connect (for :data:`DOWN_FOR` seconds, then it is tried again);
+- it failed to connect (for :data:`DOWN_FOR` seconds, then it is tried again; when no
+  replica is usable, those down are checked again in the background once per
+  :data:`CHECK_EVERY` seconds);
+- its node is a primary (promoted by a failover or switchover, under Patroni say): the
+  server reports ``in_hot_standby`` on each connection, and the lag check asks
+  ``pg_is_in_recovery()``;
 - it lags more than ``max_replica_lag`` seconds. Lag is measured on the replica, on the
   connection just taken for the session, at most once per :data:`CHECK_EVERY` seconds:
   ``now() - pg_last_xact_replay_timestamp()`` while replay is behind what was received;
-  an idle, caught-up replica (or one no longer in recovery) lags 0.
+  an idle, caught-up replica lags 0.
 
 A pooled connection can be dead before the event loop has noticed (a standby stopped a
 moment ago): when a readonly session's first statement fails on it, the session moves to the
@@ -26,18 +31,25 @@ Every readonly session runs in a READ ONLY transaction, wherever it runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
 import weakref
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import Token
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import asyncpg
 
-from aegis_tortoise._backends import _acquire_attempt, _AcquireAttempt
+from aegis_tortoise._backends import _acquire_attempt, _AcquireAttempt, reports_primary
 from aegis_tortoise.config import DatabaseSettings, DatabaseURL, parse_database_url
-from aegis_tortoise.errors import ConfigurationError
+from aegis_tortoise.errors import (
+    ConfigurationError,
+    DatabaseConnectionError,
+    readonly_session,
+    translate_exception,
+)
 from aegis_tortoise.session import Session
 
 if TYPE_CHECKING:
@@ -47,14 +59,17 @@ __all__ = ["CHECK_EVERY", "DOWN_FOR", "ReadonlySession", "ReplicaSet"]
 
 logger = logging.getLogger("aegis_tortoise.replicas")
 
+R = TypeVar("R")
+
 #: Seconds a lag measurement is trusted before the next session measures again.
 CHECK_EVERY = 1.0
 #: Seconds a replica that failed to connect is skipped before it is tried again.
 DOWN_FOR = 5.0
 
-# Seconds the replica's replay is behind; 0 when it has replayed all it received.
+# Whether the node is a standby at all, and the seconds its replay is behind (0 when it has
+# replayed all it received).
 _LAG_SQL = """
-SELECT CASE
+SELECT pg_is_in_recovery(), CASE
   WHEN NOT pg_is_in_recovery() THEN 0
   WHEN pg_last_wal_receive_lsn() IS NULL
     OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
@@ -64,11 +79,37 @@ END::float8
 
 
 class ReadonlySession(Session):
-    """A session of ``db.session(readonly=True)``: a replica, a READ ONLY transaction."""
+    """A session of ``db.session(readonly=True)``: a replica, a READ ONLY transaction.
 
-    __slots__ = ()
+    While it is open, a write's 25006 (read_only_sql_transaction) is the caller's mistake, a
+    :class:`~aegis_tortoise.errors.TransactionError` (``errors.readonly_session``); in any other
+    session it means the server turned read-only, a retryable connection error.
+    """
+
+    __slots__ = ("_readonly_token",)
 
     readonly: ClassVar[bool] = True
+
+    async def __aenter__(self) -> Session:
+        self._readonly_token: Token[bool] | None = readonly_session.set(True)
+        try:
+            return await super().__aenter__()
+        except BaseException:
+            self._end_readonly()
+            raise
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            await super().__aexit__(exc_type, exc, tb)
+        finally:
+            self._end_readonly()
+
+    def _end_readonly(self) -> None:
+        token, self._readonly_token = self._readonly_token, None
+        if token is not None:
+            # Closed in another task's context: the manager warns about that.
+            with contextlib.suppress(ValueError):
+                readonly_session.reset(token)
 
     def __repr__(self) -> str:
         return "<readonly " + super().__repr__()[1:]
@@ -88,6 +129,8 @@ class _Replica:
         self.lag: float | None = None
         self.checked = float("-inf")
         self.down_until = float("-inf")
+        #: Its node was a primary when last checked (a failover or switchover promoted it).
+        self.primary = False
 
     def __repr__(self) -> str:
         return f"<replica {self.url.masked()!r}>"
@@ -107,6 +150,8 @@ class ReplicaSet:
         self._writes: weakref.WeakKeyDictionary[asyncio.Task[Any], float] = (
             weakref.WeakKeyDictionary())
         self._warned = float("-inf")
+        self._probed = float("-inf")
+        self._probe: asyncio.Task[None] | None = None
         self.replica_reads = 0
         self.fallbacks = 0
         self.after_write = 0
@@ -165,15 +210,19 @@ class ReplicaSet:
             self.after_write += 1
             return None
         self._check_loop()
-        count = len(self.replicas)
+        # Round-robin over the replicas not already known to be skipped (down, a primary,
+        # lagging), so one that is skipped does not hand its turns to its neighbour.
+        now = time.monotonic()
+        candidates = [r for r in self.replicas if not self._known_skipped(r, now)]
         start = next(self._next)
-        for i in range(count):
-            replica = self.replicas[(start + i) % count]
+        for i in range(len(candidates)):
+            replica = candidates[(start + i) % len(candidates)]
             taken = await self._try(replica)
             if taken is not None:
                 self.replica_reads += 1
                 return taken, replica
         self.fallbacks += 1
+        self._probe_down()
         now = time.monotonic()
         if now - self._warned >= DOWN_FOR:
             self._warned = now
@@ -183,9 +232,71 @@ class ReplicaSet:
                 self.manager.url.masked(), ", ".join(self._describe(r) for r in self.replicas))
         return None
 
+    # -- moving a session whose replica connection is dead ----------------------------------
+
+    async def first_statement(self, client: Any, send: Callable[[], Awaitable[R]]) -> R:
+        """Send a readonly session's first statement; if its replica connection is dead,
+        send it again on the next candidate.
+
+        ``client`` is the session's ``_PgSessionClient`` (see ``_backends``). The session has
+        done nothing before its first statement (its BEGIN READ ONLY, or a plain read before
+        any BEGIN), so a connection that fails then (a pooled connection of a standby that
+        stopped before the event loop saw its sockets close) can be swapped for another: it
+        is discarded, its replica is skipped as after a failed health check, and the session
+        takes another replica, else the primary. A failure after the first statement is not
+        retried.
+        """
+        while True:
+            retry, client._retry_first = client._retry_first, False
+            try:
+                return await send()
+            except Exception as exc:
+                if not (retry and isinstance(translate_exception(exc), DatabaseConnectionError)):
+                    raise
+                await self._move(client._aegis_session, exc)
+
+    async def _move(self, session: Session, exc: BaseException) -> None:
+        """Move a readonly session whose first statement found its replica connection dead
+        to the next candidate."""
+        bound = session._client
+        raw, session._conn = session._conn, None
+        if not raw.is_closed():
+            raw.terminate()  # the pool replaces it
+        try:
+            await bound._home.release(bound._proxy)
+        except Exception:
+            logger.debug("could not return a dead replica connection", exc_info=True)
+        bound.transaction = None
+        backend = self.manager._backend
+        pool = await backend._pool(session._lease)  # type: ignore[union-attr]
+        # Nothing awaits between taking a replica's connection and binding it: a
+        # cancellation cannot leak it.
+        taken = await self.replace(bound._replica, exc)
+        await backend._bind(session, pool, taken)  # type: ignore[union-attr]
+
+    def _probe_down(self) -> None:
+        """No replica is usable: check those skipped as down again, in the background and at
+        most once per :data:`CHECK_EVERY` seconds, so a node that came back (a standby
+        restarted, an old primary rejoining) serves readonly sessions without their waiting
+        out :data:`DOWN_FOR` on the primary."""
+        now = time.monotonic()
+        down = [r for r in self.replicas if r.down_until > now]
+        if not down or now - self._probed < CHECK_EVERY or (
+                self._probe is not None and not self._probe.done()):
+            return
+        self._probed = now
+        self._probe = asyncio.get_running_loop().create_task(self._recheck(down))
+
+    async def _recheck(self, replicas: list[_Replica]) -> None:
+        for replica in replicas:
+            proxy = await self._try(replica, probe=True)  # fails: down for DOWN_FOR again
+            if proxy is not None:
+                replica.down_until = float("-inf")
+                await _give_back(replica.pool, proxy, broken=False)
+
     async def replace(self, replica: _Replica, exc: BaseException) -> tuple[Any, _Replica] | None:
         """Choose again for a readonly session whose connection to ``replica`` was found dead
-        by its first statement (the backend has discarded it; see ``_backends``).
+        by its first statement (it has been discarded: :meth:`_move`).
 
         The replica is skipped for :data:`DOWN_FOR` seconds, as after a failed health check,
         and the session is counted once, where it lands (another replica, else the primary:
@@ -199,17 +310,24 @@ class ReplicaSet:
     def _describe(self, replica: _Replica) -> str:
         if replica.down_until > time.monotonic():
             return f"{replica.url.masked()} (down)"
+        if replica.primary:
+            return f"{replica.url.masked()} (a primary)"
         if replica.lag is not None:
             return f"{replica.url.masked()} (lag {replica.lag:.1f} s)"
         return replica.url.masked()
 
-    async def _try(self, replica: _Replica) -> Any:
-        now = time.monotonic()
+    def _known_skipped(self, replica: _Replica, now: float) -> bool:
+        """Skipped without asking: down, or a primary or lagging as last measured."""
         if replica.down_until > now:
+            return True
+        return now - replica.checked < CHECK_EVERY and (replica.primary or (
+            replica.lag is not None and replica.lag > self.max_replica_lag))
+
+    async def _try(self, replica: _Replica, *, probe: bool = False) -> Any:
+        now = time.monotonic()
+        if self._known_skipped(replica, now) and not (probe and replica.down_until > now):
             return None
         fresh = now - replica.checked < CHECK_EVERY
-        if fresh and replica.lag is not None and replica.lag > self.max_replica_lag:
-            return None
         timeout = self.manager.pool_timeout
         attempt = _AcquireAttempt()  # did the pool have to connect? (see _backends)
         token = _acquire_attempt.set(attempt)
@@ -228,25 +346,43 @@ class ReplicaSet:
             return None
         finally:
             _acquire_attempt.reset(token)
-        if fresh:
+        if reports_primary(proxy._con):
+            # The server said so on this very connection (after its last statement): no
+            # round trip, and no stale measurement, sends a readonly session to a primary.
+            replica.primary, replica.checked = True, time.monotonic()
+        elif fresh:
             return proxy
-        try:
-            replica.lag = float(await proxy.fetchval(_LAG_SQL, timeout=timeout))
-            replica.checked = time.monotonic()
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            await _give_back(replica.pool, proxy, broken=True)
-            replica.down_until = time.monotonic() + DOWN_FOR
-            logger.info("skipping %r for %g s: %r", replica, DOWN_FOR, exc)
+        elif not await self._measure(replica, proxy):
             return None
-        except BaseException:  # cancelled while measuring: the connection must not leak
+        if replica.primary:
+            # A failover or switchover promoted its node. Closed, not pooled: a pool over
+            # several hosts (prefer-standby) then connects again, to a standby if one is up.
             await _give_back(replica.pool, proxy, broken=True)
-            raise
-        if replica.lag > self.max_replica_lag:
+            logger.info("skipping %r: it is a primary now", replica)
+            return None
+        if replica.lag is not None and replica.lag > self.max_replica_lag:
             await _give_back(replica.pool, proxy, broken=False)
             logger.info("skipping %r: it lags %.1f s (max_replica_lag=%g s)", replica,
                         replica.lag, self.max_replica_lag)
             return None
         return proxy
+
+    async def _measure(self, replica: _Replica, proxy: Any) -> bool:
+        """Whether ``replica``'s node is a primary, and its lag, asked on ``proxy``; False:
+        that failed, the connection is closed and the replica skipped as down."""
+        try:
+            standby, lag = await proxy.fetchrow(_LAG_SQL, timeout=self.manager.pool_timeout)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await _give_back(replica.pool, proxy, broken=True)
+            replica.down_until = time.monotonic() + DOWN_FOR
+            logger.info("skipping %r for %g s: %r", replica, DOWN_FOR, exc)
+            return False
+        except BaseException:  # cancelled while measuring: the connection must not leak
+            await _give_back(replica.pool, proxy, broken=True)
+            raise
+        replica.primary, replica.lag = not standby, float(lag)
+        replica.checked = time.monotonic()
+        return True
 
     def _pool_options(self, replica: _Replica) -> dict[str, Any]:
         """asyncpg ``create_pool`` keywords: the replica's URL and PgBouncer mode, the
@@ -281,6 +417,7 @@ class ReplicaSet:
             self._loop = loop
 
     def _abandon(self) -> None:
+        self._stop_probe()
         for replica in self.replicas:
             pool, replica.pool = replica.pool, None
             if pool is not None:
@@ -294,11 +431,23 @@ class ReplicaSet:
         if self._loop is not None and self._loop is not asyncio.get_running_loop():
             self._abandon()
             return
+        probe = self._stop_probe()
+        if probe is not None:
+            await asyncio.wait([probe])  # it gives back what it held; its outcome is moot
         for replica in self.replicas:
             pool, replica.pool = replica.pool, None
             replica.checked = replica.down_until = float("-inf")
+            replica.primary = False
             if pool is not None:
                 await pool.close()
+
+    def _stop_probe(self) -> asyncio.Task[None] | None:
+        probe, self._probe = self._probe, None
+        if probe is None or probe.done():
+            return None
+        with contextlib.suppress(RuntimeError):  # its event loop is closed
+            probe.cancel()
+        return probe
 
     def stats(self) -> dict[str, Any]:
         """With replicas: ``replica_reads`` (readonly sessions served by a replica),

@@ -13,6 +13,7 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any
 
@@ -271,6 +272,11 @@ class PendingRollback(tortoise_exc.OperationalError):
 # --- translation -------------------------------------------------------------------------
 
 _CONNECTION_STATES = {"57P01", "57P02", "57P03"}
+#: True while a readonly session (``db.session(readonly=True)``) is open in this context
+#: (set by ``_replicas.ReadonlySession``): a 25006 there is the caller's write in its READ
+#: ONLY transaction; anywhere else it is a server that turned read-only (a standby, a demoted
+#: or fenced primary), which a new connection to the current primary gets past.
+readonly_session: ContextVar[bool] = ContextVar("aegis_readonly_session", default=False)
 _CONFLICT_STATES = {"40001", "40P01"}
 # Class 22 is "data exception"; 23502/23503/23514 are not-null, foreign-key and check
 # violations: all caused by the values the caller sent.
@@ -368,11 +374,16 @@ def _translate_pg(exc: asyncpg.PostgresError, entity: str | None) -> ServiceExce
             "The transaction is aborted after an earlier error; roll back, or wrap statements "
             "that may fail in TransactionManager(session).transaction() (a savepoint)",
             details=details, cause=exc)
-    if state == "25006":
+    if state == "25006" and readonly_session.get():
         return TransactionError(
             "Cannot write in a read-only transaction: a readonly session "
             "(db.session(readonly=True)) runs on a replica or READ ONLY on the primary; "
             f"write in a db.session() instead ({exc})", details=details, cause=exc)
+    if state == "25006":
+        return DatabaseConnectionError(
+            f"The server is read-only ({exc}): it is a standby, or a primary that was demoted "
+            "or fenced; a new connection (target_session_attrs=read-write) finds the current "
+            "primary, so the unit of work can be retried", details=details, cause=exc)
     if state in ("26000", "42P05"):
         # asyncpg's named prepared statements meet another client's server connection:
         # the signature of PgBouncer in transaction (or statement) pooling mode.

@@ -50,7 +50,9 @@ def is_transient(exc: BaseException) -> bool:
     """Whether retrying the unit of work that raised ``exc`` can succeed.
 
     True for lost or refused connections, server shutdown/restart (SQLSTATE class 08,
-    57P01-57P03), serialization failures (40001), deadlocks (40P01), sqlite's
+    57P01-57P03), a write that met a read-only server (25006 outside a readonly session: a
+    standby, or a demoted primary, under Patroni for instance), serialization failures
+    (40001), deadlocks (40P01), sqlite's
     ``SQLITE_BUSY``/``SQLITE_LOCKED`` (its lock conflicts) and any
     :class:`DatabaseConnectionError`. False for :class:`PoolTimeoutError`,
     :class:`TransactionOutcomeUnknownError`, cancellation, and every other error:
