@@ -22,15 +22,15 @@ import datetime as dt
 import os
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aegis_tortoise import BaseRepository, DatabaseManager
+from aegis_tortoise import BaseRepository, DatabaseManager, Session
 from tests.conftest import fresh_manager
 from tests.differential import strategies as s
 from tests.differential.harness import (
@@ -53,7 +53,7 @@ CONFIGS = [(use_tz, zone) for use_tz in (True, False)
            for zone in ("UTC", "Asia/Seoul", "America/St_Johns")]
 PROCESS_ZONES = ["UTC", "Asia/Seoul"]
 #: Cases per configuration: the matrix multiplies them by 6 configurations and 2 backends.
-WEIGHT = 0.12
+WEIGHT = 0.06
 
 
 @contextmanager
@@ -79,16 +79,42 @@ def process_tz(name: str) -> Iterator[None]:
         time.tzset()
 
 
+class MatrixHarness(Harness):
+    """A harness whose manager has one configuration of the matrix, and a second manager
+    with another (``other``) whose session a case may open inside the first one's."""
+
+    other: DatabaseManager
+
+    @asynccontextmanager
+    async def session(self, nested: bool) -> AsyncIterator[Session]:
+        """A session of the manager under test; with ``nested``, inside it a session of
+        ``other`` is open (issue 18 item 4: the innermost manager's time settings must not
+        apply to this manager's reads and writes)."""
+        async with self.db.session() as session:
+            if not nested:
+                yield session
+                return
+            async with self.other.session():
+                yield session
+
+
 @pytest.fixture(params=CONFIGS, ids=[f"use_tz={u}-{z}" for u, z in CONFIGS])
-def h(request: pytest.FixtureRequest, backend: str, db_url: str) -> Iterator[Harness]:
+def h(request: pytest.FixtureRequest, backend: str, db_url: str) -> Iterator[MatrixHarness]:
     use_tz, zone = request.param
+    other_zone = "America/St_Johns" if zone == "Asia/Seoul" else "Asia/Seoul"
     with asyncio.Runner() as runner:
         managers = fresh_manager(db_url, backend, models=MODELS, use_tz=use_tz, timezone=zone,
                                  pool_size=2, max_overflow=0)
         manager: DatabaseManager = runner.run(anext(managers))  # type: ignore[arg-type]
+        # Same dialect, same models, the opposite use_tz and another zone; never queried.
+        other = DatabaseManager(db_url, models=MODELS, use_tz=not use_tz, timezone=other_zone,
+                                pool_size=1, max_overflow=0)
         try:
-            yield Harness(runner, manager, backend)
+            running = MatrixHarness(runner, manager, backend)
+            running.other = other
+            yield running
         finally:
+            runner.run(other.close())
             runner.run(managers.aclose())
 
 
@@ -128,7 +154,7 @@ def filters(draw: st.DrawFn, backend: str) -> s.Filters:
     return s.Filters(list({t.key: t for t in terms}.values()))
 
 
-def test_reads(h: Harness) -> None:
+def test_reads(h: MatrixHarness) -> None:
     """list (ordered by the datetime field or not) and get_by_ids against the QuerySet."""
     backend = h.backend
     orders = st.one_of(s.orderings(s.ITEM_ORDER_FIELDS, backend),
@@ -137,14 +163,15 @@ def test_reads(h: Harness) -> None:
 
     @scaled(WEIGHT * 2)
     @given(data=datasets(backend, h.db.use_tz), where=filters(backend), ordering=orders,
-           zone=st.sampled_from(PROCESS_ZONES), ids=st.lists(st.integers(0, 6), max_size=4))
+           zone=st.sampled_from(PROCESS_ZONES), ids=st.lists(st.integers(0, 6), max_size=4),
+           nested=st.booleans())
     def check(data: s.Dataset, where: s.Filters, ordering: s.Ordering, zone: str,
-              ids: list[int]) -> None:
+              ids: list[int], nested: bool) -> None:
         async def case() -> None:
             await seed(h, data)
 
             async def via_repo() -> Any:
-                async with h.db.session() as session:
+                async with h.session(nested) as session:
                     repo = BaseRepository(session, Item)
                     found = await repo.list(filters=where.for_repo(),
                                             order_by=ordering.for_repo())
@@ -161,7 +188,7 @@ def test_reads(h: Harness) -> None:
                     return rows_of(found, []), count, rows_of(wanted, [])
 
             compare(await attempt(via_repo), await attempt(via_tortoise),
-                    f"reads (TZ={zone})")
+                    f"reads (TZ={zone}{', nested' if nested else ''})")
 
         with process_tz(zone):
             h.run(case)
@@ -185,7 +212,7 @@ def payloads(draw: st.DrawFn, backend: str, use_tz: bool, partial: bool) -> dict
 WRITES = ["create", "create_many", "update", "update_many", "upsert"]
 
 
-def test_writes(h: Harness) -> None:
+def test_writes(h: MatrixHarness) -> None:
     """create / create_many / update / update_many / upsert against create / save."""
     backend = h.backend
 
@@ -193,9 +220,9 @@ def test_writes(h: Harness) -> None:
     @given(data=datasets(backend, h.db.use_tz), op=st.sampled_from(WRITES),
            rows=st.lists(payloads(backend, h.db.use_tz, partial=False), min_size=1, max_size=3),
            changes=payloads(backend, h.db.use_tz, partial=True), pick=st.integers(1, 6),
-           zone=st.sampled_from(PROCESS_ZONES))
+           zone=st.sampled_from(PROCESS_ZONES), nested=st.booleans())
     def check(data: s.Dataset, op: str, rows: list[dict[str, Any]],
-              changes: dict[str, Any], pick: int, zone: str) -> None:
+              changes: dict[str, Any], pick: int, zone: str, nested: bool) -> None:
         exists = any(row["id"] == pick for row in data.items)
         given_keys = {k: 1 for row in rows for k in row if all(k in r for r in rows)}
         if op in ("create", "create_many"):
@@ -209,7 +236,7 @@ def test_writes(h: Harness) -> None:
             masked = masked_fields(Item, given_keys)
 
         async def via_repo() -> Any:
-            async with h.db.session() as session:
+            async with h.session(nested) as session:
                 repo = BaseRepository(session, Item)
                 if op == "create":
                     made = [await repo.create(dict(rows[0]))]
@@ -261,7 +288,7 @@ def test_writes(h: Harness) -> None:
             await seed(h, data)
             before = await h.snapshot()
             repo, after_repo, ref, after_ref = await both_ways(h, data, via_repo, via_tortoise)
-            compare_write(f"{op} (TZ={zone}, row {pick} {'exists' if exists else 'missing'})",
+            compare_write(f"{op} (TZ={zone}{', nested' if nested else ''}, row {pick} {'exists' if exists else 'missing'})",
                           repo, ref, before=before, after_repo=after_repo,
                           after_ref=after_ref, given=given_keys, written=(Item, masked))
 
