@@ -165,7 +165,7 @@ def test_reads(h: MatrixHarness) -> None:
     @given(data=datasets(backend, h.db.use_tz), where=filters(backend), ordering=orders,
            zone=st.sampled_from(PROCESS_ZONES), ids=st.lists(st.integers(0, 6), max_size=4),
            nested=st.booleans())
-    def check(data: s.Dataset, where: s.Filters, ordering: s.Ordering, zone: str,
+    def check(*, data: s.Dataset, where: s.Filters, ordering: s.Ordering, zone: str,
               ids: list[int], nested: bool) -> None:
         async def case() -> None:
             await seed(h, data)
@@ -221,7 +221,7 @@ def test_writes(h: MatrixHarness) -> None:
            rows=st.lists(payloads(backend, h.db.use_tz, partial=False), min_size=1, max_size=3),
            changes=payloads(backend, h.db.use_tz, partial=True), pick=st.integers(1, 6),
            zone=st.sampled_from(PROCESS_ZONES), nested=st.booleans())
-    def check(data: s.Dataset, op: str, rows: list[dict[str, Any]],
+    def check(*, data: s.Dataset, op: str, rows: list[dict[str, Any]],
               changes: dict[str, Any], pick: int, zone: str, nested: bool) -> None:
         exists = any(row["id"] == pick for row in data.items)
         given_keys = {k: 1 for row in rows for k in row if all(k in r for r in rows)}
@@ -288,7 +288,8 @@ def test_writes(h: MatrixHarness) -> None:
             await seed(h, data)
             before = await h.snapshot()
             repo, after_repo, ref, after_ref = await both_ways(h, data, via_repo, via_tortoise)
-            compare_write(f"{op} (TZ={zone}{', nested' if nested else ''}, row {pick} {'exists' if exists else 'missing'})",
+            state = "exists" if exists else "missing"
+            compare_write(f"{op} (TZ={zone}{', nested' if nested else ''}, row {pick} {state})",
                           repo, ref, before=before, after_repo=after_repo,
                           after_ref=after_ref, given=given_keys, written=(Item, masked))
 

@@ -384,8 +384,8 @@ def check_case(h: SchemaHarness, case: Case) -> None:
         assert claimed == reread, (
             f"{context}: a returned instance does not carry its own row's id: "
             f"{explain(claimed, reread)}")
-        assert saving is not None and saving.ok, (
-            f"{context}: saving the returned instances failed: {saving and saving.error!r}")
+        assert saving is not None
+        assert saving.ok, f"{context}: saving the returned instances failed: {saving.error!r}"
         assert repo.value == ref.value, f"{context}: returned {explain(repo.value, ref.value)}"
         strip = (lambda rows: sorted(r[1:] for r in rows)) if masked else (lambda rows: rows)
         assert strip(after_repo) == strip(after_ref), (
@@ -410,7 +410,7 @@ def run_variants(h: SchemaHarness, weight: float) -> None:
 
         try:
             check()
-        except Exception as exc:  # noqa: BLE001 - collected, raised below with the others
+        except Exception as exc:  # collected, raised below with the others' failures
             failures.append(f"[{variant.name}] {type(exc).__name__}: {exc}")
     assert not failures, f"{len(failures)} variant(s) failed:\n" + "\n\n".join(failures)
 

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -67,12 +67,8 @@ class Password:
     segments: tuple[str, ...]
 
     def leaks_in(self, text: str) -> list[str]:
-        found = []
-        for part in (self.text, *self.segments):
-            for form in {part, quote(part, safe=""), quote(part)}:
-                if form in text:
-                    found.append(form)
-        return found
+        return [form for part in (self.text, *self.segments)
+                for form in {part, quote(part, safe=""), quote(part)} if form in text]
 
 
 @st.composite
@@ -115,7 +111,9 @@ def error_texts(exc: BaseException) -> list[str]:
                   str(current.args)]
         if isinstance(current, ServiceException):
             texts.append(json.dumps(current.to_dict(), default=repr))
-        current = current.__cause__ or current.__context__
+        # What Python and error trackers print: the context unless ``raise ... from None``.
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__)
     return texts
 
 
@@ -136,14 +134,16 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         yield
 
 
-def settings_dumps(settings: DatabaseSettings) -> list[str]:
-    """Every way a settings object is commonly printed or serialised."""
+def settings_dumps(settings: DatabaseSettings, surface: str) -> list[str]:
+    """The ways a settings object is commonly printed (``printed``) or serialised."""
+    if surface == "printed":
+        return [repr(settings), str(settings), repr(settings.parsed_url),
+                str(settings.parsed_url), f"{settings!r:}"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # pydantic v1's .dict()/.json()
         legacy = [str(settings.dict()), settings.json()]
-    return [repr(settings), str(settings), str(settings.model_dump()),
-            settings.model_dump_json(), str(settings.model_dump(mode="json")), *legacy,
-            repr(settings.parsed_url), str(settings.parsed_url)]
+    return [str(settings.model_dump()), settings.model_dump_json(),
+            str(settings.model_dump(mode="json")), *legacy]
 
 
 # -- URLs: parsing and the manager -------------------------------------------------------------
@@ -162,13 +162,17 @@ def test_database_url_never_shows_the_password(password: Password, scheme: str, 
         try:
             parsed = parse_database_url(written)
         except ConfigurationError as exc:
-            assert not encoded, f"a percent-encoded password was refused: {exc!r}"
             assert_no_leak(password, error_texts(exc), "parse error")
+            if encoded:
+                pytest.fail(f"a percent-encoded password was refused: {exc!r}")
         else:
             where = f"parsed {scheme} URL ({'encoded' if encoded else 'as typed'})"
             assert (parsed.host, parsed.port, parsed.database, parsed.user) == (
                 HOST, port, "appdb", "app"), f"{where}: read as {parsed!r}"
-            assert parsed.password == password.text, f"{where}: password read wrongly"
+            # "%40" typed in a password reads as "@": as typed, that is what the URL says.
+            readings = {password.text} | (set() if encoded else {unquote(password.text)})
+            assert parsed.password in readings, (
+                f"{where}: password read as {parsed.password!r}")
             assert_no_leak(password, [repr(parsed), str(parsed), parsed.masked()], where)
         try:
             manager = DatabaseManager(database_url=written, models=EXAMPLE_MODELS)
@@ -179,17 +183,19 @@ def test_database_url_never_shows_the_password(password: Password, scheme: str, 
         assert_no_leak(password, [log_text(caplog)], "logs")
 
 
-@profile(2)
+@pytest.mark.parametrize("surface", ["printed", "serialised"])
+@profile(1)
 @given(password=passwords(), replica=passwords(), scheme=st.sampled_from(SCHEMES),
        encoded=st.booleans(), source=st.sampled_from(["environment", ".env"]))
-def test_settings_never_show_the_password(password: Password, replica: Password, scheme: str,
-                                          encoded: bool, source: str, tmp_path: Path,
+def test_settings_never_show_the_password(*, password: Password, replica: Password, scheme: str,
+                                          encoded: bool, source: str, surface: str,
+                                          tmp_path: Path,
                                           caplog: pytest.LogCaptureFixture) -> None:
-    """DatabaseSettings from the environment or ``.env``: an error, repr, str, model_dump,
-    model_dump_json (and pydantic's legacy dict/json) never show the password of
-    DATABASE_URL or DATABASE_REPLICA_URLS (issue 18 item 13)."""
+    """DatabaseSettings from the environment or ``.env``: an error, and (``printed``) repr,
+    str, or (``serialised``, issue 18 item 13) model_dump, model_dump_json and pydantic's
+    legacy dict/json never show the password of DATABASE_URL or DATABASE_REPLICA_URLS."""
     variables = {"DATABASE_URL": url(scheme, password, 5432, encoded=encoded),
-                 "DATABASE_REPLICA_URLS": url(scheme, replica, 5433, encoded=True)}
+                 "DATABASE_REPLICA_URLS": url(scheme, replica, 5433, encoded=encoded)}
     with pytest.MonkeyPatch.context() as patch, debug_logs(caplog):
         for name in (*variables, "DATABASE_URL", "DATABASE_REPLICA_URLS"):
             patch.delenv(name, raising=False)
@@ -206,13 +212,14 @@ def test_settings_never_show_the_password(password: Password, replica: Password,
         try:
             settings = DatabaseSettings()
         except ConfigurationError as exc:
-            assert not encoded or "'" in password.text, f"refused an encoded URL: {exc!r}"
             for secret in (password, replica):
                 assert_no_leak(secret, error_texts(exc), "settings error")
+            if encoded and "'" not in password.text:  # a quote ends .env's quoting
+                pytest.fail(f"refused an encoded URL: {exc!r}")
         else:
-            dumps = settings_dumps(settings)
-            manager = DatabaseManager(settings=settings, models=EXAMPLE_MODELS)
-            dumps += [repr(manager)]
+            dumps = settings_dumps(settings, surface)
+            if surface == "printed":
+                dumps.append(repr(DatabaseManager(settings=settings, models=EXAMPLE_MODELS)))
             for secret in (password, replica):
                 assert_no_leak(secret, dumps, f"settings from {source}")
         for secret in (password, replica):
@@ -221,9 +228,9 @@ def test_settings_never_show_the_password(password: Password, replica: Password,
 
 @profile(2)
 @given(password=passwords(), replica=passwords(), scheme=st.sampled_from(SCHEMES),
-       form=st.sampled_from(["credentials", "url", "replica"]))
+       form=st.sampled_from(["credentials", "url", "replica"]), encoded=st.booleans())
 def test_connection_failures_never_show_the_password(
-        password: Password, replica: Password, scheme: str, form: str,
+        *, password: Password, replica: Password, scheme: str, form: str, encoded: bool,
         caplog: pytest.LogCaptureFixture) -> None:
     """A manager built from a URL, a Tortoise config (credentials dict or URL) or with a
     replica URL, connecting to a port nothing listens on: the error, the chained driver
@@ -242,13 +249,13 @@ def test_connection_failures_never_show_the_password(
                                     "default_connection": "default"}}}
             return DatabaseManager.from_tortoise_config(config, **options)
         if form == "url":
-            tortoise_url = url("asyncpg", password, port, encoded=True)
+            tortoise_url = url("asyncpg", password, port, encoded=encoded)
             return DatabaseManager.from_tortoise_config(
                 {"connections": {"default": tortoise_url},
                  "apps": {"models": {"models": EXAMPLE_MODELS}}}, **options)
         return DatabaseManager(url(scheme, password, port, encoded=True),
                                models=EXAMPLE_MODELS,
-                               replica_urls=[url(scheme, replica, free_port(), encoded=True)],
+                               replica_urls=[url(scheme, replica, free_port(), encoded=encoded)],
                                **options)
 
     async def connect(manager: DatabaseManager) -> list[str]:
