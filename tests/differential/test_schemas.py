@@ -411,7 +411,8 @@ def run_variants(h: SchemaHarness, weight: float) -> None:
         try:
             check()
         except Exception as exc:  # collected, raised below with the others' failures
-            failures.append(f"[{variant.name}] {type(exc).__name__}: {exc}")
+            failures.append(f"[{variant.name}] {type(exc).__name__}: {exc}\n"
+                            + "\n".join(getattr(exc, "__notes__", ())))
     assert not failures, f"{len(failures)} variant(s) failed:\n" + "\n\n".join(failures)
 
 
