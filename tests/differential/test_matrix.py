@@ -54,7 +54,7 @@ CONFIGS = [(use_tz, zone) for use_tz in (True, False)
 PROCESS_ZONES = ["UTC", "Asia/Seoul"]
 #: Cases per configuration (a share of the profile's max_examples): the matrix multiplies
 #: them by 6 configurations and 2 backends.
-WEIGHTS = {"reads": 0.12, "writes": 0.2, "reads, nested": 0.04, "writes, nested": 0.06}
+WEIGHTS = {"reads": 0.1, "writes": 0.15, "reads, nested": 0.03, "writes, nested": 0.04}
 
 
 @contextmanager

@@ -418,9 +418,9 @@ def run_variants(h: SchemaHarness, weight: float) -> None:
 
 def test_schema_variety(h: SchemaHarness) -> None:
     """Every variant of the backend; each case one call through both paths."""
-    run_variants(h, 0.2)
+    run_variants(h, 0.15)
 
 
 def test_search_path(h_search_path: SchemaHarness) -> None:
     """The PostgreSQL variants again, their tables in a schema named by ``search_path``."""
-    run_variants(h_search_path, 0.1)
+    run_variants(h_search_path, 0.06)

@@ -149,7 +149,7 @@ def settings_dumps(settings: DatabaseSettings, surface: str) -> list[str]:
 # -- URLs: parsing and the manager -------------------------------------------------------------
 
 
-@profile(4)
+@profile(3)
 @given(password=passwords(), scheme=st.sampled_from(SCHEMES), encoded=st.booleans())
 def test_database_url_never_shows_the_password(password: Password, scheme: str, encoded: bool,
                                                caplog: pytest.LogCaptureFixture) -> None:
@@ -227,7 +227,7 @@ def test_settings_never_show_the_password(*, password: Password, replica: Passwo
 
 
 @pytest.mark.parametrize("form", ["credentials", "url", "replica"])
-@profile(0.7)
+@profile(0.5)
 @given(password=passwords(), replica=passwords(), scheme=st.sampled_from(SCHEMES),
        encoded=st.booleans())
 def test_connection_failures_never_show_the_password(
