@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aegis_tortoise import ConfigurationError, DatabaseManager, ServiceException, with_db_retry
@@ -84,6 +84,15 @@ def passwords(draw: st.DrawFn) -> Password:
     if draw(st.booleans()):
         text = text[:-len(seps[-1])]
     return Password(text, tuple(segments))
+
+
+#: The shapes of issue 18 item 12 (``p@ss:w/rd%``; ``Tr0ub4dor@secrethostpart:5432/abc``)
+#: and a ``#`` after an ``@``, tried first in every run.
+ISSUE_PASSWORDS = [
+    Password("Qpss@Qwzz:Qwx/Qrdx%", ("Qpss", "Qwzz", "Qwx", "Qrdx")),
+    Password("Qtrouk@Qsecrethost:5432/Qabc", ("Qtrouk", "Qsecrethost", "Qabc")),
+    Password("Qab@Qcdx#Qsecx", ("Qab", "Qcdx", "Qsecx")),
+]
 
 
 def free_port() -> int:
@@ -151,6 +160,9 @@ def settings_dumps(settings: DatabaseSettings, surface: str) -> list[str]:
 
 @profile(3)
 @given(password=passwords(), scheme=st.sampled_from(SCHEMES), encoded=st.booleans())
+@example(password=ISSUE_PASSWORDS[0], scheme="postgresql+asyncpg", encoded=False)
+@example(password=ISSUE_PASSWORDS[1], scheme="postgresql+asyncpg", encoded=False)
+@example(password=ISSUE_PASSWORDS[2], scheme="postgres", encoded=False)
 def test_database_url_never_shows_the_password(password: Password, scheme: str, encoded: bool,
                                                caplog: pytest.LogCaptureFixture) -> None:
     """A percent-encoded password is accepted and decoded exactly; one as typed is refused
