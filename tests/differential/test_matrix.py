@@ -12,7 +12,9 @@ and each generated case draws the process time zone (``TZ``: UTC or Asia/Seoul, 
 ``time.tzset`` and put back after the case; asyncpg reads naive datetimes as local time).
 Stored datetimes are aware or naive (what a ``use_tz=False`` service writes). Each case runs
 the repository's call and the same call through plain Tortoise in the same manager and
-compares values, types and time zones exactly (``harness.canon``).
+compares values, types and time zones exactly (``harness.canon``). The ``nested`` runs make
+the repository's call while a session of a second manager (the opposite ``use_tz``, another
+zone) is open inside this manager's (issue 18 item 4); plain Tortoise runs without it.
 """
 
 from __future__ import annotations

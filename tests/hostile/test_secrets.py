@@ -400,3 +400,21 @@ def test_spans_and_logs_of_a_working_connection(secrets: list[tuple[Password, Pa
     for primary, replica in secrets:
         for secret in (primary, replica):
             assert_no_leak(secret, texts, "span, log or error of a working connection")
+
+
+@pytest.mark.parametrize("typed", ["/Qlead;Qsecret", "Qsecret:/Qrest"],
+                         ids=["leading-slash", "colon-slash"])
+def test_tortoise_config_url_with_a_typed_password(typed: str) -> None:
+    """Found by the generator above: a Tortoise config URL whose password is typed with
+    '/' (and ':'): the manager's repr must not show it as a path, and an error must not
+    carry Tortoise's ValueError quoting it as a port in its traceback."""
+    password = Password(typed, tuple(p for p in typed.replace(":", "/").replace(";", "/")
+                                     .split("/") if p))
+    config = {"connections": {"default": f"asyncpg://app:{typed}@{HOST}:{free_port()}/appdb"},
+              "apps": {"models": {"models": EXAMPLE_MODELS}}}
+    try:
+        manager = DatabaseManager.from_tortoise_config(config)
+    except ConfigurationError as exc:
+        assert_no_leak(password, error_texts(exc), "from_tortoise_config error")
+    else:
+        assert_no_leak(password, [repr(manager), str(manager.url)], "repr(DatabaseManager)")
