@@ -91,7 +91,7 @@ def passwords(draw: st.DrawFn) -> Password:
 ISSUE_PASSWORDS = [
     Password("Qpss@Qwzz:Qwx/Qrdx%", ("Qpss", "Qwzz", "Qwx", "Qrdx")),
     Password("Qtrouk@Qsecrethost:5432/Qabc", ("Qtrouk", "Qsecrethost", "Qabc")),
-    Password("Qab@Qcdx#Qsecx", ("Qab", "Qcdx", "Qsecx")),
+    Password("Qaq@Qcdx#Qsecx", ("Qaq", "Qcdx", "Qsecx")),
 ]
 
 
@@ -199,6 +199,8 @@ def test_database_url_never_shows_the_password(password: Password, scheme: str, 
 @profile(1)
 @given(password=passwords(), replica=passwords(), scheme=st.sampled_from(SCHEMES),
        encoded=st.booleans(), source=st.sampled_from(["environment", ".env"]))
+@example(password=ISSUE_PASSWORDS[0], replica=ISSUE_PASSWORDS[1], scheme="postgresql",
+         encoded=False, source="environment")
 def test_settings_never_show_the_password(*, password: Password, replica: Password, scheme: str,
                                           encoded: bool, source: str, surface: str,
                                           tmp_path: Path,
@@ -242,6 +244,8 @@ def test_settings_never_show_the_password(*, password: Password, replica: Passwo
 @profile(0.5)
 @given(password=passwords(), replica=passwords(), scheme=st.sampled_from(SCHEMES),
        encoded=st.booleans())
+@example(password=ISSUE_PASSWORDS[2], replica=ISSUE_PASSWORDS[1], scheme="postgresql",
+         encoded=False)
 def test_connection_failures_never_show_the_password(
         *, password: Password, replica: Password, scheme: str, form: str, encoded: bool,
         caplog: pytest.LogCaptureFixture) -> None:
