@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import datetime as dt
 import decimal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
