@@ -230,7 +230,8 @@ async def paginate_keyset(repo: BaseRepository[M], *, limit: int,
     source = source_of(repo, filters, include_deleted)
     digest = _cursor.filters_digest(filters, include_deleted)
     position = None if after is None else _cursor.decode(repo, ordering, digest, after)
-    records = await fetch_after(repo, source, ordering, position, limit + 1)
+    # LIMIT limit + 1 tells whether a next page exists; it must stay a 64-bit integer.
+    records = await fetch_after(repo, source, ordering, position, min(limit, 2**62) + 1)
     has_next = len(records) > limit
     if has_next:
         del records[limit:]

@@ -50,6 +50,7 @@ __all__ = ["batches", "items"]
 M = TypeVar("M", bound=Model)
 
 _names = itertools.count(1)
+_MAX_BATCH = 2**31 - 1
 #: The sqlite snapshot tables of walks still open in this process (see _sweep).
 _live: set[str] = set()
 #: sqlite connections that may hold the table of a walk that could not drop it (its
@@ -83,6 +84,10 @@ async def batches(repo: BaseRepository[M], *, filters: Mapping[str, Any] | None,
     """Lists of at most ``batch_size`` instances, in ``order_by`` order (the key last)."""
     with _translated(repo):
         _check_size(batch_size)
+        # PostgreSQL's FETCH takes at most a 32-bit count (a larger one is a syntax error
+        # that aborts the transaction), and sqlite's LIMIT batch_size + 1 must stay 64-bit:
+        # no batch that large fits in memory anyway.
+        batch_size = min(batch_size, _MAX_BATCH)
         ordering = _keyset.keyset_ordering(repo.model, order_by, what="iterate")
         source = _keyset.source_of(repo, filters, include_deleted)
     session = repo.session

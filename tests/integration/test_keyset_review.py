@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import decimal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -204,3 +205,21 @@ async def test_a_small_sqlite_walk_is_one_select(sqlite_db: DatabaseManager) -> 
         assert got == ids[::-1]
         assert sum("CREATE TEMP TABLE" in s for s in statements) == 1
         assert await _leftovers(session) == 0
+
+
+@pytest.mark.parametrize("size", [2**31, sys.maxsize])
+async def test_huge_batch_sizes_and_limits_read_everything(db: DatabaseManager,
+                                                           size: int) -> None:
+    """``batch_size=sys.maxsize`` ("all at once"): PostgreSQL refused ``FETCH FORWARD`` of
+    more than a 32-bit count with a syntax error that aborted the transaction; sqlite could
+    not bind ``LIMIT batch_size + 1``. The session goes on after both."""
+    ids = await _users(db, 7)
+    async with db.session() as session:
+        repo = UserRepository(session)
+        assert [u.id async for u in repo.iterate(batch_size=size)] == ids
+        page = await repo.paginate_keyset(limit=size)
+        assert [u.id for u in page.items] == ids
+        assert not page.has_next
+        await repo.create({"email": "after@x.io", "name": "w"})
+    async with db.session() as session:
+        assert await UserRepository(session).count({"name": "w"}) == 1
