@@ -89,7 +89,7 @@ def lock_of(for_update: object, of: LockOf | None, model: type[Model]) -> ForUpd
             f"{for_update!r}", details={"field": "for_update"})
     table = model._meta.db_table
     if isinstance(of, (str, type)):
-        of = [of]  # type: ignore[list-item]
+        of = [of]
     for item in of or ():
         if item is model or item == table:
             continue

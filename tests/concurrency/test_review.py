@@ -15,13 +15,12 @@ from aegis_tortoise import (
     DatabaseManager,
     InvalidFilterError,
     LockNotAvailableError,
-    ServiceException,
     TransactionError,
     ValidationError,
 )
 from aegis_tortoise.examples.models import Policy, User
-from tests.conftest import fresh_manager
 from tests.concurrency.models import Counter, Tally
+from tests.conftest import fresh_manager
 
 MODELS = ["tests.concurrency.models"]
 BOTH = ["aegis_tortoise.examples.models", "tests.concurrency.models"]
@@ -80,7 +79,8 @@ async def test_soft_delete_and_restore_raise_the_version(cdb: DatabaseManager,
             await repo.soft_delete(pk)
         read = await repo.get(pk, include_deleted=True)
         changed = await getattr(repo, action)(pk)
-        assert changed is not None and changed.version == read.version + 1
+        assert changed is not None
+        assert changed.version == read.version + 1
         with pytest.raises(ConcurrentUpdateError):
             await repo.update(read, value=9)
 
@@ -153,12 +153,14 @@ async def test_upsert_of_a_row_inserted_meanwhile_raises_its_version(
     async with pg_mdb.session() as session:
         row, created = await BaseRepository(session, Tally).upsert(
             {"id": 7, "value": 1}, conflict=["id"], update=["value"])
-        assert created and row.version == 1
+        assert created
+        assert row.version == 1
         task = asyncio.create_task(second())
         await asyncio.sleep(0.3)  # its INSERT now waits for this transaction
         assert not task.done()
     row, created = await task
-    assert not created and (row.value, row.version) == (2, 2)
+    assert not created
+    assert (row.value, row.version) == (2, 2)
     async with pg_mdb.session() as session:
         stored = await BaseRepository(session, Tally).get(7)
         assert (stored.value, stored.version) == (2, 2)
@@ -196,6 +198,8 @@ async def test_for_update_through_a_join_locks_the_models_rows(mdb: DatabaseMana
         assert await repo.get_by_id(rows[0].id, for_update="nowait", of=["policies"])
         with pytest.raises(InvalidFilterError, match="of"):
             await repo.list(filters={"user__name": "a"}, for_update=True, of=[User])
+        users = BaseRepository(session, User)  # a to-many filter: a subquery
+        assert len(await users.list(filters={"policies__title": "p"}, for_update=True)) == 1
 
 
 async def test_for_update_with_prefetch(mdb: DatabaseManager) -> None:
@@ -205,7 +209,8 @@ async def test_for_update_with_prefetch(mdb: DatabaseManager) -> None:
     async with mdb.session() as session:
         repo = BaseRepository(session, User)
         found = await repo.get_by_id(user.id, for_update=True, prefetch=["policies"])
-        assert found is not None and found.name == "a"
+        assert found is not None
+        assert found.name == "a"
         assert len(await repo.get_by_ids([user.id], for_update=True, prefetch=["policies"])) == 1
 
 
@@ -319,3 +324,29 @@ async def test_isolation_applies_after_commit_and_does_not_leak(pg_database: str
             assert await _level(session) == "repeatable read"
         async with db.session() as session:
             assert await _level(session) == "read committed"
+
+
+async def test_server_default_after_set_on_a_pooled_connection(pg_database: str) -> None:
+    """A session that changed default_transaction_isolation with SET reads in its transaction
+    (the cached default is stale for it); the connection is reset before the next session,
+    for which the cached READ COMMITTED is true again."""
+    async for db in fresh_manager(pg_database, "postgres", MODELS, pool_size=1,
+                                  max_overflow=0):
+        async with db.session() as session:
+            await BaseRepository(session, Counter).create({"id": 1})
+        async with db.session() as session:  # fills the cache: read committed, lazy
+            await BaseRepository(session, Counter).get(1)
+            assert not session.in_transaction
+        for statement in ("SET default_transaction_isolation = 'serializable'",
+                          "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL "
+                          "SERIALIZABLE"):
+            async with db.session() as session:
+                await session.execute(statement)
+                await session.commit()
+                await BaseRepository(session, Counter).get(1)
+                assert session.in_transaction
+                assert await _level(session) == "serializable"
+            async with db.session() as session:  # the same connection, reset
+                await BaseRepository(session, Counter).get(1)
+                assert not session.in_transaction
+                assert await _level(session) == "read committed"
