@@ -13,6 +13,7 @@ from aegis_tortoise import (
     BaseRepository,
     ConcurrentUpdateError,
     DatabaseManager,
+    EntityNotFoundError,
     InvalidFilterError,
     LockNotAvailableError,
     TransactionError,
@@ -259,6 +260,23 @@ async def test_for_update_read_first_holds_its_lock(pg_mdb: DatabaseManager) -> 
         assert await holder.advisory_lock("k", wait=False)  # first statement: held till the end
         async with pg_mdb.session() as other:
             assert not await other.advisory_lock("k", wait=False)
+
+
+async def test_get_skip_locked_of_a_locked_row_is_no_404(pg_mdb: DatabaseManager) -> None:
+    """get(id, for_update="skip_locked") of a row another transaction holds: the row exists,
+    so LockNotAvailableError (409), not EntityNotFoundError (404); a missing row is a 404."""
+    async with pg_mdb.session() as session:
+        await BaseRepository(session, Counter).create({"id": 1})
+    async with pg_mdb.session() as holder:
+        await BaseRepository(holder, Counter).get(1, for_update=True)
+        async with pg_mdb.session() as other:
+            repo = BaseRepository(other, Counter)
+            assert await repo.get_by_id(1, for_update="skip_locked") is None
+            with pytest.raises(LockNotAvailableError, match="locked"):
+                await repo.get(1, for_update="skip_locked")
+            with pytest.raises(EntityNotFoundError):
+                await repo.get(2, for_update="skip_locked")
+            assert (await repo.get(1)).value == 0  # the session goes on
 
 
 async def test_lock_not_available_says_the_transaction_is_aborted(pg_mdb: DatabaseManager) -> None:
