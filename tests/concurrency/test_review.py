@@ -19,6 +19,7 @@ from aegis_tortoise import (
     TransactionError,
     ValidationError,
 )
+from aegis_tortoise._locks import advisory_key
 from aegis_tortoise.examples.models import Policy, User
 from tests.concurrency.models import Counter, Tally
 from tests.conftest import fresh_manager
@@ -260,6 +261,47 @@ async def test_for_update_read_first_holds_its_lock(pg_mdb: DatabaseManager) -> 
         assert await holder.advisory_lock("k", wait=False)  # first statement: held till the end
         async with pg_mdb.session() as other:
             assert not await other.advisory_lock("k", wait=False)
+
+
+async def test_for_update_through_the_queryset_first_holds_its_lock(
+        pg_mdb: DatabaseManager) -> None:
+    """The QuerySet path (a prefetch) as a session's first statement: it begins the
+    transaction, so the lock is held until the session ends (not released by autocommit)."""
+    async with pg_mdb.session() as session:
+        user = await BaseRepository(session, User).create({"name": "a", "email": "a@x.org"})
+    async with pg_mdb.session() as holder:
+        found = await BaseRepository(holder, User).get_by_id(user.id, for_update=True,
+                                                             prefetch=["policies"])
+        assert found is not None
+        assert holder.in_transaction
+        with pytest.raises(LockNotAvailableError):
+            async with pg_mdb.session() as other:
+                await BaseRepository(other, User).list(filters={"name": "a"},
+                                                       for_update="nowait")
+
+
+async def test_advisory_key_is_pinned_and_computable_in_sql(pg_mdb: DatabaseManager) -> None:
+    """The documented hash, pinned (another process, version or service computes the same
+    key; Python's hash() would not), and the same in SQL as the docs say."""
+    assert advisory_key("nightly-report") == 7440995589958059143
+    assert advisory_key("é") == 5375421630974772051
+    assert advisory_key(-(2**63)) == -(2**63)
+    with pytest.raises(ValidationError, match="64 bits"):
+        advisory_key(2**63)
+    with pytest.raises(ValidationError):
+        advisory_key(True)
+    async with pg_mdb.session() as session:
+        held = await session.advisory_lock("nightly-report")
+        assert held
+        in_sql = await session.execute(
+            "SELECT ('x' || substr(encode(sha256(convert_to(:k, 'UTF8')), 'hex'), 1, 16))"
+            "::bit(64)::bigint", {"k": "nightly-report"})
+        key = in_sql.scalar()
+        assert key == advisory_key("nightly-report")
+        locks = await session.execute(
+            "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks "
+            "WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+        assert locks.scalar() == key
 
 
 async def test_get_skip_locked_of_a_locked_row_is_no_404(pg_mdb: DatabaseManager) -> None:
