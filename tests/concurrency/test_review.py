@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from aegis_tortoise import (
     EntityNotFoundError,
     InvalidFilterError,
     LockNotAvailableError,
+    TransactionConflictError,
     TransactionError,
     ValidationError,
 )
@@ -358,6 +360,27 @@ async def test_nowait_and_try_advisory_lock_do_not_wait(cdbs: list[DatabaseManag
     async with second.session() as other:  # the busy timeout is back: a plain write waits
         assert await other.advisory_lock("k", wait=False) is True
         await BaseRepository(other, Counter).update(1, value=1)
+
+
+async def test_sqlite_write_lock_wait_ends_in_a_clear_retryable_error(tmp_path: Path) -> None:
+    """sqlite, for_update=True while another connection holds the write lock: after the busy
+    timeout, a TransactionConflictError (retryable) that says what was waited for and how
+    long, not sqlite's bare "database is locked"."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    async for first in fresh_manager(url, "sqlite", MODELS):
+        second = DatabaseManager(url, models=MODELS, busy_timeout=200)
+        try:
+            async with first.session() as session:
+                await BaseRepository(session, Counter).create({"id": 1})
+            async with first.session() as holder:
+                await BaseRepository(holder, Counter).get(1, for_update=True)
+                with pytest.raises(TransactionConflictError, match=r"write lock .*0\.2 s"):
+                    async with second.session() as other:
+                        await BaseRepository(other, Counter).get(1, for_update=True)
+            async with second.session() as other:  # free again: it takes the lock
+                assert (await BaseRepository(other, Counter).get(1, for_update=True)).id == 1
+        finally:
+            await second.close()
 
 
 # -- isolation levels --------------------------------------------------------------------
