@@ -112,7 +112,7 @@ def refuse_readonly(session: Session, what: str) -> None:
         raise TransactionError(
             f"Cannot take {what} in a readonly session (db.session(readonly=True)): it may "
             "run on a replica, where a lock excludes nobody writing on the primary. Lock in "
-            "a db.session()", details={"field": what})
+            "a db.session()", details={"readonly": True, "lock": what})
 
 
 def advisory_key(key: object) -> int:

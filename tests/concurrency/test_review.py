@@ -1,5 +1,6 @@
-"""Review of #19: holes found by attacking the concurrency controls (each test failed before
-its fix)."""
+"""Review of #19: holes found by attacking the concurrency controls. Most tests failed before
+their fix; the isolation-level, server-default-cache, first-statement-lock and advisory-key
+tests pin behaviour the review checked and found right."""
 
 from __future__ import annotations
 
