@@ -392,6 +392,19 @@ async def _level(session: object) -> str:
     return str(result.scalar())
 
 
+def test_isolation_from_the_environment_with_every_other_option_given(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DATABASE_ISOLATION_LEVEL is the default whatever other options are passed (it was
+    ignored when all of them were)."""
+    monkeypatch.setenv("DATABASE_ISOLATION_LEVEL", "Serializable")
+    manager = DatabaseManager("sqlite:///:memory:", models=[], pool_size=1, max_overflow=0,
+                              pool_timeout=5, pool_recycle=0, echo=False)
+    assert manager.isolation_level == "serializable"
+    assert manager.session().isolation == "serializable"
+    given = DatabaseManager("sqlite:///:memory:", models=[], isolation_level="read committed")
+    assert given.isolation_level == "read committed"
+
+
 async def test_isolation_applies_after_commit_and_does_not_leak(pg_database: str) -> None:
     async for db in fresh_manager(pg_database, "postgres", MODELS, pool_size=1,
                                   max_overflow=0):
