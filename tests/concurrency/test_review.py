@@ -146,6 +146,29 @@ async def test_versioned_upsert_checks_as_upsert(cdb: DatabaseManager) -> None:
             (3, 2, False), (4, 1, True)]
 
 
+async def test_upsert_of_a_stale_loaded_instance_is_refused(cdb: DatabaseManager) -> None:
+    """upsert(entity) with an instance that was read checks the version it was read at, as
+    update(entity, ...) does: a stale one is refused, not written over the newer row."""
+    pk = await _tally(cdb)
+    async with cdb.session() as session:
+        repo = BaseRepository(session, Tally)
+        seen = await repo.get(pk)
+        await repo.update(pk, value=10)  # someone else: version 2
+        seen.value -= 3
+        with pytest.raises(ConcurrentUpdateError):
+            await repo.upsert(seen, conflict=["id"], update=["value"])
+        with pytest.raises(ConcurrentUpdateError):
+            await repo.upsert_many([seen], conflict=["id"], update=["value"])
+        assert (await repo.get(pk)).value == 10
+        fresh = await repo.get(pk)
+        fresh.value = 11
+        row, created = await repo.upsert(fresh, conflict=["id"], update=["value"])
+        assert (row.value, row.version, created) == (11, 3, False)
+        new = Tally(id=pk, value=12)  # not loaded: no version to check
+        row, created = await repo.upsert(new, conflict=["id"], update=["value"])
+        assert (row.value, row.version, created) == (12, 4, False)
+
+
 async def test_upsert_of_a_row_inserted_meanwhile_raises_its_version(
         pg_mdb: DatabaseManager) -> None:
     """The second upsert found no row (the first one's insert was not committed yet), then
