@@ -31,6 +31,7 @@ from aegis_tortoise.errors import (
     DatabaseConnectionError,
     LockNotAvailableError,
     PoolTimeoutError,
+    TransactionConflictError,
     TransactionError,
     translate_errors,
 )
@@ -149,30 +150,36 @@ class _SqliteSessionClient(LazyReads, SqliteTransactionWrapper):
             return
         # for_update / advisory_lock: take the database's write lock at once, so no other
         # connection writes between this transaction's reads and its writes. As Tortoise
-        # 1.1.9's begin(), with IMMEDIATE; SQLITE_BUSY after the busy timeout stays sqlite's
-        # error (a retryable TransactionConflictError once translated).
+        # 1.1.9's begin(), with IMMEDIATE. "nowait" (for_update="nowait",
+        # advisory_lock(wait=False)) turns sqlite's busy wait off for this BEGIN, as
+        # PostgreSQL's NOWAIT; the connection's busy timeout is put back after it.
         nowait = session._lock_at_begin == "nowait"
         session._lock_at_begin = False
-        await self._connection.commit()
-        if not nowait:
-            await self._connection.execute("BEGIN IMMEDIATE")
-            return
-        # for_update="nowait" / advisory_lock(wait=False): no busy wait for this BEGIN, as
-        # PostgreSQL's NOWAIT; the connection's busy timeout is put back after it.
-        async with self._connection.execute("PRAGMA busy_timeout") as cursor:
+        connection = self._connection
+        await connection.commit()
+        async with connection.execute("PRAGMA busy_timeout") as cursor:
             row = await cursor.fetchone()
-        await self._connection.execute("PRAGMA busy_timeout = 0")
+        timeout = int(row[0]) if row else 0
+        if nowait:
+            await connection.execute("PRAGMA busy_timeout = 0")
         try:
-            await self._connection.execute("BEGIN IMMEDIATE")
+            await connection.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_BUSY"):
+            name = str(getattr(exc, "sqlite_errorname", ""))
+            if not name.startswith("SQLITE_BUSY"):
                 raise
-            raise LockNotAvailableError(
-                "Could not take the sqlite database's write lock: another connection holds "
-                f"it ({exc})", details={"sqlite_errorname": exc.sqlite_errorname},
-                cause=exc) from exc
+            details = {"sqlite_errorname": name, "busy_timeout_ms": 0 if nowait else timeout}
+            if nowait:
+                raise LockNotAvailableError(
+                    "Could not take the sqlite database's write lock: another connection "
+                    f"holds it ({exc})", details=details, cause=exc) from exc
+            raise TransactionConflictError(
+                "Could not take the sqlite database's write lock (for_update / advisory_lock) "
+                f"within the busy timeout ({timeout / 1000:g} s): another connection holds "
+                f"it; retry the unit of work ({exc})", details=details, cause=exc) from exc
         finally:
-            await self._connection.execute(f"PRAGMA busy_timeout = {int(row[0] if row else 0)}")
+            if nowait:
+                await connection.execute(f"PRAGMA busy_timeout = {timeout}")
 
     async def commit(self) -> None:
         try:

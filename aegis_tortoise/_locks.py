@@ -89,7 +89,7 @@ def lock_of(for_update: object, of: LockOf | None, model: type[Model]) -> ForUpd
             f"{for_update!r}", details={"field": "for_update"})
     table = model._meta.db_table
     if isinstance(of, (str, type)):
-        of = [of]  # type: ignore[list-item]
+        of = [of]
     for item in of or ():
         if item is model or item == table:
             continue
@@ -112,7 +112,7 @@ def refuse_readonly(session: Session, what: str) -> None:
         raise TransactionError(
             f"Cannot take {what} in a readonly session (db.session(readonly=True)): it may "
             "run on a replica, where a lock excludes nobody writing on the primary. Lock in "
-            "a db.session()", details={"field": what})
+            "a db.session()", details={"readonly": True, "lock": what})
 
 
 def advisory_key(key: object) -> int:

@@ -151,8 +151,9 @@ async def upsert(repo: BaseRepository[M], data: Any, conflict: Sequence[str],
                  update_fields: Sequence[str] | None, expected_version: object
                  ) -> tuple[M, bool]:
     """``upsert`` of a versioned model: an existing row (found under a row lock) is updated
-    as :func:`update` does, checking ``expected_version`` when given; a missing one is
-    inserted with the version's default."""
+    as :func:`update` does, checking ``expected_version`` when given (or the version a loaded
+    instance passed as ``data`` was read at); a missing one is inserted with the version's
+    default."""
     field = versioned(repo.model, expected_version)
     assert field is not None  # noqa: S101 - the caller checked
     values = _upsert_values(repo, data, conflict, update_fields, field)
@@ -168,7 +169,10 @@ async def upsert(repo: BaseRepository[M], data: Any, conflict: Sequence[str],
             found = [row]
         existing = found[0]
         changes = {name: values[name] for name in update_fields or () if name in values}
-        expected = _expected(repo, field, None, expected_version)
+        # A loaded instance carries the version it was read at, as in update(entity, ...);
+        # a new one (not saved) only says what to insert or set.
+        loaded = data if isinstance(data, Model) and data._saved_in_db else None
+        expected = _expected(repo, field, loaded, expected_version)
         updated = await repo.update(existing.pk, changes, expected_version=expected)
         assert updated is not None  # noqa: S101 - locked above, so still there
         return updated, False

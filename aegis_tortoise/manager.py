@@ -146,7 +146,7 @@ class DatabaseManager:
             database_url = "unused"
             models = [m for app in config["apps"].values() for m in app["models"]]
         if settings is None and None in (database_url, models, pool_size, max_overflow,
-                                         pool_timeout, pool_recycle, echo):
+                                         pool_timeout, pool_recycle, echo, isolation_level):
             # A Tortoise config names the database and the models itself: DATABASE_URL and
             # DATABASE_MODELS are not this manager's, even when set (or invalid).
             settings = (DatabaseSettings() if config is None else DatabaseSettings(

@@ -39,6 +39,7 @@ from aegis_tortoise.errors import (
     ConfigurationError,
     DuplicateEntityError,
     EntityNotFoundError,
+    LockNotAvailableError,
     ValidationError,
     translate_errors,
 )
@@ -288,10 +289,17 @@ class BaseRepository(EntityArguments[ModelT]):
 
         Raises:
             EntityNotFoundError: "User not found: 5".
+            LockNotAvailableError: ``for_update="skip_locked"`` skipped the row: it exists,
+                locked by another transaction (not a 404).
         """
         found = await self.get_by_id(entity_id, include_deleted=include_deleted,
                                      prefetch=prefetch, for_update=for_update, of=of)
         if found is None:
+            if for_update == "skip_locked" and await self.exists(
+                    entity_id, include_deleted=include_deleted):
+                raise LockNotAvailableError(
+                    f"{self._name} {entity_id} is locked by another transaction (skip_locked)",
+                    details={"entity_type": self._name, "entity_id": repr(entity_id)})
             raise EntityNotFoundError(self._name, entity_id)
         return found
 

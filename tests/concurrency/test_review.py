@@ -1,11 +1,13 @@
-"""Review of #19: holes found by attacking the concurrency controls (each test failed before
-its fix)."""
+"""Review of #19: holes found by attacking the concurrency controls. Most tests failed before
+their fix; the isolation-level, server-default-cache, first-statement-lock and advisory-key
+tests pin behaviour the review checked and found right."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -13,15 +15,17 @@ from aegis_tortoise import (
     BaseRepository,
     ConcurrentUpdateError,
     DatabaseManager,
+    EntityNotFoundError,
     InvalidFilterError,
     LockNotAvailableError,
-    ServiceException,
+    TransactionConflictError,
     TransactionError,
     ValidationError,
 )
+from aegis_tortoise._locks import advisory_key
 from aegis_tortoise.examples.models import Policy, User
-from tests.conftest import fresh_manager
 from tests.concurrency.models import Counter, Tally
+from tests.conftest import fresh_manager
 
 MODELS = ["tests.concurrency.models"]
 BOTH = ["aegis_tortoise.examples.models", "tests.concurrency.models"]
@@ -80,7 +84,8 @@ async def test_soft_delete_and_restore_raise_the_version(cdb: DatabaseManager,
             await repo.soft_delete(pk)
         read = await repo.get(pk, include_deleted=True)
         changed = await getattr(repo, action)(pk)
-        assert changed is not None and changed.version == read.version + 1
+        assert changed is not None
+        assert changed.version == read.version + 1
         with pytest.raises(ConcurrentUpdateError):
             await repo.update(read, value=9)
 
@@ -141,6 +146,29 @@ async def test_versioned_upsert_checks_as_upsert(cdb: DatabaseManager) -> None:
             (3, 2, False), (4, 1, True)]
 
 
+async def test_upsert_of_a_stale_loaded_instance_is_refused(cdb: DatabaseManager) -> None:
+    """upsert(entity) with an instance that was read checks the version it was read at, as
+    update(entity, ...) does: a stale one is refused, not written over the newer row."""
+    pk = await _tally(cdb)
+    async with cdb.session() as session:
+        repo = BaseRepository(session, Tally)
+        seen = await repo.get(pk)
+        await repo.update(pk, value=10)  # someone else: version 2
+        seen.value -= 3
+        with pytest.raises(ConcurrentUpdateError):
+            await repo.upsert(seen, conflict=["id"], update=["value"])
+        with pytest.raises(ConcurrentUpdateError):
+            await repo.upsert_many([seen], conflict=["id"], update=["value"])
+        assert (await repo.get(pk)).value == 10
+        fresh = await repo.get(pk)
+        fresh.value = 11
+        row, created = await repo.upsert(fresh, conflict=["id"], update=["value"])
+        assert (row.value, row.version, created) == (11, 3, False)
+        new = Tally(id=pk, value=12)  # not loaded: no version to check
+        row, created = await repo.upsert(new, conflict=["id"], update=["value"])
+        assert (row.value, row.version, created) == (12, 4, False)
+
+
 async def test_upsert_of_a_row_inserted_meanwhile_raises_its_version(
         pg_mdb: DatabaseManager) -> None:
     """The second upsert found no row (the first one's insert was not committed yet), then
@@ -153,12 +181,14 @@ async def test_upsert_of_a_row_inserted_meanwhile_raises_its_version(
     async with pg_mdb.session() as session:
         row, created = await BaseRepository(session, Tally).upsert(
             {"id": 7, "value": 1}, conflict=["id"], update=["value"])
-        assert created and row.version == 1
+        assert created
+        assert row.version == 1
         task = asyncio.create_task(second())
         await asyncio.sleep(0.3)  # its INSERT now waits for this transaction
         assert not task.done()
     row, created = await task
-    assert not created and (row.value, row.version) == (2, 2)
+    assert not created
+    assert (row.value, row.version) == (2, 2)
     async with pg_mdb.session() as session:
         stored = await BaseRepository(session, Tally).get(7)
         assert (stored.value, stored.version) == (2, 2)
@@ -196,6 +226,8 @@ async def test_for_update_through_a_join_locks_the_models_rows(mdb: DatabaseMana
         assert await repo.get_by_id(rows[0].id, for_update="nowait", of=["policies"])
         with pytest.raises(InvalidFilterError, match="of"):
             await repo.list(filters={"user__name": "a"}, for_update=True, of=[User])
+        users = BaseRepository(session, User)  # a to-many filter: a subquery
+        assert len(await users.list(filters={"policies__title": "p"}, for_update=True)) == 1
 
 
 async def test_for_update_with_prefetch(mdb: DatabaseManager) -> None:
@@ -205,7 +237,8 @@ async def test_for_update_with_prefetch(mdb: DatabaseManager) -> None:
     async with mdb.session() as session:
         repo = BaseRepository(session, User)
         found = await repo.get_by_id(user.id, for_update=True, prefetch=["policies"])
-        assert found is not None and found.name == "a"
+        assert found is not None
+        assert found.name == "a"
         assert len(await repo.get_by_ids([user.id], for_update=True, prefetch=["policies"])) == 1
 
 
@@ -256,6 +289,64 @@ async def test_for_update_read_first_holds_its_lock(pg_mdb: DatabaseManager) -> 
             assert not await other.advisory_lock("k", wait=False)
 
 
+async def test_for_update_through_the_queryset_first_holds_its_lock(
+        pg_mdb: DatabaseManager) -> None:
+    """The QuerySet path (a prefetch) as a session's first statement: it begins the
+    transaction, so the lock is held until the session ends (not released by autocommit)."""
+    async with pg_mdb.session() as session:
+        user = await BaseRepository(session, User).create({"name": "a", "email": "a@x.org"})
+    async with pg_mdb.session() as holder:
+        found = await BaseRepository(holder, User).get_by_id(user.id, for_update=True,
+                                                             prefetch=["policies"])
+        assert found is not None
+        assert holder.in_transaction
+        with pytest.raises(LockNotAvailableError):
+            async with pg_mdb.session() as other:
+                await BaseRepository(other, User).list(filters={"name": "a"},
+                                                       for_update="nowait")
+
+
+async def test_advisory_key_is_pinned_and_computable_in_sql(pg_mdb: DatabaseManager) -> None:
+    """The documented hash, pinned (another process, version or service computes the same
+    key; Python's hash() would not), and the same in SQL as the docs say."""
+    assert advisory_key("nightly-report") == 7440995589958059143
+    assert advisory_key("é") == 5375421630974772051
+    assert advisory_key(-(2**63)) == -(2**63)
+    with pytest.raises(ValidationError, match="64 bits"):
+        advisory_key(2**63)
+    with pytest.raises(ValidationError):
+        advisory_key(True)
+    async with pg_mdb.session() as session:
+        held = await session.advisory_lock("nightly-report")
+        assert held
+        in_sql = await session.execute(
+            "SELECT ('x' || substr(encode(sha256(convert_to(:k, 'UTF8')), 'hex'), 1, 16))"
+            "::bit(64)::bigint", {"k": "nightly-report"})
+        key = in_sql.scalar()
+        assert key == advisory_key("nightly-report")
+        locks = await session.execute(
+            "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks "
+            "WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+        assert locks.scalar() == key
+
+
+async def test_get_skip_locked_of_a_locked_row_is_no_404(pg_mdb: DatabaseManager) -> None:
+    """get(id, for_update="skip_locked") of a row another transaction holds: the row exists,
+    so LockNotAvailableError (409), not EntityNotFoundError (404); a missing row is a 404."""
+    async with pg_mdb.session() as session:
+        await BaseRepository(session, Counter).create({"id": 1})
+    async with pg_mdb.session() as holder:
+        await BaseRepository(holder, Counter).get(1, for_update=True)
+        async with pg_mdb.session() as other:
+            repo = BaseRepository(other, Counter)
+            assert await repo.get_by_id(1, for_update="skip_locked") is None
+            with pytest.raises(LockNotAvailableError, match="locked"):
+                await repo.get(1, for_update="skip_locked")
+            with pytest.raises(EntityNotFoundError):
+                await repo.get(2, for_update="skip_locked")
+            assert (await repo.get(1)).value == 0  # the session goes on
+
+
 async def test_lock_not_available_says_the_transaction_is_aborted(pg_mdb: DatabaseManager) -> None:
     async with pg_mdb.session() as session:
         await BaseRepository(session, Counter).create({"id": 1})
@@ -295,12 +386,46 @@ async def test_nowait_and_try_advisory_lock_do_not_wait(cdbs: list[DatabaseManag
         await BaseRepository(other, Counter).update(1, value=1)
 
 
+async def test_sqlite_write_lock_wait_ends_in_a_clear_retryable_error(tmp_path: Path) -> None:
+    """sqlite, for_update=True while another connection holds the write lock: after the busy
+    timeout, a TransactionConflictError (retryable) that says what was waited for and how
+    long, not sqlite's bare "database is locked"."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    async for first in fresh_manager(url, "sqlite", MODELS):
+        second = DatabaseManager(url, models=MODELS, busy_timeout=200)
+        try:
+            async with first.session() as session:
+                await BaseRepository(session, Counter).create({"id": 1})
+            async with first.session() as holder:
+                await BaseRepository(holder, Counter).get(1, for_update=True)
+                with pytest.raises(TransactionConflictError, match=r"write lock .*0\.2 s"):
+                    async with second.session() as other:
+                        await BaseRepository(other, Counter).get(1, for_update=True)
+            async with second.session() as other:  # free again: it takes the lock
+                assert (await BaseRepository(other, Counter).get(1, for_update=True)).id == 1
+        finally:
+            await second.close()
+
+
 # -- isolation levels --------------------------------------------------------------------
 
 
 async def _level(session: object) -> str:
     result = await session.execute("SHOW transaction_isolation")  # type: ignore[attr-defined]
     return str(result.scalar())
+
+
+def test_isolation_from_the_environment_with_every_other_option_given(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DATABASE_ISOLATION_LEVEL is the default whatever other options are passed (it was
+    ignored when all of them were)."""
+    monkeypatch.setenv("DATABASE_ISOLATION_LEVEL", "Serializable")
+    manager = DatabaseManager("sqlite:///:memory:", models=[], pool_size=1, max_overflow=0,
+                              pool_timeout=5, pool_recycle=0, echo=False)
+    assert manager.isolation_level == "serializable"
+    assert manager.session().isolation == "serializable"
+    given = DatabaseManager("sqlite:///:memory:", models=[], isolation_level="read committed")
+    assert given.isolation_level == "read committed"
 
 
 async def test_isolation_applies_after_commit_and_does_not_leak(pg_database: str) -> None:
@@ -319,3 +444,29 @@ async def test_isolation_applies_after_commit_and_does_not_leak(pg_database: str
             assert await _level(session) == "repeatable read"
         async with db.session() as session:
             assert await _level(session) == "read committed"
+
+
+async def test_server_default_after_set_on_a_pooled_connection(pg_database: str) -> None:
+    """A session that changed default_transaction_isolation with SET reads in its transaction
+    (the cached default is stale for it); the connection is reset before the next session,
+    for which the cached READ COMMITTED is true again."""
+    async for db in fresh_manager(pg_database, "postgres", MODELS, pool_size=1,
+                                  max_overflow=0):
+        async with db.session() as session:
+            await BaseRepository(session, Counter).create({"id": 1})
+        async with db.session() as session:  # fills the cache: read committed, lazy
+            await BaseRepository(session, Counter).get(1)
+            assert not session.in_transaction
+        for statement in ("SET default_transaction_isolation = 'serializable'",
+                          "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL "
+                          "SERIALIZABLE"):
+            async with db.session() as session:
+                await session.execute(statement)
+                await session.commit()
+                await BaseRepository(session, Counter).get(1)
+                assert session.in_transaction
+                assert await _level(session) == "serializable"
+            async with db.session() as session:  # the same connection, reset
+                await BaseRepository(session, Counter).get(1)
+                assert not session.in_transaction
+                assert await _level(session) == "read committed"
