@@ -193,9 +193,11 @@ async def test_async_with_manager_closes_it(db_url: str, backend: str) -> None:
     assert not db.is_initialized
 
 
-async def test_model_modules_may_be_given_as_modules(db_url: str) -> None:
+async def test_model_modules_may_be_given_as_modules(db_url: str, backend: str) -> None:
     from aegis_tortoise.examples import models
 
+    if backend == "postgres":  # the shared test database may hold other tests' rows
+        await reset_pg_schema(db_url)
     async with DatabaseManager(db_url, models=[models]) as db:
         await db.generate_schemas()
         async with db.session():
