@@ -23,7 +23,8 @@ help:  ## Show the targets
 # the interpreter's pip installs into it (pip --python); make install then adds pip. An
 # interpreter without pip (Debian's python3 without python3-pip) or with a pip older than
 # 22.3 gives the venv ensurepip's pip instead.
-HOST_PIP := $(shell $(PYTHON) -m pip --python $(PYTHON) --version >/dev/null 2>&1 && echo yes)
+# (pip --python takes a path, not a name on PATH.)
+HOST_PIP := $(shell $(PYTHON) -m pip --python "$$(command -v $(PYTHON))" --version >/dev/null 2>&1 && echo yes)
 VPIP = $(if $(HOST_PIP),$(PYTHON) -m pip --python $(PY),$(PY) -m pip)
 
 $(VENV)/bin/python:

@@ -9,6 +9,7 @@ install) against a real pip-less interpreter.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def _dry_run(tmp_path: Path, python: str, target: str) -> str:
     for name in ("Makefile", "pyproject.toml", "constraints.txt"):
         shutil.copy(ROOT / name, tmp_path / name)
-    result = subprocess.run(["make", "-n", target, f"PYTHON={python}"], cwd=tmp_path,
+    # The interpreter's directory first on PATH: PYTHON may be a bare name (python3.11).
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["make", "-n", target, f"PYTHON={python}"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -53,12 +56,16 @@ def test_an_interpreter_without_pip_gets_a_venv_with_pip(
     assert ".venv/bin/python -m pip install" in commands, commands
 
 
-def test_an_interpreter_with_pip_skips_ensurepip(tmp_path: Path) -> None:
+@pytest.mark.parametrize("by_name", [False, True])
+def test_an_interpreter_with_pip_skips_ensurepip(tmp_path: Path, by_name: bool) -> None:
+    """By name too (PYTHON=python3.11, the default): before, pip --python needed a path
+    there, so the check failed and every venv got ensurepip's pip (10 s more)."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     if subprocess.run([sys.executable, "-m", "pip", "--python", sys.executable, "--version"],
                       capture_output=True, check=False).returncode != 0:
         pytest.skip("this interpreter's pip cannot install into another one (pip --python)")
-    commands = _dry_run(tmp_path, sys.executable, "demo")
+    python = Path(sys.executable).name if by_name else sys.executable
+    commands = _dry_run(tmp_path, python, "demo")
     assert "--without-pip" in commands, commands
-    assert f"{sys.executable} -m pip --python .venv/bin/python install" in commands, commands
+    assert f"{python} -m pip --python .venv/bin/python install" in commands, commands
