@@ -66,7 +66,8 @@ _prepared: set[tuple[str, tuple[str, ...]]] = set()
 class PluginSettings:
     """Where ``db_manager`` connects and which models it loads."""
 
-    url: str
+    # Not in repr(): pytest -l shows a failing fixture's locals; ``parsed`` masks it.
+    url: str = dataclasses.field(repr=False)
     parsed: DatabaseURL
     models: tuple[str, ...]
     source: str

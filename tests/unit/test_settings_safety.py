@@ -248,3 +248,16 @@ def test_a_malformed_tortoise_config_url_is_our_error(url: str) -> None:
     with pytest.raises(ConfigurationError, match="'default'") as info:
         DatabaseManager.from_tortoise_config(config)
     assert "pw" not in info.value.message
+
+
+def test_the_plugins_settings_repr_masks_the_password() -> None:
+    """Before: repr() of the plugin's settings (shown by ``pytest -l`` in a failing
+    fixture's locals) held the test database URL with its password."""
+    from aegis_tortoise.testing import PluginSettings
+
+    url = f"postgresql://app:{SECRET}@127.0.0.1/app_test"
+    settings = PluginSettings(url=url, parsed=parse_database_url(url), models=(),
+                              source="AEGIS_TEST_DATABASE_URL")
+    assert SECRET not in repr(settings)
+    assert "app:***@127.0.0.1" in repr(settings)
+    assert settings.url == url
