@@ -417,7 +417,9 @@ class DatabaseSettings(BaseSettings):
             super().__init__(**values)
         except pydantic.ValidationError as exc:
             raise _settings_error(exc) from None
-        _warn_unknown_names(values.get("_env_file", self.model_config.get("env_file")))
+        _warn_unknown_names(values.get("_env_file", self.model_config.get("env_file")),
+                            values.get("_env_file_encoding",
+                                       self.model_config.get("env_file_encoding")))
 
     @property
     def url_is_default(self) -> bool:
@@ -472,8 +474,11 @@ class DatabaseSettings(BaseSettings):
 _warned: set[str] = set()
 
 
-def _env_file_names(env_file: Any) -> list[str]:
-    """The variable names of the ``.env`` file(s) pydantic-settings reads."""
+def _env_file_names(env_file: Any, encoding: str | None = None) -> list[str]:
+    """The variable names of the ``.env`` file(s) pydantic-settings reads, in its encoding.
+
+    A file that cannot be read gives no names: the check only warns, it never fails.
+    """
     if env_file is None:
         return []
     files = [env_file] if isinstance(env_file, (str, os.PathLike)) else list(env_file)
@@ -482,7 +487,11 @@ def _env_file_names(env_file: Any) -> list[str]:
         if os.path.isfile(path):
             from dotenv import dotenv_values  # pydantic-settings' own .env reader
 
-            names.extend(str(name) for name in dotenv_values(path))
+            try:
+                names.extend(str(name) for name in dotenv_values(path, encoding=encoding))
+            except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+                logger.debug("cannot read %s for unknown DATABASE_* names", path,
+                             exc_info=True)
     return names
 
 
@@ -501,7 +510,7 @@ def _known_names() -> list[str]:
     return sorted(names)
 
 
-def _warn_unknown_names(env_file: Any) -> None:
+def _warn_unknown_names(env_file: Any, encoding: str | None = None) -> None:
     """A WARNING (once a name) for each ``DATABASE_*`` variable that is no setting.
 
     ``DATABASE_POOLSIZE=5`` would otherwise be ignored in silence and leave the pool at its
@@ -509,7 +518,7 @@ def _warn_unknown_names(env_file: Any) -> None:
     """
     known = _known_names()
     for source, names in (("environment", list(os.environ)),
-                          (".env", _env_file_names(env_file))):
+                          (".env", _env_file_names(env_file, encoding))):
         for name in names:
             upper = name.upper()
             if not upper.startswith("DATABASE_") or upper in known or upper in _warned:

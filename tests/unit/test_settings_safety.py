@@ -261,3 +261,20 @@ def test_the_plugins_settings_repr_masks_the_password() -> None:
     assert SECRET not in repr(settings)
     assert "app:***@127.0.0.1" in repr(settings)
     assert settings.url == url
+
+
+def test_a_dotenv_in_the_settings_encoding_is_read(
+        clean_env: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: the unknown-name check read .env as UTF-8 whatever env_file_encoding said,
+    and a latin-1 .env that pydantic-settings reads crashed DatabaseSettings()."""
+    from pydantic_settings import SettingsConfigDict
+
+    class Latin1Settings(DatabaseSettings):
+        model_config = SettingsConfigDict(env_file_encoding="latin-1")
+
+    (clean_env / ".env").write_bytes(b"DATABASE_POOL_SIZE=5\nDATABASE_POOLSIZE=6\n"
+                                     b"APP_NAME=caf\xe9\n")
+    with caplog.at_level(logging.WARNING, logger="aegis_tortoise.config"):
+        settings = Latin1Settings()
+    assert settings.database_pool_size == 5
+    assert any("DATABASE_POOLSIZE (in the .env)" in r.getMessage() for r in caplog.records)
