@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import logging
 import os
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
@@ -579,8 +580,9 @@ def pgbouncer_option(value: bool | None, url: DatabaseURL, config: dict[str, Any
     return value
 
 
-# Settings whose values hold passwords: an error never quotes them.
-_URL_VARIABLES = frozenset({"DATABASE_URL", "DATABASE_REPLICA_URLS"})
+# Settings whose values may hold passwords or keys (DATABASE_URL, DATABASE_REPLICA_URLS, a
+# secret of a subclass): an error never quotes them.
+_SECRET_VARIABLE = re.compile(r"URL|SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIAL|DSN")
 
 
 def _settings_error(exc: pydantic.ValidationError) -> ConfigurationError:
@@ -596,7 +598,7 @@ def _settings_error(exc: pydantic.ValidationError) -> ConfigurationError:
         else:
             message = error["msg"]
             raw = os.environ.get(variable)
-            if raw is not None and variable not in _URL_VARIABLES:
+            if raw is not None and not _SECRET_VARIABLE.search(variable):
                 message += f" (got {raw!r})"
         problems.append(f"{variable}: {message}")
     return ConfigurationError(

@@ -200,6 +200,21 @@ def test_an_invalid_replica_setting_quotes_no_url(monkeypatch: pytest.MonkeyPatc
     assert SECRET not in _chain_text(info.value)
 
 
+def test_an_invalid_secret_setting_of_a_subclass_is_not_quoted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value is quoted for a number (DATABASE_POOL_SIZE=abc), never for a secret."""
+
+    class AppSettings(DatabaseSettings):
+        database_api_key: int = 0
+
+    monkeypatch.setenv("DATABASE_API_KEY", SECRET)
+    monkeypatch.setenv("DATABASE_POOL_SIZE", "lots")
+    with pytest.raises(ConfigurationError, match="DATABASE_API_KEY") as info:
+        AppSettings()
+    assert SECRET not in _chain_text(info.value)
+    assert "(got 'lots')" in info.value.message
+
+
 def test_a_subclass_setting_is_a_known_name(monkeypatch: pytest.MonkeyPatch,
                                             caplog: pytest.LogCaptureFixture) -> None:
     """Before: an app's own DATABASE_* field (a subclass) was reported as ignored."""
