@@ -22,11 +22,15 @@ help:  ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 # The venv without pip of its own (ensurepip alone takes longer than the demo's packages):
-# the interpreter's pip installs into it (pip --python); make install then adds pip.
-VPIP = $(PYTHON) -m pip --python $(PY)
+# the interpreter's pip installs into it (pip --python); make install then adds pip. An
+# interpreter without pip (Debian's python3 without python3-pip) or with a pip older than
+# 22.3 gives the venv ensurepip's pip instead.
+# (pip --python takes a path, not a name on PATH.)
+HOST_PIP := $(shell $(PYTHON) -m pip --python "$$(command -v $(PYTHON))" --version >/dev/null 2>&1 && echo yes)
+VPIP = $(if $(HOST_PIP),$(PYTHON) -m pip --python $(PY),$(PY) -m pip)
 
 $(VENV)/bin/python:
-	$(PYTHON) -m venv --without-pip $(VENV)
+	$(PYTHON) -m venv $(if $(HOST_PIP),--without-pip) $(VENV)
 
 $(STAMP): pyproject.toml $(LOCK) | $(VENV)/bin/python
 	$(VPIP) install -q --upgrade pip

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import logging
 import os
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
@@ -438,7 +439,9 @@ class DatabaseSettings(BaseSettings):
             super().__init__(**values)
         except pydantic.ValidationError as exc:
             raise _settings_error(exc) from None
-        _warn_unknown_names(values.get("_env_file", self.model_config.get("env_file")))
+        _warn_unknown_names(values.get("_env_file", self.model_config.get("env_file")),
+                            values.get("_env_file_encoding",
+                                       self.model_config.get("env_file_encoding")))
 
     @property
     def url_is_default(self) -> bool:
@@ -500,8 +503,11 @@ class DatabaseSettings(BaseSettings):
 _warned: set[str] = set()
 
 
-def _env_file_names(env_file: Any) -> list[str]:
-    """The variable names of the ``.env`` file(s) pydantic-settings reads."""
+def _env_file_names(env_file: Any, encoding: str | None = None) -> list[str]:
+    """The variable names of the ``.env`` file(s) pydantic-settings reads, in its encoding.
+
+    A file that cannot be read gives no names: the check only warns, it never fails.
+    """
     if env_file is None:
         return []
     files = [env_file] if isinstance(env_file, (str, os.PathLike)) else list(env_file)
@@ -510,7 +516,11 @@ def _env_file_names(env_file: Any) -> list[str]:
         if os.path.isfile(path):
             from dotenv import dotenv_values  # pydantic-settings' own .env reader
 
-            names.extend(str(name) for name in dotenv_values(path))
+            try:
+                names.extend(str(name) for name in dotenv_values(path, encoding=encoding))
+            except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+                logger.debug("cannot read %s for unknown DATABASE_* names", path,
+                             exc_info=True)
     return names
 
 
@@ -529,7 +539,7 @@ def _known_names() -> list[str]:
     return sorted(names)
 
 
-def _warn_unknown_names(env_file: Any) -> None:
+def _warn_unknown_names(env_file: Any, encoding: str | None = None) -> None:
     """A WARNING (once a name) for each ``DATABASE_*`` variable that is no setting.
 
     ``DATABASE_POOLSIZE=5`` would otherwise be ignored in silence and leave the pool at its
@@ -537,7 +547,7 @@ def _warn_unknown_names(env_file: Any) -> None:
     """
     known = _known_names()
     for source, names in (("environment", list(os.environ)),
-                          (".env", _env_file_names(env_file))):
+                          (".env", _env_file_names(env_file, encoding))):
         for name in names:
             upper = name.upper()
             if not upper.startswith("DATABASE_") or upper in known or upper in _warned:
@@ -598,8 +608,9 @@ def pgbouncer_option(value: bool | None, url: DatabaseURL, config: dict[str, Any
     return value
 
 
-# Settings whose values hold passwords: an error never quotes them.
-_URL_VARIABLES = frozenset({"DATABASE_URL", "DATABASE_REPLICA_URLS"})
+# Settings whose values may hold passwords or keys (DATABASE_URL, DATABASE_REPLICA_URLS, a
+# secret of a subclass): an error never quotes them.
+_SECRET_VARIABLE = re.compile(r"URL|SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIAL|DSN")
 
 
 def _settings_error(exc: pydantic.ValidationError) -> ConfigurationError:
@@ -615,7 +626,7 @@ def _settings_error(exc: pydantic.ValidationError) -> ConfigurationError:
         else:
             message = error["msg"]
             raw = os.environ.get(variable)
-            if raw is not None and variable not in _URL_VARIABLES:
+            if raw is not None and not _SECRET_VARIABLE.search(variable):
                 message += f" (got {raw!r})"
         problems.append(f"{variable}: {message}")
     return ConfigurationError(

@@ -46,7 +46,7 @@ from tortoise.context import _current_context
 from aegis_tortoise._loop_bridge import close_all
 from aegis_tortoise._pinned import pin
 from aegis_tortoise._register import test_manager
-from aegis_tortoise.config import DatabaseURL, parse_database_url
+from aegis_tortoise.config import DatabaseURL, parse_database_url, split_hosts
 from aegis_tortoise.errors import ConfigurationError, TransactionError
 from aegis_tortoise.manager import DatabaseManager
 from aegis_tortoise.session import Session
@@ -66,7 +66,8 @@ _prepared: set[tuple[str, tuple[str, ...]]] = set()
 class PluginSettings:
     """Where ``db_manager`` connects and which models it loads."""
 
-    url: str
+    # Not in repr(): pytest -l shows a failing fixture's locals; ``parsed`` masks it.
+    url: str = dataclasses.field(repr=False)
     parsed: DatabaseURL
     models: tuple[str, ...]
     source: str
@@ -162,8 +163,10 @@ async def _ensure_database(parsed: DatabaseURL, source: str = ENV_DATABASE_URL) 
         return
     import asyncpg
 
-    options = {"host": parsed.host, "port": parsed.port, "user": parsed.user,
-               "password": parsed.password, "timeout": 10}
+    options: dict[str, Any] = {"host": parsed.host, "port": parsed.port, "user": parsed.user,
+                               "password": parsed.password, "timeout": 10}
+    if parsed.host and "," in parsed.host:  # h1:5432,h2:5433: asyncpg takes lists
+        options["host"], options["port"] = split_hosts(parsed.host, parsed.port)
     where = f"{parsed.masked()} ({source})"
     try:
         try:

@@ -75,3 +75,23 @@ def test_a_model_module_pytest_cannot_import_names_pythonpath(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(['*myservice.models*pythonpath = ["."]*'])
+
+
+@pytest.mark.postgres
+async def test_a_multi_host_url_reaches_the_server_that_answers(pg_server: PgServer) -> None:
+    """Before: the check before the first test passed 'h1:1,h2:5432' to asyncpg as one
+    host name (gaierror) and stopped the run with "cannot reach PostgreSQL"."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from aegis_tortoise.config import parse_database_url
+    from aegis_tortoise.testing import _ensure_database
+
+    name = f"{pg_server.prefix}_multi_{uuid.uuid4().hex[:6]}"
+    pg_server.created.append(name)  # dropped at the end of the run
+    parts = urlsplit(pg_server.url_for(name))
+    userinfo = parts.netloc.rpartition("@")[0]
+    # A closed port first, as a failed-over primary would be, then the real server.
+    netloc = f"{userinfo}@127.0.0.1:1,{parts.hostname}:{parts.port or 5432}"
+    await _ensure_database(parse_database_url(urlunsplit(parts._replace(netloc=netloc))))
+    exists = pg_server._sync(f"SELECT count(*) FROM pg_database WHERE datname = '{name}'")
+    assert exists == 1

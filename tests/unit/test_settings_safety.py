@@ -200,6 +200,21 @@ def test_an_invalid_replica_setting_quotes_no_url(monkeypatch: pytest.MonkeyPatc
     assert SECRET not in _chain_text(info.value)
 
 
+def test_an_invalid_secret_setting_of_a_subclass_is_not_quoted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value is quoted for a number (DATABASE_POOL_SIZE=abc), never for a secret."""
+
+    class AppSettings(DatabaseSettings):
+        database_api_key: int = 0
+
+    monkeypatch.setenv("DATABASE_API_KEY", SECRET)
+    monkeypatch.setenv("DATABASE_POOL_SIZE", "lots")
+    with pytest.raises(ConfigurationError, match="DATABASE_API_KEY") as info:
+        AppSettings()
+    assert SECRET not in _chain_text(info.value)
+    assert "(got 'lots')" in info.value.message
+
+
 def test_a_subclass_setting_is_a_known_name(monkeypatch: pytest.MonkeyPatch,
                                             caplog: pytest.LogCaptureFixture) -> None:
     """Before: an app's own DATABASE_* field (a subclass) was reported as ignored."""
@@ -248,3 +263,33 @@ def test_a_malformed_tortoise_config_url_is_our_error(url: str) -> None:
     with pytest.raises(ConfigurationError, match="'default'") as info:
         DatabaseManager.from_tortoise_config(config)
     assert "pw" not in info.value.message
+
+
+def test_the_plugins_settings_repr_masks_the_password() -> None:
+    """Before: repr() of the plugin's settings (shown by ``pytest -l`` in a failing
+    fixture's locals) held the test database URL with its password."""
+    from aegis_tortoise.testing import PluginSettings
+
+    url = f"postgresql://app:{SECRET}@127.0.0.1/app_test"
+    settings = PluginSettings(url=url, parsed=parse_database_url(url), models=(),
+                              source="AEGIS_TEST_DATABASE_URL")
+    assert SECRET not in repr(settings)
+    assert "app:***@127.0.0.1" in repr(settings)
+    assert settings.url == url
+
+
+def test_a_dotenv_in_the_settings_encoding_is_read(
+        clean_env: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: the unknown-name check read .env as UTF-8 whatever env_file_encoding said,
+    and a latin-1 .env that pydantic-settings reads crashed DatabaseSettings()."""
+    from pydantic_settings import SettingsConfigDict
+
+    class Latin1Settings(DatabaseSettings):
+        model_config = SettingsConfigDict(env_file_encoding="latin-1")
+
+    (clean_env / ".env").write_bytes(b"DATABASE_POOL_SIZE=5\nDATABASE_POOLSIZE=6\n"
+                                     b"APP_NAME=caf\xe9\n")
+    with caplog.at_level(logging.WARNING, logger="aegis_tortoise.config"):
+        settings = Latin1Settings()
+    assert settings.database_pool_size == 5
+    assert any("DATABASE_POOLSIZE (in the .env)" in r.getMessage() for r in caplog.records)
