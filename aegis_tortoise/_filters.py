@@ -441,6 +441,10 @@ def order_by_fields(model: type[Model], order_by: str | Sequence[str] | None) ->
     """
     if order_by is None:
         return []
+    if not isinstance(order_by, str | Iterable):
+        raise InvalidFilterError(f"order_by takes a field name or a list of them, not "
+                                 f"{type(order_by).__name__}",
+                                 details={"model": model.__name__, "order_by": _short(order_by)})
     items = [order_by] if isinstance(order_by, str) else list(order_by)
     result: list[str] = []
     for item in items:
@@ -488,6 +492,9 @@ def prefetch_fields(model: type[Model],
     """
     if prefetch is None:
         return []
+    if not isinstance(prefetch, str | Iterable):
+        raise InvalidFilterError(f"prefetch takes a relation name or a list of them, not "
+                                 f"{type(prefetch).__name__}", details={"model": model.__name__})
     items: list[str | Prefetch] = [prefetch] if isinstance(prefetch, str) else list(prefetch)
     for item in items:
         if isinstance(item, Prefetch):

@@ -33,7 +33,7 @@ from aegis_tortoise._filters import (
     writable_values,
 )
 from aegis_tortoise._translate import VALUE_ERRORS, public_methods
-from aegis_tortoise._values import payload_or_field, python_values, refuse_nan
+from aegis_tortoise._values import iterable_argument, payload_or_field, python_values, refuse_nan
 from aegis_tortoise.errors import (
     ConfigurationError,
     DuplicateEntityError,
@@ -366,6 +366,7 @@ class BaseRepository(Generic[ModelT]):
                          prefetch: Prefetches | None = None) -> builtins.list[ModelT]:
         """The entities with these ids, in the order given; missing ids are skipped."""
         related = prefetch_fields(self.model, prefetch)
+        iterable_argument(self.model, "get_by_ids() ids", ids)
         wanted = builtins.list(dict.fromkeys(self._pk(i) for i in ids))
         found: dict[Any, ModelT] = {}
         for start in range(0, len(wanted), _IDS_PER_QUERY):

@@ -13,13 +13,18 @@ from typing import Any
 
 import pytest
 
-from aegis_tortoise import BaseRepository, DatabaseManager, InvalidFilterError
+from aegis_tortoise import (
+    BaseRepository,
+    DatabaseError,
+    DatabaseManager,
+    InvalidFilterError,
+)
 from tests.conftest import fresh_manager
 from tests.integration.values_review_models import MODELS, Color, Kind, Thing
 
 pytestmark = pytest.mark.filterwarnings("error")
 
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 ROWS = [{"id": i, "code": f"c{i}", "token": uuid.UUID(int=i), "kind": Kind(1 + i % 2),
          "color": Color.RED if i % 2 else None, "at": dt.datetime(2024, 1, i, 12, tzinfo=_UTC),
          "day": dt.date(2024, 1, i), "price": decimal.Decimal(f"{i}.50"), "ratio": i / 4,
@@ -152,3 +157,35 @@ async def test_json_keys_in_any_script_work(things: DatabaseManager, backend: st
         else:
             with pytest.raises(InvalidFilterError, match="does not support"):
                 await repo.list(filters=flt)
+
+
+# -- a caller's argument of the wrong type is no library bug ------------------------------------
+
+_NOT_ITERABLE: dict[str, Any] = {
+    "create_many": lambda r: r.create_many(5),
+    "get_by_ids": lambda r: r.get_by_ids(None),
+    "upsert_many": lambda r: r.upsert_many(5, conflict=["id"]),
+    "update_many": lambda r: r.update_many(5),
+    "upsert conflict": lambda r: r.upsert({"id": 1, "code": "b"}, conflict=5),
+    "list order_by": lambda r: r.list(order_by=5),
+    "keyset order_by": lambda r: r.paginate_keyset(order_by=5),
+    "list prefetch": lambda r: r.list(prefetch=5),
+}
+
+
+@pytest.mark.parametrize("call", list(_NOT_ITERABLE))
+async def test_a_non_iterable_argument_is_the_callers_error_not_a_500(
+        things: DatabaseManager, call: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``create_many(5)``, ``get_by_ids(None)``, ``order_by=5``...: Python's own
+    ``TypeError`` ("'int' object is not iterable") from inside the method was reported as a
+    500 ``DatabaseError`` and logged at ERROR as a bug of the library. It is the caller's
+    bug: a ``TypeError`` naming the argument, as from any Python function (for ``order_by``
+    and ``prefetch``, whose entries are checked already, ``InvalidFilterError``)."""
+    expected: type[Exception] = InvalidFilterError if call.endswith(("order_by", "prefetch")) \
+        else TypeError
+    async with things.session() as session:
+        with pytest.raises(expected, match=r"not int|not None") as info:
+            await _NOT_ITERABLE[call](BaseRepository(session, Thing))
+        assert not isinstance(info.value, DatabaseError)
+        assert await BaseRepository(session, Thing).count() == len(ROWS)
+    assert not [r for r in caplog.records if "a bug" in r.getMessage()]
