@@ -56,6 +56,7 @@ from aegis_tortoise.errors import InvalidFilterError
 __all__ = [
     "JSON_KEY",
     "MAX_BOUND_VALUES",
+    "MAX_JSON_PARTS",
     "bound_lists",
     "clip",
     "default_ordering",
@@ -72,6 +73,9 @@ _MAX_DEPTH = 8
 #: One part of a JSON ``__filter`` key (``{"color__startswith": "r"}`` has two parts).
 JSON_KEY = re.compile(r"[\w\-. @$:/+#]{1,255}")
 _JSON_PUNCTUATION = frozenset("_-. @$:/+#")
+#: Parts of one JSON key at most: PostgreSQL's parser runs out of stack at a few thousand
+#: (``data->'a'->'a'...``: "stack depth limit exceeded", after the check had passed).
+MAX_JSON_PARTS = 64
 # The operators Tortoise 1.1.9 reads from a JSON key's last part
 # (tortoise/contrib/postgres/json_functions.py ``operator_keywords``).
 _JSON_OPERATORS = frozenset({
@@ -219,6 +223,10 @@ def _check_json_filter(root: type[Model], key: str, value: Any) -> None:
         raise InvalidFilterError(f"Filter {key!r}: JSON keys must be strings, not {path!r}",
                                  details=details)
     parts = path.split("__")
+    if len(parts) > MAX_JSON_PARTS + 1:
+        raise InvalidFilterError(
+            f"Filter {key!r}: a JSON key has at most {MAX_JSON_PARTS} parts (split at __), "
+            f"not {len(parts)}", details=details)
     if len(parts) > 1 and parts[-1] in _JSON_OPERATORS:
         lookup = parts.pop()
         if lookup in ("in", "not_in") and (isinstance(inner, str | bytes | Mapping)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import gc
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -189,3 +191,52 @@ async def test_a_non_iterable_argument_is_the_callers_error_not_a_500(
         assert not isinstance(info.value, DatabaseError)
         assert await BaseRepository(session, Thing).count() == len(ROWS)
     assert not [r for r in caplog.records if "a bug" in r.getMessage()]
+
+
+# -- hostile sizes: a JSON path deeper than PostgreSQL parses, and the caches of SQL text -------
+
+
+async def test_a_json_path_too_deep_is_refused_up_front(things: DatabaseManager,
+                                                        backend: str) -> None:
+    """5,000 parts of one letter passed the check, then PostgreSQL answered "stack depth limit
+    exceeded" (a 500 that aborted the session). Paths are limited to MAX_JSON_PARTS parts."""
+    async with things.session() as session:
+        repo = BaseRepository(session, Thing)
+        deep = "__".join(["a"] * 5000)
+        with pytest.raises(InvalidFilterError, match="parts"):
+            await repo.list(filters={"data__filter": {deep: "x"}})
+        if backend == "postgres":
+            await repo.update(1, {"data": {"a": {"a": {"a": "x"}}}})
+            assert [t.id for t in await repo.list(
+                filters={"data__filter": {"a__a__a": "x"}})] == [1]
+        assert await repo.count() == len(ROWS)
+
+
+async def test_statement_classification_keeps_no_huge_statement(
+        things: DatabaseManager, backend: str) -> None:
+    """Every statement is classified (plain read? stateless?) with its text as the key of two
+    4,096-entry caches: each distinct hostile JSON key (up to 16 KB) or IN list length left
+    its whole statement there, 4,096 of them 64 MB and more (gigabytes with the unlimited
+    JSON paths, or sqlite's lists of up to 250,000 values).
+    Statements longer than MAX_CACHED_STATEMENT are classified without being kept."""
+    if backend == "sqlite":  # the same code on both; sqlite3 keeps 128 statements of its own
+        pytest.skip("no JSON __filter on sqlite; its driver's statement cache hides ours")
+    async with things.session() as session:
+        repo = BaseRepository(session, Thing)
+
+        async def hostile(n: int) -> None:
+            for i in range(n):
+                key = "__".join([f"{i:04d}" + "k" * 250] * 63)
+                await repo.list(filters={"data__filter": {key: "x"}})
+
+        await hostile(3)  # warm up every other cache first
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            await hostile(100)  # 100 distinct statements of about 16 KB: 1.6 MB
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    assert grown < 600_000, grown
