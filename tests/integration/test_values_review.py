@@ -240,3 +240,41 @@ async def test_statement_classification_keeps_no_huge_statement(
         finally:
             tracemalloc.stop()
     assert grown < 600_000, grown
+
+
+# -- long lists the array path did not take -----------------------------------------------------
+
+
+async def test_long_lists_on_a_reverse_relation_work(backend: str, db_url: str) -> None:
+    """``items__in``/``items__not_in`` (a reverse foreign key: Tortoise joins the related
+    table and compares its key) with 40,000 ids failed on PostgreSQL with the driver's
+    "number of query arguments cannot exceed 32767" (a 500). They match what the short
+    list and Tortoise match."""
+    from tests.hostile.fixtures import seeded
+    from tests.hostile.models import Owner
+
+    padding = list(range(1000, 41_000))  # no item has these ids
+    async for manager in seeded(db_url, backend):
+        async with manager.session() as session:
+            repo = BaseRepository(session, Owner)
+            for lookup, short in (("in", [3]), ("not_in", [1, 2, 3])):
+                key, values = f"items__{lookup}", short + padding
+                theirs = await Owner.filter(**{key: short}).distinct().using_db(
+                    session.connection)
+                expected = sorted(o.id for o in theirs)
+                assert sorted(o.id for o in await repo.list(filters={key: values})) == expected
+                assert sorted(o.id for o in await repo.list(filters={key: short})) == expected
+                assert await repo.count({key: values, "name__icontains": ""}) == len(expected)
+
+
+async def test_a_json_in_list_beyond_the_driver_limit_is_refused_up_front(
+        things: DatabaseManager, backend: str) -> None:
+    """``{"data__filter": {"k__in": [40,000 values]}}`` passed the check, then failed on
+    PostgreSQL as a 500 (32,767 arguments); Tortoise renders each value as a parameter."""
+    async with things.session() as session:
+        repo = BaseRepository(session, Thing)
+        with pytest.raises(InvalidFilterError, match="30,000"):
+            await repo.list(filters={"data__filter": {"k__in": list(range(40_000))}})
+        with pytest.raises(InvalidFilterError, match="30,000"):
+            await repo.delete_where({"data__filter": {"k__not_in": list(range(40_000))}})
+        assert await repo.count() == len(ROWS)
