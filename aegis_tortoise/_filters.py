@@ -341,8 +341,10 @@ def bound_lists(model: type[Model], kwargs: dict[str, Any], dialect: str) -> dic
     """
     result = kwargs
     for key, value in kwargs.items():
-        if (isinstance(value, str | bytes | Mapping | Term) or not isinstance(value, Iterable)
-                or not key.endswith(("__in", "__not_in"))):
+        # The suffix first: this runs on every filtered call, and the ABC checks cost ~1 us.
+        if not key.endswith(("__in", "__not_in")) or (
+                isinstance(value, str | bytes | Mapping | Term)
+                or not isinstance(value, Iterable)):
             continue
         values = value if isinstance(value, Sequence | set | frozenset) else None
         if values is None or len(values) <= MAX_BOUND_VALUES:
