@@ -26,7 +26,7 @@ from tortoise.models import Model
 
 from aegis_tortoise import _bulk, _copy
 from aegis_tortoise._filters import writable_values
-from aegis_tortoise._values import refuse_nan_columns
+from aegis_tortoise._values import iterable_argument, refuse_nan_columns
 
 if TYPE_CHECKING:
     from aegis_tortoise.repository import BaseRepository
@@ -54,6 +54,7 @@ async def create_many(repo: BaseRepository[M], entities: Iterable[Any], *,
     are) and the row count is returned; ``entities`` is then read ``STREAM_CHUNK`` rows at a
     time, so a generator of more rows than fit in memory goes in, all in one savepoint.
     """
+    iterable_argument(repo.model, "create_many() entities", entities)
     if returning:
         items = list(entities)
         return await _one_batch(repo, items) if items else []

@@ -56,6 +56,8 @@ from aegis_tortoise.errors import InvalidFilterError
 __all__ = [
     "JSON_KEY",
     "MAX_BOUND_VALUES",
+    "MAX_JSON_LIST",
+    "MAX_JSON_PARTS",
     "bound_lists",
     "clip",
     "default_ordering",
@@ -72,6 +74,11 @@ _MAX_DEPTH = 8
 #: One part of a JSON ``__filter`` key (``{"color__startswith": "r"}`` has two parts).
 JSON_KEY = re.compile(r"[\w\-. @$:/+#]{1,255}")
 _JSON_PUNCTUATION = frozenset("_-. @$:/+#")
+#: Parts of one JSON key at most: PostgreSQL's parser runs out of stack at a few thousand
+#: (``data->'a'->'a'...``: "stack depth limit exceeded", after the check had passed).
+MAX_JSON_PARTS = 64
+#: Values of a JSON ``__in``/``__not_in`` list at most (one parameter each, see above).
+MAX_JSON_LIST = 30_000
 # The operators Tortoise 1.1.9 reads from a JSON key's last part
 # (tortoise/contrib/postgres/json_functions.py ``operator_keywords``).
 _JSON_OPERATORS = frozenset({
@@ -219,12 +226,21 @@ def _check_json_filter(root: type[Model], key: str, value: Any) -> None:
         raise InvalidFilterError(f"Filter {key!r}: JSON keys must be strings, not {path!r}",
                                  details=details)
     parts = path.split("__")
+    if len(parts) > MAX_JSON_PARTS + 1:
+        raise InvalidFilterError(
+            f"Filter {key!r}: a JSON key has at most {MAX_JSON_PARTS} parts (split at __), "
+            f"not {len(parts)}", details=details)
     if len(parts) > 1 and parts[-1] in _JSON_OPERATORS:
         lookup = parts.pop()
         if lookup in ("in", "not_in") and (isinstance(inner, str | bytes | Mapping)
                                            or not isinstance(inner, Sequence)):
             raise InvalidFilterError(f"Filter {key!r}: __{lookup} takes a list",
                                      details=details)
+        if lookup in ("in", "not_in") and len(inner) > MAX_JSON_LIST:
+            # Tortoise sends each value as a parameter; asyncpg takes at most 32,767.
+            raise InvalidFilterError(
+                f"Filter {key!r}: a JSON __{lookup} list holds at most {MAX_JSON_LIST:,} "
+                f"values, not {len(inner):,}", details=details)
         if lookup == "range" and (isinstance(inner, str | bytes | Mapping)
                                   or not isinstance(inner, Sequence) or len(inner) != 2):
             raise InvalidFilterError(f"Filter {key!r}: __range takes two bounds",
@@ -325,14 +341,27 @@ def bound_lists(model: type[Model], kwargs: dict[str, Any], dialect: str) -> dic
     """
     result = kwargs
     for key, value in kwargs.items():
-        if (isinstance(value, str | bytes | Mapping | Term) or not isinstance(value, Iterable)
-                or not key.endswith(("__in", "__not_in"))):
+        # The suffix first: this runs on every filtered call, and the ABC checks cost ~1 us.
+        if not key.endswith(("__in", "__not_in")) or (
+                isinstance(value, str | bytes | Mapping | Term)
+                or not isinstance(value, Iterable)):
             continue
         values = value if isinstance(value, Sequence | set | frozenset) else None
         if values is None or len(values) <= MAX_BOUND_VALUES:
             continue
         final, name, _ = _checked_key(model, key)
         info: Mapping[str, Any] = final._meta.filters.get(name) or {}
+        target = key
+        if "table" in info and info.get("operator") in (is_in, not_in):
+            # A reverse foreign key or many-to-many (``items__in``): Tortoise 1.1.9 joins the
+            # related (or through) table and compares the related key, as ``items__id__in``
+            # does, which takes the array path (tortoise/filters.py get_backward_fk_filters).
+            target = _through_key(final, name, key)
+            if target in kwargs:
+                continue
+            values = [v.pk if isinstance(v, Model) else v for v in values]
+            final, name, _ = _checked_key(model, target)
+            info = final._meta.filters.get(name) or {}
         field = final._meta.fields_map.get(info.get("field", ""))
         if (info.get("operator") not in (is_in, not_in) or "table" in info or field is None
                 or isinstance(field, JSONField)
@@ -354,8 +383,19 @@ def bound_lists(model: type[Model], kwargs: dict[str, Any], dialect: str) -> dic
             continue
         if result is kwargs:
             result = dict(kwargs)
-        result[key] = _ArrayValues(converted, pg_type)
+        if target != key:
+            del result[key]
+        result[target] = _ArrayValues(converted, pg_type)
     return result
+
+
+def _through_key(model: type[Model], name: str, key: str) -> str:
+    """``key`` (ending in the relation filter ``name``, ``items__not_in``) as the same filter
+    on the related model's primary key (``items__id__not_in``)."""
+    lookup = "not_in" if name.endswith("__not_in") else "in"
+    relation = name[:-len(lookup) - 2]
+    pk = _related(model, relation)._meta.pk_attr
+    return f"{key[:len(key) - len(name)]}{relation}__{pk}__{lookup}"
 
 
 def single_pass(filters: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -441,6 +481,10 @@ def order_by_fields(model: type[Model], order_by: str | Sequence[str] | None) ->
     """
     if order_by is None:
         return []
+    if not isinstance(order_by, str | Iterable):
+        raise InvalidFilterError(f"order_by takes a field name or a list of them, not "
+                                 f"{type(order_by).__name__}",
+                                 details={"model": model.__name__, "order_by": _short(order_by)})
     items = [order_by] if isinstance(order_by, str) else list(order_by)
     result: list[str] = []
     for item in items:
@@ -488,6 +532,9 @@ def prefetch_fields(model: type[Model],
     """
     if prefetch is None:
         return []
+    if not isinstance(prefetch, str | Iterable):
+        raise InvalidFilterError(f"prefetch takes a relation name or a list of them, not "
+                                 f"{type(prefetch).__name__}", details={"model": model.__name__})
     items: list[str | Prefetch] = [prefetch] if isinstance(prefetch, str) else list(prefetch)
     for item in items:
         if isinstance(item, Prefetch):

@@ -18,7 +18,8 @@ import re
 from contextvars import ContextVar
 from functools import lru_cache
 
-__all__ = ["block_comment_end", "is_plain_read", "is_stateless", "plain_read"]
+__all__ = ["MAX_CACHED_STATEMENT", "block_comment_end", "is_plain_read", "is_stateless",
+           "plain_read"]
 
 #: Set while Tortoise runs a statement that :func:`is_plain_read` accepted.
 plain_read: ContextVar[bool] = ContextVar("aegis_plain_read", default=False)
@@ -83,9 +84,27 @@ def _calls_only_harmless_functions(sql: str) -> bool:
     return all((quoted or bare).lower() in _HARMLESS for quoted, bare in _CALL.findall(code))
 
 
-@lru_cache(maxsize=4096)
+#: Statements up to this many characters keep their classification in a cache. A longer
+#: one (a long IN list, a hostile JSON key: each distinct) is classified again each time, so
+#: the caches hold at most 4,096 x 8 KB each, whatever the input.
+MAX_CACHED_STATEMENT = 8192
+
+
 def is_plain_read(sql: str) -> bool:
     """A SELECT that takes no row locks and calls no function that could write."""
+    if len(sql) > MAX_CACHED_STATEMENT:
+        return _is_plain_read(sql)
+    return _cached_plain_read(sql)
+
+
+def is_stateless(sql: str) -> bool:
+    """A statement that leaves nothing on the connection once its transaction has ended."""
+    if len(sql) > MAX_CACHED_STATEMENT:
+        return _is_stateless(sql)
+    return _cached_stateless(sql)
+
+
+def _is_plain_read(sql: str) -> bool:
     first = _FIRST_WORD.match(sql)
     if first is None or first.group(1).lower() != "select":
         return False
@@ -96,10 +115,12 @@ def is_plain_read(sql: str) -> bool:
             and _calls_only_harmless_functions(sql))
 
 
-@lru_cache(maxsize=4096)
-def is_stateless(sql: str) -> bool:
-    """A statement that leaves nothing on the connection once its transaction has ended."""
+def _is_stateless(sql: str) -> bool:
     first = _FIRST_WORD.match(sql)
     if first is None or first.group(1).lower() not in _DML:
         return False
     return _calls_only_harmless_functions(sql)
+
+
+_cached_plain_read = lru_cache(maxsize=4096)(_is_plain_read)
+_cached_stateless = lru_cache(maxsize=4096)(_is_stateless)

@@ -17,8 +17,9 @@ error path maps
 - a lookup the backend lacks (Tortoise's ``NotImplementedError``, e.g. a JSON ``__filter``
   on sqlite) to :class:`InvalidFilterError`,
 - a call that does not fit the method's signature (an unknown keyword, a positional
-  argument where a keyword is required) to nothing: the ``TypeError`` passes unchanged,
-  as from any Python function,
+  argument where a keyword is required), or a non-iterable where the method takes a list
+  (:class:`~aegis_tortoise._values.ArgumentTypeError`), to nothing: the ``TypeError``
+  passes unchanged, as from any Python function,
 - anything else to :class:`DatabaseError`, chained and logged as a bug when it is a
   ``TypeError``/``AttributeError`` (but for ``TimeoutError``, a ``command_timeout``, which
   passes unchanged as docs/failures.md says),
@@ -44,6 +45,7 @@ from tortoise.models import Model
 from tortoise.validators import Validator
 
 from aegis_tortoise._operations import operation
+from aegis_tortoise._values import ArgumentTypeError
 from aegis_tortoise.errors import (
     DatabaseConnectionError,
     DatabaseError,
@@ -169,9 +171,10 @@ def _wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]
                 raise
             raise named from exc.__cause__
         except Exception as exc:
-            if (isinstance(exc, TypeError) and exc.__traceback__ is not None
+            if isinstance(exc, ArgumentTypeError) or (
+                    isinstance(exc, TypeError) and exc.__traceback__ is not None
                     and exc.__traceback__.tb_next is None):
-                raise  # raised by the call itself: the arguments do not fit the signature
+                raise  # the arguments do not fit the signature, or one's type is wrong
             error = repository_error(self.model, exc)
             if error is exc:
                 raise

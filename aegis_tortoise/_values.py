@@ -35,8 +35,9 @@ from tortoise.models import Model
 
 from aegis_tortoise.errors import ValidationError
 
-__all__ = ["auto_now_values", "db_values", "field_error", "python_values", "refuse_nan",
-           "refuse_nan_columns", "update_value"]
+__all__ = ["ArgumentTypeError", "auto_now_values", "db_values", "field_error",
+           "iterable_argument", "python_values", "refuse_nan", "refuse_nan_columns",
+           "update_value"]
 
 
 def field_error(model: type[Model], name: str, value: Any, exc: BaseException) -> ValidationError:
@@ -47,6 +48,25 @@ def field_error(model: type[Model], name: str, value: Any, exc: BaseException) -
     return ValidationError(
         f"Invalid {model.__name__}.{name}: {shown} ({exc})",
         details={"model": model.__name__, "field": name}, cause=exc)
+
+
+class ArgumentTypeError(TypeError):
+    """An argument of the wrong type (``create_many(5)``): the caller's bug, a ``TypeError``
+    as from any Python function, which the translation point lets pass unchanged."""
+
+
+def iterable_argument(model: type[Model], name: str, value: Any) -> None:
+    """Refuse a non-iterable ``value`` for the argument ``name`` (``create_many(5)``).
+
+    Python's own "'int' object is not iterable" would be raised deep inside the method, where
+    the translation point takes a ``TypeError`` for a bug of the library (a logged 500).
+
+    Raises:
+        ArgumentTypeError: naming the method, the argument and the type given.
+    """
+    if not isinstance(value, Iterable):
+        raise ArgumentTypeError(
+            f"{model.__name__} repository: {name} takes an iterable, not {type(value).__name__}")
 
 
 def python_values(model: type[Model], values: Mapping[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from aegis_tortoise._values import (
     auto_now_values,
     db_values,
     field_error,
+    iterable_argument,
     python_values,
     refuse_nan,
     refuse_nan_columns,
@@ -112,6 +113,7 @@ def _conflict_names(model: type[Model], conflict: Sequence[str]) -> tuple[str, .
     meta = model._meta
     if isinstance(conflict, str):
         conflict = [conflict]
+    iterable_argument(model, "upsert() conflict", conflict)
     names: list[str] = []
     for key in conflict:
         name = meta.pk_attr if key == "pk" else key
@@ -265,6 +267,7 @@ async def upsert_many(repo: BaseRepository[M], items: Iterable[Any], conflict: S
                       update: Sequence[str] | None) -> list[tuple[M, bool]]:
     """``(instance, created)`` per row, in input order (see the module docstring)."""
     model = repo.model
+    iterable_argument(model, "upsert_many() rows", items)
     rows = [item if isinstance(item, Model) or type(item) is dict
             else dict(_as_dict(repo, item, partial=False)) for item in items]
     target = _conflict_names(model, conflict)
@@ -460,6 +463,7 @@ async def update_many(repo: BaseRepository[M], rows: Iterable[Any]) -> list[M]:
     groups: dict[frozenset[str], list[tuple[Any, Mapping[str, Any]]]] = {}
     order: list[Any] = []
     seen: set[Any] = set()
+    iterable_argument(model, "update_many() rows", rows)
     for item in rows:
         data = _as_dict(repo, item, partial=True)
         if pk_attr in data:

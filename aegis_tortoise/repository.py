@@ -34,7 +34,7 @@ from aegis_tortoise._filters import (
 )
 from aegis_tortoise._locks import ForUpdate, LockMode, LockOf, lock_of, refuse_readonly
 from aegis_tortoise._translate import public_methods
-from aegis_tortoise._values import payload_or_field, python_values
+from aegis_tortoise._values import iterable_argument, payload_or_field, python_values
 from aegis_tortoise.errors import (
     ConfigurationError,
     DuplicateEntityError,
@@ -309,6 +309,7 @@ class BaseRepository(EntityArguments[ModelT]):
         """The entities with these ids, in the order given; missing ids are skipped
         (``for_update``/``of`` as :meth:`get_by_id`; rows are locked in key order)."""
         related = prefetch_fields(self.model, prefetch)
+        iterable_argument(self.model, "get_by_ids() ids", ids)
         wanted = builtins.list(dict.fromkeys(self._pk(i) for i in ids))
         lock = self._lock(for_update, of)
         # Locking in one order everywhere keeps two lockers of the same rows from deadlocking.

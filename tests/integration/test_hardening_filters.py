@@ -180,16 +180,25 @@ async def test_a_type_error_in_a_value_conversion_is_still_bad_input(
             await repo.update(1, price=object())
 
 
+class _BuggyItems(BaseRepository[Item]):
+    """A repository whose ``query()`` override has a bug (a TypeError of its own)."""
+
+    def query(self, *, include_deleted: bool = False) -> Any:
+        return super().query(include_deleted=include_deleted).filter(None + 1)  # type: ignore[operator]
+
+
 async def test_a_type_error_elsewhere_is_a_logged_500(items: DatabaseManager,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     async with items.session() as session:
-        repo: Any = BaseRepository(session, Item)
         with caplog.at_level(logging.ERROR, logger="aegis_tortoise.repository"), \
                 pytest.raises(DatabaseError) as info:
-            await repo.get_by_ids(5)  # not an iterable: a bug in the calling code
+            await _BuggyItems(session, Item).list(filters={"qty": 1})
         assert not isinstance(info.value, ValidationError)
         assert info.value.status_code == 500
         assert "a bug" in caplog.text
+        repo: Any = BaseRepository(session, Item)
+        with pytest.raises(TypeError, match="get_by_ids"):  # the caller's bug: a TypeError
+            await repo.get_by_ids(5)
 
 
 # -- item 19 -------------------------------------------------------------------------------------

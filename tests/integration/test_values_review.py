@@ -7,19 +7,26 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import gc
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from aegis_tortoise import BaseRepository, DatabaseManager, InvalidFilterError
+from aegis_tortoise import (
+    BaseRepository,
+    DatabaseError,
+    DatabaseManager,
+    InvalidFilterError,
+)
 from tests.conftest import fresh_manager
 from tests.integration.values_review_models import MODELS, Color, Kind, Thing
 
 pytestmark = pytest.mark.filterwarnings("error")
 
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 ROWS = [{"id": i, "code": f"c{i}", "token": uuid.UUID(int=i), "kind": Kind(1 + i % 2),
          "color": Color.RED if i % 2 else None, "at": dt.datetime(2024, 1, i, 12, tzinfo=_UTC),
          "day": dt.date(2024, 1, i), "price": decimal.Decimal(f"{i}.50"), "ratio": i / 4,
@@ -152,3 +159,122 @@ async def test_json_keys_in_any_script_work(things: DatabaseManager, backend: st
         else:
             with pytest.raises(InvalidFilterError, match="does not support"):
                 await repo.list(filters=flt)
+
+
+# -- a caller's argument of the wrong type is no library bug ------------------------------------
+
+_NOT_ITERABLE: dict[str, Any] = {
+    "create_many": lambda r: r.create_many(5),
+    "get_by_ids": lambda r: r.get_by_ids(None),
+    "upsert_many": lambda r: r.upsert_many(5, conflict=["id"]),
+    "update_many": lambda r: r.update_many(5),
+    "upsert conflict": lambda r: r.upsert({"id": 1, "code": "b"}, conflict=5),
+    "list order_by": lambda r: r.list(order_by=5),
+    "keyset order_by": lambda r: r.paginate_keyset(order_by=5),
+    "list prefetch": lambda r: r.list(prefetch=5),
+}
+
+
+@pytest.mark.parametrize("call", list(_NOT_ITERABLE))
+async def test_a_non_iterable_argument_is_the_callers_error_not_a_500(
+        things: DatabaseManager, call: str, caplog: pytest.LogCaptureFixture) -> None:
+    """``create_many(5)``, ``get_by_ids(None)``, ``order_by=5``...: Python's own
+    ``TypeError`` ("'int' object is not iterable") from inside the method was reported as a
+    500 ``DatabaseError`` and logged at ERROR as a bug of the library. It is the caller's
+    bug: a ``TypeError`` naming the argument, as from any Python function (for ``order_by``
+    and ``prefetch``, whose entries are checked already, ``InvalidFilterError``)."""
+    expected: type[Exception] = InvalidFilterError if call.endswith(("order_by", "prefetch")) \
+        else TypeError
+    async with things.session() as session:
+        with pytest.raises(expected, match=r"not int|not None") as info:
+            await _NOT_ITERABLE[call](BaseRepository(session, Thing))
+        assert not isinstance(info.value, DatabaseError)
+        assert await BaseRepository(session, Thing).count() == len(ROWS)
+    assert not [r for r in caplog.records if "a bug" in r.getMessage()]
+
+
+# -- hostile sizes: a JSON path deeper than PostgreSQL parses, and the caches of SQL text -------
+
+
+async def test_a_json_path_too_deep_is_refused_up_front(things: DatabaseManager,
+                                                        backend: str) -> None:
+    """5,000 parts of one letter passed the check, then PostgreSQL answered "stack depth limit
+    exceeded" (a 500 that aborted the session). Paths are limited to MAX_JSON_PARTS parts."""
+    async with things.session() as session:
+        repo = BaseRepository(session, Thing)
+        deep = "__".join(["a"] * 5000)
+        with pytest.raises(InvalidFilterError, match="parts"):
+            await repo.list(filters={"data__filter": {deep: "x"}})
+        if backend == "postgres":
+            await repo.update(1, {"data": {"a": {"a": {"a": "x"}}}})
+            assert [t.id for t in await repo.list(
+                filters={"data__filter": {"a__a__a": "x"}})] == [1]
+        assert await repo.count() == len(ROWS)
+
+
+async def test_statement_classification_keeps_no_huge_statement(
+        things: DatabaseManager, backend: str) -> None:
+    """Every statement is classified (plain read? stateless?) with its text as the key of two
+    4,096-entry caches: each distinct hostile JSON key (up to 16 KB) or IN list length left
+    its whole statement there, 4,096 of them 64 MB and more (gigabytes with the unlimited
+    JSON paths, or sqlite's lists of up to 250,000 values).
+    Statements longer than MAX_CACHED_STATEMENT are classified without being kept."""
+    if backend == "sqlite":  # the same code on both; sqlite3 keeps 128 statements of its own
+        pytest.skip("no JSON __filter on sqlite; its driver's statement cache hides ours")
+    async with things.session() as session:
+        repo = BaseRepository(session, Thing)
+
+        async def hostile(n: int) -> None:
+            for i in range(n):
+                key = "__".join([f"{i:04d}" + "k" * 250] * 63)
+                await repo.list(filters={"data__filter": {key: "x"}})
+
+        await hostile(3)  # warm up every other cache first
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            await hostile(100)  # 100 distinct statements of about 16 KB: 1.6 MB
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    assert grown < 600_000, grown
+
+
+# -- long lists the array path did not take -----------------------------------------------------
+
+
+async def test_long_lists_on_a_reverse_relation_work(backend: str, db_url: str) -> None:
+    """``items__in``/``items__not_in`` (a reverse foreign key: Tortoise joins the related
+    table and compares its key) with 40,000 ids failed on PostgreSQL with the driver's
+    "number of query arguments cannot exceed 32767" (a 500). They match what the short
+    list and Tortoise match."""
+    from tests.hostile.fixtures import seeded
+    from tests.hostile.models import Owner
+
+    padding = list(range(1000, 41_000))  # no item has these ids
+    async for manager in seeded(db_url, backend):
+        async with manager.session() as session:
+            repo = BaseRepository(session, Owner)
+            for lookup, short in (("in", [3]), ("not_in", [1, 2, 3])):
+                key, values = f"items__{lookup}", short + padding
+                theirs = await Owner.filter(**{key: short}).distinct().using_db(
+                    session.connection)
+                expected = sorted(o.id for o in theirs)
+                assert sorted(o.id for o in await repo.list(filters={key: values})) == expected
+                assert sorted(o.id for o in await repo.list(filters={key: short})) == expected
+                assert await repo.count({key: values, "name__icontains": ""}) == len(expected)
+
+
+async def test_a_json_in_list_beyond_the_driver_limit_is_refused_up_front(
+        things: DatabaseManager, backend: str) -> None:
+    """``{"data__filter": {"k__in": [40,000 values]}}`` passed the check, then failed on
+    PostgreSQL as a 500 (32,767 arguments); Tortoise renders each value as a parameter."""
+    async with things.session() as session:
+        repo = BaseRepository(session, Thing)
+        with pytest.raises(InvalidFilterError, match="30,000"):
+            await repo.list(filters={"data__filter": {"k__in": list(range(40_000))}})
+        with pytest.raises(InvalidFilterError, match="30,000"):
+            await repo.delete_where({"data__filter": {"k__not_in": list(range(40_000))}})
+        assert await repo.count() == len(ROWS)

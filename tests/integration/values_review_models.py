@@ -20,7 +20,7 @@ class Kind(enum.IntEnum):
     B = 2
 
 
-class Color(str, enum.Enum):
+class Color(enum.StrEnum):
     """A text enum."""
 
     RED = "red"
