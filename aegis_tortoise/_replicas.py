@@ -266,7 +266,13 @@ class ReplicaSet:
 
     async def _recheck(self, replicas: list[_Replica]) -> None:
         for replica in replicas:
-            proxy = await self._try(replica, probe=True)  # fails: down for DOWN_FOR again
+            try:
+                proxy = await self._try(replica, probe=True)  # fails: down for DOWN_FOR again
+            except Exception:
+                # Nobody awaits this task: an error left in it would only surface as "Task
+                # exception was never retrieved" when it is collected.
+                logger.warning("checking %r again failed", replica, exc_info=True)
+                continue
             if proxy is not None:
                 replica.down_until = float("-inf")
                 await _give_back(replica.pool, proxy, broken=False)
@@ -312,6 +318,12 @@ class ReplicaSet:
             if replica.pool is None:
                 replica.pool = await asyncpg.create_pool(**self._pool_options(replica))
             proxy = await replica.pool.acquire(timeout=timeout)
+        except asyncpg.TargetServerAttributeNotMatched:
+            # The URL's own target_session_attrs (standby, read-only) refused every host it
+            # names: a node promoted under it, as an in_hot_standby "off" would say.
+            replica.primary, replica.checked = True, time.monotonic()
+            logger.info("skipping %r: no host of it is a standby now", replica)
+            return None
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if isinstance(exc, TimeoutError) and not attempt.connecting:
                 # Every connection of its pool stayed busy: overloaded, not down.

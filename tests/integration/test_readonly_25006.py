@@ -78,7 +78,7 @@ async def test_a_task_started_in_a_readonly_session_writes_retryably(
         try:
             async with fenced.session() as session:
                 await UserRepository(session).create({"email": "c@x.org", "name": "c"})
-        except Exception as exc:  # noqa: BLE001 - returned for the assertions
+        except Exception as exc:  # returned for the assertions
             return exc
         return None
 
