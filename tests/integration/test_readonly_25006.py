@@ -104,3 +104,29 @@ async def test_readonly_sessions_closed_out_of_order_keep_their_judgement(
         await second.execute("DELETE FROM users")
     assert not is_transient(caught.value)
     await second.__aexit__(type(caught.value), caught.value, None)  # rolls back
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_25006_after_writes_retries_the_whole_unit_once_written(
+        db: DatabaseManager) -> None:
+    """A 25006 on a statement after other writes of the same transaction: the transaction is
+    rolled back, so with_db_retry's new attempt of the whole unit writes each row once."""
+    attempts = 0
+
+    @with_db_retry(max_attempts=3, backoff_factor=0)
+    async def unit() -> None:
+        nonlocal attempts
+        attempts += 1
+        async with db.session() as session:
+            users = UserRepository(session)
+            await users.create({"email": "first@x.org", "name": "first"})
+            if attempts == 1:  # the server turns read-only under the transaction
+                await session.execute("SET LOCAL transaction_read_only = on")
+            await users.create({"email": "second@x.org", "name": "second"})
+
+    await unit()
+    assert attempts == 2
+    async with db.session() as session:
+        result = await session.execute("SELECT email FROM users ORDER BY email")
+        assert [row[0] for row in result.fetchall()] == ["first@x.org", "second@x.org"]
