@@ -6,6 +6,7 @@ managers or other tasks, nor be lost once the readonly session has closed."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from tortoise.exceptions import BaseORMException
@@ -44,7 +45,7 @@ async def test_a_tortoise_write_in_a_readonly_session_is_not_retried(
 
 
 @pytest.fixture
-async def fenced(pg_database: str, db: DatabaseManager) -> DatabaseManager:
+async def fenced(pg_database: str, db: DatabaseManager) -> AsyncIterator[DatabaseManager]:
     """A second manager on the same database whose connections are read-only, as on a
     primary fenced with default_transaction_read_only (db: the tables exist)."""
     manager = DatabaseManager(pg_database, models=EXAMPLE_MODELS, pool_size=1, max_overflow=0,
