@@ -48,7 +48,16 @@ async def _no_reset(conn: Any) -> None:
 
     A session that may have left state on its connection runs the full reset query itself
     before handing it back (PostgresBackend.release); the others skip that round trip.
+
+    It runs on every release, plain Tortoise calls' outside sessions too: a connection whose
+    server no longer is what its URL's ``target_session_attrs`` asks for (a primary fenced or
+    demoted under ``read-write``) is closed rather than pooled, so a retry finds the current
+    primary instead of that connection again. Terminating it here returns its slot (asyncpg
+    0.32: ``Connection._cleanup`` -> ``_release_on_close``); the pool then skips its own
+    release steps for it.
     """
+    if left_its_role(conn):
+        conn.terminate()
 
 
 class _PgSessionClient(LazyReads, AsyncpgTransactionWrapper):
@@ -350,10 +359,9 @@ class PostgresBackend:
     def _left_primary(self, session: Session, raw: Any) -> bool:
         """Whether a connection of the primary's pool is on a server that no longer takes
         writes (demoted, or fenced with default_transaction_read_only) although the URL asks
-        for a read-write one: it must not be reused, a new connection finds the primary."""
-        wanted = self.manager.url.options.get("target_session_attrs")
-        return (wanted in ("read-write", "primary") and session._client._replica is None
-                and not raw.is_closed() and reports_read_only(raw))
+        for a read-write one: it must not be reused, a new connection finds the primary.
+        (Closed here, before the session's ROLLBACK or reset; ``_no_reset`` would anyway.)"""
+        return session._client._replica is None and left_its_role(raw)
 
     def move_to_loop(self, client: Any) -> bool:
         """The pool belongs to the old event loop: drop it. Returns False: reinitialise."""
@@ -430,6 +438,20 @@ def reports_read_only(conn: Any) -> bool:
     settings = conn.get_settings()
     return "on" in (getattr(settings, "in_hot_standby", None),
                     getattr(settings, "default_transaction_read_only", None))
+
+
+def left_its_role(conn: Any) -> bool:
+    """Whether an open connection's server no longer is what the connection's own
+    ``target_session_attrs`` asked for when it opened: ``read-write`` and now read-only
+    (:func:`reports_read_only`), or ``primary`` and now in hot standby."""
+    if conn.is_closed():
+        return False
+    wanted = getattr(conn._params, "target_session_attrs", None)  # asyncpg 0.32
+    if wanted == "read-write":
+        return reports_read_only(conn)
+    if wanted == "primary":
+        return getattr(conn.get_settings(), "in_hot_standby", None) == "on"
+    return False
 
 
 def reports_primary(conn: Any) -> bool:

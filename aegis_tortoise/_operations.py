@@ -28,7 +28,12 @@ from tortoise.backends.base.client import (
 )
 
 from aegis_tortoise._statements import plain_read
-from aegis_tortoise.errors import PendingRollback, TransactionError, driver_error
+from aegis_tortoise.errors import (
+    PendingRollback,
+    TransactionError,
+    driver_error,
+    note_session_error,
+)
 
 if TYPE_CHECKING:
     from aegis_tortoise.session import Session
@@ -80,6 +85,9 @@ class BeginningConnectionWrapper(ConnectionWrapper[Any]):
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         if exc_val is not None:
             session: Session = self.client._aegis_session  # type: ignore[attr-defined]
+            # A 25006 is the caller's mistake in a readonly session, else a server that
+            # turned read-only (retryable): the error carries which, wherever it is judged.
+            note_session_error(exc_val, readonly=getattr(session, "readonly", False))
             if session._began and not plain_read.get():
                 session._statement_failed(exc_val)
         self._release()

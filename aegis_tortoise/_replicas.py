@@ -37,7 +37,6 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import Token
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import asyncpg
@@ -47,7 +46,6 @@ from aegis_tortoise.config import DatabaseSettings, DatabaseURL, parse_database_
 from aegis_tortoise.errors import (
     ConfigurationError,
     DatabaseConnectionError,
-    readonly_session,
     translate_exception,
 )
 from aegis_tortoise.session import Session
@@ -81,35 +79,14 @@ END::float8
 class ReadonlySession(Session):
     """A session of ``db.session(readonly=True)``: a replica, a READ ONLY transaction.
 
-    While it is open, a write's 25006 (read_only_sql_transaction) is the caller's mistake, a
-    :class:`~aegis_tortoise.errors.TransactionError` (``errors.readonly_session``); in any other
-    session it means the server turned read-only, a retryable connection error.
+    A write's 25006 (read_only_sql_transaction) in it is the caller's mistake, a
+    :class:`~aegis_tortoise.errors.TransactionError`; in any other session it means the server
+    turned read-only, a retryable connection error (``errors.note_session_error``).
     """
 
-    __slots__ = ("_readonly_token",)
+    __slots__ = ()
 
     readonly: ClassVar[bool] = True
-
-    async def __aenter__(self) -> Session:
-        self._readonly_token: Token[bool] | None = readonly_session.set(True)
-        try:
-            return await super().__aenter__()
-        except BaseException:
-            self._end_readonly()
-            raise
-
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        try:
-            await super().__aexit__(exc_type, exc, tb)
-        finally:
-            self._end_readonly()
-
-    def _end_readonly(self) -> None:
-        token, self._readonly_token = self._readonly_token, None
-        if token is not None:
-            # Closed in another task's context: the manager warns about that.
-            with contextlib.suppress(ValueError):
-                readonly_session.reset(token)
 
     def __repr__(self) -> str:
         return "<readonly " + super().__repr__()[1:]
@@ -289,7 +266,13 @@ class ReplicaSet:
 
     async def _recheck(self, replicas: list[_Replica]) -> None:
         for replica in replicas:
-            proxy = await self._try(replica, probe=True)  # fails: down for DOWN_FOR again
+            try:
+                proxy = await self._try(replica, probe=True)  # fails: down for DOWN_FOR again
+            except Exception:
+                # Nobody awaits this task: an error left in it would only surface as "Task
+                # exception was never retrieved" when it is collected.
+                logger.warning("checking %r again failed", replica, exc_info=True)
+                continue
             if proxy is not None:
                 replica.down_until = float("-inf")
                 await _give_back(replica.pool, proxy, broken=False)
@@ -335,6 +318,12 @@ class ReplicaSet:
             if replica.pool is None:
                 replica.pool = await asyncpg.create_pool(**self._pool_options(replica))
             proxy = await replica.pool.acquire(timeout=timeout)
+        except asyncpg.TargetServerAttributeNotMatched:
+            # The URL's own target_session_attrs (standby, read-only) refused every host it
+            # names: a node promoted under it, as an in_hot_standby "off" would say.
+            replica.primary, replica.checked = True, time.monotonic()
+            logger.info("skipping %r: no host of it is a standby now", replica)
+            return None
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if isinstance(exc, TimeoutError) and not attempt.connecting:
                 # Every connection of its pool stayed busy: overloaded, not down.

@@ -13,7 +13,6 @@ import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from enum import StrEnum
 from typing import Any
 
@@ -272,17 +271,29 @@ class PendingRollback(tortoise_exc.OperationalError):
 # --- translation -------------------------------------------------------------------------
 
 _CONNECTION_STATES = {"57P01", "57P02", "57P03"}
-#: True while a readonly session (``db.session(readonly=True)``) is open in this context
-#: (set by ``_replicas.ReadonlySession``): a 25006 there is the caller's write in its READ
-#: ONLY transaction; anywhere else it is a server that turned read-only (a standby, a demoted
-#: or fenced primary), which a new connection to the current primary gets past.
-readonly_session: ContextVar[bool] = ContextVar("aegis_readonly_session", default=False)
+# Set on a 25006 (read_only_sql_transaction) raised by a statement of a readonly session
+# (``db.session(readonly=True)``; see note_session_error): the caller's write in its READ
+# ONLY transaction. Any other 25006 is a server that turned read-only (a standby, a demoted
+# or fenced primary), which a new connection to the current primary gets past. An attribute
+# of the error, not a context variable: the error is judged where it is translated, which may
+# be after the session closed (with_db_retry, an exception handler), in another session or
+# another task.
+_IN_READONLY_SESSION = "_aegis_in_readonly_session"
 _CONFLICT_STATES = {"40001", "40P01"}
 # Class 22 is "data exception"; 23502/23503/23514 are not-null, foreign-key and check
 # violations: all caused by the values the caller sent.
 _VALUE_STATES = {"23502", "23503", "23514"}
 _PG_KEY_RE = re.compile(r"Key \((?P<cols>[^)]*)\)")
 _SQLITE_COLUMN_RE = re.compile(r"constraint failed: (?P<cols>[\w., ]+)")
+
+
+def note_session_error(exc: BaseException, *, readonly: bool) -> None:
+    """Record on a statement's error whether its session is a readonly one, for a 25006
+    (the only SQLSTATE judged by it). The innermost session, the first to see it, decides."""
+    root = driver_error(exc)
+    if (isinstance(root, asyncpg.PostgresError) and getattr(root, "sqlstate", None) == "25006"
+            and not hasattr(root, _IN_READONLY_SESSION)):
+        setattr(root, _IN_READONLY_SESSION, readonly)
 
 
 def _jsonable(value: Any) -> Any:
@@ -374,7 +385,7 @@ def _translate_pg(exc: asyncpg.PostgresError, entity: str | None) -> ServiceExce
             "The transaction is aborted after an earlier error; roll back, or wrap statements "
             "that may fail in TransactionManager(session).transaction() (a savepoint)",
             details=details, cause=exc)
-    if state == "25006" and readonly_session.get():
+    if state == "25006" and getattr(exc, _IN_READONLY_SESSION, False):
         return TransactionError(
             "Cannot write in a read-only transaction: a readonly session "
             "(db.session(readonly=True)) runs on a replica or READ ONLY on the primary; "
