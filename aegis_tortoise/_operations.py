@@ -59,6 +59,9 @@ class BeginningConnectionWrapper(ConnectionWrapper[Any]):
         self._turn = session._op is None or operation.get() is not session._op
         if self._turn:
             await session._op_lock.acquire()
+            if not session.is_active:  # the block ended while this statement waited
+                session._op_lock.release()
+                session._check_open()
         try:
             await self._lock.acquire()
         except BaseException:
