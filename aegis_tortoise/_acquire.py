@@ -51,6 +51,11 @@ async def acquire(pool: Any, timeout: float, connecting: Any) -> Any:
         TimeoutError: no connection within ``timeout``; ``connecting.connecting`` then says
             whether one was being opened (it carries on and joins the pool).
     """
+    if _ready(pool):
+        # A connected connection is free: asyncpg hands it over without suspending, so this
+        # takes no task and no timer (and the session's first statement goes out before the
+        # event loop runs anything else, as with asyncpg's own acquire).
+        return await pool.acquire()
     task = asyncio.ensure_future(_take(pool))
     running = _running.setdefault(id(pool), set())
     running.add(connecting)
@@ -68,6 +73,16 @@ async def acquire(pool: Any, timeout: float, connecting: Any) -> Any:
     connecting.connecting = connecting.connecting or any(
         attempt.connecting for attempt in running)
     raise TimeoutError
+
+
+def _ready(pool: Any) -> bool:
+    """Whether the next holder in asyncpg 0.32's queue of free connections is connected (and
+    of the pool's current generation), so that ``pool.acquire()`` returns it at once."""
+    queue = pool._queue
+    if queue.empty():
+        return False
+    holder = queue._queue[0]  # asyncio.Queue's deque: the holder get() returns next
+    return bool(holder.is_connected() and holder._generation == pool._generation)
 
 
 def _done(pool_id: int, attempt: Any, _: asyncio.Future[Any]) -> None:
