@@ -41,7 +41,7 @@ async def _take(pool: Any) -> Any:
     return await pool.acquire()
 
 
-async def acquire(pool: Any, timeout: float, connecting: Any) -> Any:
+async def acquire(pool: Any, timeout: float, connecting: Any) -> Any:  # noqa: ASYNC109
     """A connection proxy of ``pool`` within ``timeout`` seconds.
 
     ``connecting`` is the caller's acquire attempt, whose ``connecting`` attribute the

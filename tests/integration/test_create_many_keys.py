@@ -83,7 +83,7 @@ async def _without_autoincrement(session: Session) -> None:
 
 
 async def _stored(session: Session, table: str, column: str) -> dict[int, Any]:
-    result = await session.execute(f"SELECT id, {column} FROM {table}")  # noqa: S608
+    result = await session.execute(f"SELECT id, {column} FROM {table}")
     return dict(result.fetchall())
 
 

@@ -67,14 +67,18 @@ async def test_block_end_commits_a_running_write(db: DatabaseManager, backend: s
 
 
 async def test_rollback_at_block_end_waits_too(db: DatabaseManager, backend: str) -> None:
-    task: asyncio.Task[Any] | None = None
-    with pytest.raises(RuntimeError, match="boom"):
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def block() -> None:
         async with db.session() as session:
             await UserRepository(session).create({"email": "c@x.io", "name": "c"})
-            task = asyncio.create_task(session.execute(SLOW[backend]))
+            tasks.append(asyncio.create_task(session.execute(SLOW[backend])))
             await asyncio.sleep(0.05)
             raise RuntimeError("boom")
-    assert task is not None
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await block()
+    task = tasks[0]
     await task  # the statement finished normally, then the transaction was rolled back
     assert await _emails(db) == set()
 
