@@ -151,8 +151,12 @@ class NestedContext(NestedTransactionContext):
         caught = exc_type is None and failure is not None
         try:
             # Tortoise rolls back to the savepoint for any exception type but its own
-            # TransactionManagementError.
-            await super().__aexit__(TransactionError if caught else exc_type, exc_val, exc_tb)
+            # TransactionManagementError. Under the session client's lock: a task that shares
+            # this operation (a generator's finalizer closing its cursor, a task the block
+            # started) may have a statement in flight, and asyncpg refuses a second one.
+            async with session._lock:
+                await super().__aexit__(TransactionError if caught else exc_type, exc_val,
+                                        exc_tb)
         except BaseException as exc:
             # The savepoint could be neither released nor rolled back: the enclosing level
             # needs the rollback now.

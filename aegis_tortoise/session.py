@@ -416,7 +416,10 @@ class Session:
         try:
             if cancelled and exc is None:
                 exc = asyncio.CancelledError()  # cancelled while waiting: roll back
-            await self._manager._close_session(self, exc)
+            # The client's lock, as commit() takes it: a task that shares the running
+            # operation may still have a statement in flight.
+            async with self._lock:
+                await self._manager._close_session(self, exc)
         finally:
             self._exit_op(token)
         if cancelled:
