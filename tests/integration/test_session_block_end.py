@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from aegis_tortoise import DatabaseManager, Session, TransactionError
+from aegis_tortoise import DatabaseManager, Session, TransactionError, TransactionManager
 from aegis_tortoise.examples.models import User
 from tests.integration.test_repository_support import UserRepository
 
@@ -124,3 +124,26 @@ async def test_cancelled_block_end_still_waits(db: DatabaseManager, backend: str
         await outer
     await other[0]  # finished normally, never a connection error
     assert await _emails(db) == set()
+
+
+async def test_savepoint_end_waits_for_a_task_of_its_block(db: DatabaseManager,
+                                                           backend: str) -> None:
+    # A task started inside a savepoint block shares its operation (as iterate's finalizer
+    # does after a break): its statement may still run when the block ends. Found by the
+    # stateful test (tests/stateful): RELEASE / ROLLBACK TO SAVEPOINT then failed with
+    # asyncpg's "another operation is in progress".
+    for fail in (False, True):
+        task: asyncio.Task[Any] | None = None
+        try:
+            async with db.session() as session:
+                async with TransactionManager(session).transaction():
+                    await UserRepository(session).create({"email": f"{fail}@x.io", "name": "s"})
+                    task = asyncio.create_task(session.execute(SLOW[backend]))
+                    await asyncio.sleep(0.05)  # its statement is running now
+                    if fail:
+                        raise RuntimeError("boom")
+        except RuntimeError:
+            assert fail
+        assert task is not None
+        await task
+    assert await _emails(db) == {"False@x.io"}
