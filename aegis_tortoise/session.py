@@ -9,6 +9,7 @@ Tortoise transaction client to the manager's connection alias for the current ta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import re
@@ -418,7 +419,7 @@ class Session:
                 exc = asyncio.CancelledError()  # cancelled while waiting: roll back
             # The client's lock, as commit() takes it: a task that shares the running
             # operation may still have a statement in flight.
-            async with self._lock:
+            async with self._lock if self._lock is not None else contextlib.nullcontext():
                 await self._manager._close_session(self, exc)
         finally:
             self._exit_op(token)
