@@ -26,8 +26,8 @@ demo: $(STAMP)  ## Run the seed's walkthrough on in-memory sqlite
 test: $(STAMP)  ## Run the whole suite on sqlite and PostgreSQL
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-fuzz: $(STAMP)  ## The differential suite (tests/differential) with many more generated cases
-	AEGIS_DIFF_PROFILE=fuzz $(PY) -m pytest tests/differential $(PYTEST_ARGS)
+fuzz: $(STAMP)  ## The differential suite and the stateful test (tests/differential, tests/stateful) with many more generated cases
+	AEGIS_DIFF_PROFILE=fuzz $(PY) -m pytest tests/differential tests/stateful $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## Benchmark against asyncpg, SQLAlchemy and plain Tortoise (writes bench/README.md)
 	$(PY) bench/run.py $(BENCH_ARGS)
