@@ -132,18 +132,22 @@ async def test_savepoint_end_waits_for_a_task_of_its_block(db: DatabaseManager,
     # does after a break): its statement may still run when the block ends. Found by the
     # stateful test (tests/stateful): RELEASE / ROLLBACK TO SAVEPOINT then failed with
     # asyncpg's "another operation is in progress".
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def block(session: Session, *, fail: bool) -> None:
+        async with TransactionManager(session).transaction():
+            await UserRepository(session).create({"email": f"{fail}@x.io", "name": "s"})
+            tasks.append(asyncio.create_task(session.execute(SLOW[backend])))
+            await asyncio.sleep(0.05)  # its statement is running now
+            if fail:
+                raise RuntimeError("boom")
+
     for fail in (False, True):
-        task: asyncio.Task[Any] | None = None
-        try:
-            async with db.session() as session:
-                async with TransactionManager(session).transaction():
-                    await UserRepository(session).create({"email": f"{fail}@x.io", "name": "s"})
-                    task = asyncio.create_task(session.execute(SLOW[backend]))
-                    await asyncio.sleep(0.05)  # its statement is running now
-                    if fail:
-                        raise RuntimeError("boom")
-        except RuntimeError:
-            assert fail
-        assert task is not None
-        await task
+        async with db.session() as session:
+            if fail:
+                with pytest.raises(RuntimeError, match="boom"):
+                    await block(session, fail=fail)
+            else:
+                await block(session, fail=fail)
+        await tasks[-1]
     assert await _emails(db) == {"False@x.io"}
