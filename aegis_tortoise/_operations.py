@@ -133,13 +133,14 @@ class NestedContext(NestedTransactionContext):
         try:
             if session._failed is not None:
                 raise self._refusal(session._pending_error())  # noqa: TRY301 - op ends first
-            if not session._began:
-                async with session._lock:
-                    if not session._began:
-                        await session._begin_now()
-                        # A readonly session's BEGIN may have moved it to another connection.
-                        self.client._connection = session._client._connection
-            client = await super().__aenter__()
+            # Under the session client's lock, as the end below: a task that shares the
+            # running operation (iterate's finalizer) may have a statement in flight.
+            async with session._lock if session._lock is not None else nullcontext():
+                if not session._began:
+                    await session._begin_now()
+                    # A readonly session's BEGIN may have moved it to another connection.
+                    self.client._connection = session._client._connection
+                client = await super().__aenter__()
         except BaseException:
             session._exit_op(self.token)
             raise

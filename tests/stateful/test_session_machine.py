@@ -58,7 +58,7 @@ T = TypeVar("T")
 
 PROFILE = os.environ.get("AEGIS_DIFF_PROFILE", "diff")
 #: Examples (each up to STEPS steps) per backend: bounded in `make test`, many in fuzz.
-EXAMPLES = int(os.environ.get("AEGIS_STATEFUL_EXAMPLES", "500" if PROFILE == "fuzz" else "35"))
+EXAMPLES = int(os.environ.get("AEGIS_STATEFUL_EXAMPLES", "500" if PROFILE == "fuzz" else "80"))
 STEPS = 40
 #: A step that takes longer has hung (a deadlock): fail it rather than wait forever.
 STEP_TIMEOUT = 10.0
