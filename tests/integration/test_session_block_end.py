@@ -151,3 +151,17 @@ async def test_savepoint_end_waits_for_a_task_of_its_block(db: DatabaseManager,
                 await block(session, fail=fail)
         await tasks[-1]
     assert await _emails(db) == {"False@x.io"}
+
+
+async def test_savepoint_start_waits_for_a_task_of_its_block(db: DatabaseManager,
+                                                             backend: str) -> None:
+    # The same for SAVEPOINT itself: a nested block begins while a task of the outer block
+    # (sharing its operation) still runs a statement (found by the stateful test).
+    async with db.session() as session:
+        async with TransactionManager(session).transaction():
+            task = asyncio.create_task(session.execute(SLOW[backend]))
+            await asyncio.sleep(0.05)  # its statement is running now
+            async with TransactionManager(session).transaction():
+                await UserRepository(session).create({"email": "n@x.io", "name": "n"})
+        await task
+    assert await _emails(db) == {"n@x.io"}
