@@ -72,8 +72,8 @@ test-latest:  ## The suite on the newest versions pyproject.toml allows (own ven
 	@$(LATEST)/bin/python -m pip freeze --all --exclude-editable | grep -v '^pip==' | diff $(LOCK) - | grep '^[<>] [^#]' || true
 	$(LATEST)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-fuzz: $(STAMP)  ## The generated suites (tests/differential, tests/hostile) with many more cases
-	AEGIS_DIFF_PROFILE=fuzz $(PY) -m pytest tests/differential tests/hostile $(PYTEST_ARGS)
+fuzz: $(STAMP)  ## The generated suites (differential, hostile, stateful) with many more cases
+	AEGIS_DIFF_PROFILE=fuzz $(PY) -m pytest tests/differential tests/hostile tests/stateful $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## Benchmark against asyncpg, SQLAlchemy and plain Tortoise (writes bench/README.md)
 	$(PY) bench/run.py $(BENCH_ARGS)

@@ -22,6 +22,7 @@ from tortoise.backends.asyncpg.client import TransactionWrapper as AsyncpgTransa
 from tortoise.backends.base.client import ConnectionWrapper, TransactionContext
 from tortoise.backends.sqlite.client import SqliteClient, SqliteTransactionWrapper
 
+from aegis_tortoise import _acquire
 from aegis_tortoise._isolation import asyncpg_isolation
 from aegis_tortoise._lazy_reads import LazyReads
 from aegis_tortoise._observe import instrument_sqlite, pg_connection_init
@@ -248,9 +249,12 @@ class PostgresBackend:
             "maxsize": m.pool_size + m.max_overflow,
             # asyncpg has no maximum age: pool_recycle closes connections idle that long.
             "max_inactive_connection_lifetime": float(m.pool_recycle),
-            # asyncpg's connect timeout (60 s by default) is bounded by pool_timeout; a
-            # shorter one (URL connect_timeout=, or timeout= among the driver options) wins.
-            "timeout": min([m.pool_timeout, *_given_connect_timeouts(m)]),
+            # A connect outlives the session that started it when pool_timeout expires (it
+            # joins the pool, aegis_tortoise._acquire): bounded by _acquire.CONNECT_TIMEOUT
+            # (asyncpg's default is 60 s), or a shorter one given (URL connect_timeout=, or
+            # timeout= among the driver options).
+            "timeout": min([max(m.pool_timeout, _acquire.CONNECT_TIMEOUT),
+                            *_given_connect_timeouts(m)]),
             "connect": _connect,
             "init": pg_connection_init(m),  # times each statement (aegis_tortoise._observe)
             "reset": _no_reset,
@@ -298,10 +302,12 @@ class PostgresBackend:
         # together, and both end in the same TimeoutError. _connect marks the attempt when a
         # connection is being opened, so a timeout then means "server unreachable" (a
         # retryable connection error), and otherwise "every connection busy" (never retried).
+        # The acquire itself is aegis_tortoise._acquire's: a connect in progress is never
+        # cancelled by the timeout, it finishes and joins the pool (a cold pool's burst).
         attempt = _AcquireAttempt()
         token = _acquire_attempt.set(attempt)
         try:
-            proxy = await pool.acquire(timeout=timeout)
+            proxy = await _acquire.acquire(pool, timeout, attempt)
         except TimeoutError as exc:
             if attempt.connecting:
                 raise DatabaseConnectionError(

@@ -10,9 +10,13 @@ Tortoise 1.1.9's ``bulk_create`` sets no primary keys and its batches are not at
   chunked under sqlite's 32766 bind-variable limit. PostgreSQL falls back to this form (under
   its 32767 limit) when a column is itself an array, which ``unnest`` would flatten.
 
-Rows are inserted in input order (``ORDER BY ord`` / ``VALUES`` order), so the generated keys
-increase in input order: sorting the returned keys maps them back to the instances whatever
-order the server returns them in. The caller runs this inside a savepoint.
+RETURNING rows are mapped to input rows by position, never by sorting the keys: a sequence
+may count down (``INCREMENT BY -1``) or sqlite may pick random rowids (after the largest
+possible one), so keys need not grow in input order. Both servers insert the rows in the order
+sent (``ORDER BY ord`` / ``VALUES`` order) and emit a RETURNING row as each row is inserted
+(PostgreSQL 15's ModifyTable, sqlite 3.35+); neither documents that order, so the tests in
+tests/integration/test_create_many_keys.py check it on schemas whose keys do not grow. The
+caller runs this inside a savepoint.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ SQLITE_MAX_VARIABLES = 32_766
 PG_MAX_VARIABLES = 32_767
 
 _SERIAL_TYPES = {"SERIAL": "INT", "BIGSERIAL": "BIGINT", "SMALLSERIAL": "SMALLINT"}
-_first = operator.itemgetter(0)  # the generated key of a RETURNING row
+_first = operator.itemgetter(0)  # the generated key of a RETURNING row (in input order)
 
 
 def _quote(name: str) -> str:
@@ -175,7 +179,7 @@ def _assign(model: type[Model], chunk: list[tuple[Model, list[Any]]],
     if len(result) != len(chunk):  # pragma: no cover - the server inserted every row or raised
         raise RuntimeError(f"INSERT returned {len(result)} keys for {len(chunk)} rows")
     if meta.pk.generated and chunk and chunk[0][0].pk is None:
-        rows = sorted(result, key=_first)
+        rows = result  # by position: the keys need not grow in input order (module doc)
     else:  # keys the caller gave: match the rows by key
         by_key = {pk_field.to_python_value(row[0]): row for row in result}
         rows = [by_key[instance.pk] for instance, _ in chunk]
@@ -470,7 +474,7 @@ async def insert_batch(session: Session, plan: BulkPlan, batch: Batch, nrows: in
             params = (batch.arrays if nrows <= PG_UNNEST_CHUNK else
                       [array[start:start + PG_UNNEST_CHUNK] for array in batch.arrays])
             result = await fetch_rows(conn, sql, [*params, *tail])
-            keys.extend(sorted(map(_first, result)))
+            keys.extend(map(_first, result))
         return keys if returning else []
     columns = [*batch.arrays, *([value] * nrows for _, value in batch.scalars)]
     width = max(1, len(columns))
@@ -481,7 +485,7 @@ async def insert_batch(session: Session, plan: BulkPlan, batch: Batch, nrows: in
         params = [v for row in zip(*(c[start:start + count] for c in columns), strict=True)
                   for v in row]
         result = await fetch_rows(conn, sql, params)
-        keys.extend(sorted(map(_first, result)))
+        keys.extend(map(_first, result))
     return keys if returning else []
 
 

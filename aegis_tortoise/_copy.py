@@ -57,7 +57,9 @@ async def copy_batch(session: Session, plan: BulkPlan, batch: Batch, nrows: int)
             sequence = _sequences[where]
             if sequence is not None:
                 records = await connection.fetch(_KEYS_SQL, sequence, nrows)
-                keys = sorted(record[0] for record in records)
+                # In the order nextval gave them, as an INSERT of the rows in input order
+                # would (a sequence may count down: no sorting).
+                keys = [record[0] for record in records]
                 columns.insert(0, meta.db_pk_column)
                 arrays.insert(0, keys)
         if not meta.pk.generated or keys:

@@ -17,6 +17,7 @@ calls at once on one session are serialised, never half of one).
 from __future__ import annotations
 
 import sqlite3
+from contextlib import nullcontext
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,9 @@ class BeginningConnectionWrapper(ConnectionWrapper[Any]):
         self._turn = session._op is None or operation.get() is not session._op
         if self._turn:
             await session._op_lock.acquire()
+            if not session.is_active:  # the block ended while this statement waited
+                session._op_lock.release()
+                session._check_open()
         try:
             await self._lock.acquire()
         except BaseException:
@@ -137,13 +141,14 @@ class NestedContext(NestedTransactionContext):
         try:
             if session._failed is not None:
                 raise self._refusal(session._pending_error())  # noqa: TRY301 - op ends first
-            if not session._began:
-                async with session._lock:
-                    if not session._began:
-                        await session._begin_now()
-                        # A readonly session's BEGIN may have moved it to another connection.
-                        self.client._connection = session._client._connection
-            client = await super().__aenter__()
+            # Under the session client's lock, as the end below: a task that shares the
+            # running operation (iterate's finalizer) may have a statement in flight.
+            async with session._lock if session._lock is not None else nullcontext():
+                if not session._began:
+                    await session._begin_now()
+                    # A readonly session's BEGIN may have moved it to another connection.
+                    self.client._connection = session._client._connection
+                client = await super().__aenter__()
         except BaseException:
             session._exit_op(self.token)
             raise
@@ -156,8 +161,13 @@ class NestedContext(NestedTransactionContext):
         caught = exc_type is None and failure is not None
         try:
             # Tortoise rolls back to the savepoint for any exception type but its own
-            # TransactionManagementError.
-            await super().__aexit__(TransactionError if caught else exc_type, exc_val, exc_tb)
+            # TransactionManagementError. Under the session client's lock: a task that shares
+            # this operation (a generator's finalizer closing its cursor, a task the block
+            # started) may have a statement in flight, and asyncpg refuses a second one.
+            # (No lock: a session of the test plugin's pin, whose statements take the pin's.)
+            async with session._lock if session._lock is not None else nullcontext():
+                await super().__aexit__(TransactionError if caught else exc_type, exc_val,
+                                        exc_tb)
         except BaseException as exc:
             # The savepoint could be neither released nor rolled back: the enclosing level
             # needs the rollback now.

@@ -9,6 +9,7 @@ Tortoise transaction client to the manager's connection alias for the current ta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import re
@@ -454,7 +455,42 @@ class Session:
         return self
 
     async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        await self._manager._close_session(self, exc)
+        # The end of the block (commit or rollback, then the release of the connection) is
+        # an operation too: it waits for another task's running call (API.md: calls on one
+        # session are serialised), and calls made after it find the session closed.
+        token, cancelled = await self._end_turn()
+        try:
+            if cancelled and exc is None:
+                exc = asyncio.CancelledError()  # cancelled while waiting: roll back
+            # The client's lock, as commit() takes it: a task that shares the running
+            # operation may still have a statement in flight.
+            async with self._lock if self._lock is not None else contextlib.nullcontext():
+                await self._manager._close_session(self, exc)
+        finally:
+            self._exit_op(token)
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _end_turn(self) -> tuple[Token[object | None] | None, bool]:
+        """The block end's turn (see _enter_op), and whether a cancellation arrived while it
+        waited.
+
+        A cancellation is held until the turn comes: the connection cannot be rolled back or
+        handed back under another task's running statement (asyncpg would refuse, and the
+        other task's statement would fail with a connection error that looks retryable).
+        The caller then rolls back and raises it. The wait is bounded by that statement.
+        """
+        if self._op is not None and operation.get() is self._op:
+            return None, False
+        cancelled = False
+        while True:
+            try:
+                await self._op_lock.acquire()
+                break
+            except asyncio.CancelledError:
+                cancelled = True
+        op = self._op = object()
+        return operation.set(op), cancelled
 
     # -- one operation at a time, pending rollback ------------------------------------------
 
@@ -465,6 +501,9 @@ class Session:
         if self._op is not None and operation.get() is self._op:
             return None
         await self._op_lock.acquire()
+        if self._state is _SessionState.CLOSED:  # the block ended while this call waited
+            self._op_lock.release()
+            self._check_open()
         op = self._op = object()
         return operation.set(op)
 
