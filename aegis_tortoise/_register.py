@@ -30,6 +30,7 @@ from tortoise.contrib.fastapi import tortoise_exception_handlers
 from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
 from tortoise.exceptions import DoesNotExist
 
+from aegis_tortoise._tortoise_state import remember_environment
 from aegis_tortoise.errors import ConfigurationError
 from aegis_tortoise.manager import DatabaseManager
 
@@ -181,6 +182,7 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
                 and tortoise_context._global_context is None):
             # The test's manager serves the app's tasks too, for the test's duration.
             tortoise_context.set_global_context(ctx)
+            remember_environment(ctx)
             self._published = True
         # As Tortoise.init: the context is current in the task that registered it.
         self._token = _current_context.set(ctx)
