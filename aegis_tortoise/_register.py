@@ -17,19 +17,18 @@ from __future__ import annotations
 import contextvars
 import logging
 import warnings
-from collections.abc import AsyncIterator, Generator, Iterable
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import tortoise.context as tortoise_context
-from tortoise.backends.base.config_generator import generate_config
 from tortoise.config import TortoiseConfig
 from tortoise.context import TortoiseContext, _current_context
 from tortoise.contrib.fastapi import tortoise_exception_handlers
-from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
 from tortoise.exceptions import DoesNotExist
 
+from aegis_tortoise._tortoise_config import RegistrationError, config_source
 from aegis_tortoise._tortoise_state import remember_environment
 from aegis_tortoise.errors import ConfigurationError
 from aegis_tortoise.manager import DatabaseManager
@@ -41,12 +40,6 @@ __all__ = ["RegisterTortoise", "RegistrationError", "register_tortoise",
            "tortoise_exception_handlers"]
 
 logger = logging.getLogger("aegis_tortoise.fastapi")
-
-class RegistrationError(ConfigurationError, TortoiseConfigurationError):
-    """A registration that cannot start: this library's :class:`ConfigurationError` and
-    Tortoise's own, so a service's ``except tortoise.exceptions.ConfigurationError`` (what
-    Tortoise's RegisterTortoise raises) keeps matching."""
-
 
 # Set by the pytest plugin's app fixtures: registrations then run on the test's manager.
 test_manager: contextvars.ContextVar[DatabaseManager | None] = contextvars.ContextVar(
@@ -144,20 +137,12 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
                                      "'async with RegisterTortoise(app, ...):'")
         return self._manager
 
-    def _config(self) -> dict[str, Any] | TortoiseConfig | str:
-        given = [bool(self.config), bool(self.config_file), bool(self.db_url)]
-        if sum(given) != 1:
-            raise RegistrationError(
-                'RegisterTortoise takes exactly one of "config", "config_file" or "db_url" '
-                '(with "modules")')
-        if self.config:
-            return self.config
-        if self.config_file:
-            return self.config_file
-        if not self.modules:
-            raise RegistrationError('RegisterTortoise(db_url=...) needs "modules", e.g. '
-                                    '{"models": ["app.models"]}')
-        return generate_config(str(self.db_url), app_modules=self.modules)
+    def _config(self) -> Mapping[str, Any] | TortoiseConfig | str:
+        try:
+            return config_source(self.config, self.config_file, self.db_url, self.modules)
+        except ConfigurationError as exc:
+            raise RegistrationError(f"RegisterTortoise: {exc.message}", details=exc.details,
+                                    cause=exc) from exc
 
     async def init_orm(self) -> TortoiseContext:
         """Initialise the manager and its Tortoise context (what entering does)."""
