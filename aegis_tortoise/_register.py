@@ -104,10 +104,10 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
         use_tz: bool = True,
         timezone: str = "UTC",
         _create_db: bool = False,
-        _enable_global_fallback: bool = True,
+        _enable_global_fallback: bool | None = True,
         **options: Any,
     ) -> None:
-        self.app = app
+        self.app: Any = app
         self.config = config
         self.config_file = config_file
         self.db_url = db_url
@@ -150,9 +150,12 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
         self._owned = manager is None
         try:
             if manager is None:
+                publish = self._enable_global_fallback
+                if publish is None:  # registrations without the flag: when nobody else is
+                    publish = tortoise_context._global_context is None
                 manager = DatabaseManager.from_tortoise_config(
                     self._config(), use_tz=self.use_tz, timezone=self.timezone,
-                    global_context=self._enable_global_fallback, **self.options)
+                    global_context=publish, **self.options)
                 manager._create_db = self._create_db
             self._manager = manager
             await manager.init()
@@ -163,7 +166,7 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
         ctx = manager._ctx
         assert ctx is not None  # noqa: S101 - init() sets it
         self._context = ctx
-        if (not self._owned and self._enable_global_fallback
+        if (not self._owned and self._enable_global_fallback is not False
                 and tortoise_context._global_context is None):
             # The test's manager serves the app's tasks too, for the test's duration.
             tortoise_context.set_global_context(ctx)
@@ -171,9 +174,7 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
             self._published = True
         # As Tortoise.init: the context is current in the task that registered it.
         self._token = _current_context.set(ctx)
-        if self.app is not None:
-            self.app.state._tortoise_context = ctx
-            self.app.state.db = manager
+        self._keep(manager, ctx)
         logger.info("Tortoise-ORM started on %r", manager)
         if self.generate_schemas and self._owned:
             logger.info("Tortoise-ORM generating schema")
@@ -194,12 +195,22 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
             self._published = False
         if self._manager is not None and self._owned:
             await self._manager.close()
+        self._forget()
+        self._context = None
+        logger.info("Tortoise-ORM shutdown")
+
+    def _keep(self, manager: DatabaseManager, ctx: TortoiseContext) -> None:
+        """Put the manager where the framework keeps state (Starlette: ``app.state``)."""
+        if self.app is not None:
+            self.app.state._tortoise_context = ctx
+            self.app.state.db = manager
+
+    def _forget(self) -> None:
+        """Undo :meth:`_keep` when the app stops."""
         if self.app is not None:
             for name in ("_tortoise_context", "db"):
                 if hasattr(self.app.state, name):
                     delattr(self.app.state, name)
-        self._context = None
-        logger.info("Tortoise-ORM shutdown")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Self:
         return self

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 collect_ignore = [name for name, flag in (("service_tests", "DROPIN_REGISTER"),
+                                         ("frameworks_tests", "DROPIN_REGISTER"),
                                          ("worker_tests", "DROPIN_TORTOISE"))
                   if not os.environ.get(flag)]
 
