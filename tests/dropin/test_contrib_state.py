@@ -63,10 +63,9 @@ async def test_quart_extensions() -> None:
 
 async def test_sanic_app_ctx_db() -> None:
     from sanic import Sanic
+    from sanic import json as sanic_json
 
     from aegis_tortoise.contrib.sanic import register_tortoise
-
-    from sanic import json as sanic_json
 
     app = Sanic("state_test")
     register_tortoise(app, CONFIG, pool_timeout=5)
