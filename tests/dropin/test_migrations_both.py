@@ -121,7 +121,7 @@ async def _library_reads(project: Path, url: str) -> None:
     sys.path.insert(0, str(project))
     os.environ["MIG_DB_URL"] = url
     try:
-        import settings  # type: ignore[import-not-found]  # noqa: PLC0415 - the project's
+        import settings  # type: ignore[import-not-found]
 
         db = DatabaseManager.from_tortoise_config(settings.TORTOISE_ORM, pool_size=2)
         try:
