@@ -45,4 +45,8 @@ docs: $(STAMP)  ## Build the documentation site into site/ (mkdocs build --stric
 clean:  ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site
 
-.PHONY: help install demo test fuzz bench bench-curves lint docs clean
+tortoise-suite: $(STAMP)  ## Tortoise 1.1.9's own tests through the library (sqlite, PostgreSQL)
+	$(PY) -m tests.dropin.tortoise_suite.run
+
+.PHONY: help install demo test fuzz bench bench-curves lint docs clean tortoise-suite
+
