@@ -24,10 +24,13 @@ from aegis_tortoise import DatabaseManager
 DB_URL = os.environ.get("TORTOISE_TEST_DB", "sqlite://:memory:")
 
 
-async def _reset_postgres(url: str) -> None:
-    conn = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1))
+async def _drop_postgres(credentials: dict[str, Any]) -> None:
+    conn = await asyncpg.connect(host=credentials["host"], port=int(credentials["port"]),
+                                 user=credentials["user"],
+                                 password=credentials.get("password") or None,
+                                 database="postgres")
     try:
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        await conn.execute(f'DROP DATABASE IF EXISTS "{credentials["database"]}" WITH (FORCE)')
     finally:
         await conn.close()
 
@@ -40,13 +43,14 @@ async def library_test_context(modules: list[str], db_url: str = "sqlite://:memo
                                routers: list[Any] | None = None,
                                ) -> AsyncIterator[tortoise_context.TortoiseContext]:
     """tortoise_test_context's arguments and effect, on a DatabaseManager."""
-    if db_url.startswith("postgres"):
-        await _reset_postgres(db_url)  # a fresh database, as Tortoise's _create_db gives
     config = generate_config(db_url, app_modules={app_label: modules},
                              connection_label=connection_label, testing=True)
     manager = DatabaseManager.from_tortoise_config(config, use_tz=use_tz, timezone=timezone,
                                                    routers=routers, pool_size=3,
                                                    max_overflow=2)
+    # As Tortoise's: a database of its own ("..._{}" in the URL names a fresh one), created
+    # here, and (unlike Tortoise's) dropped at the end.
+    manager._create_db = True
     await manager.init()
     ctx = manager._ctx
     assert ctx is not None
@@ -57,6 +61,9 @@ async def library_test_context(modules: list[str], db_url: str = "sqlite://:memo
     finally:
         await manager.close()
         tortoise_context._current_context.reset(token)
+        credentials = next(iter(config["connections"].values()))["credentials"]
+        if "{}" in db_url and "database" in credentials:
+            await _drop_postgres(credentials)
 
 
 if os.environ.get("TSUITE_PLAIN"):

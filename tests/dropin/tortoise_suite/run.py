@@ -32,7 +32,7 @@ VERSION = "1.1.9"
 IGNORED = ["tests/benchmarks", "tests/backends/test_connection_params.py",
            "tests/contrib/postgres/test_search.py", "tests/test_default.py",
            "tests/test_queryset.py", "tests/test_sql.py"]
-DATABASE = "aegis_tortoise_suite"
+PREFIX = "aegis_tsuite_"
 
 
 def sdist() -> Path:
@@ -49,14 +49,22 @@ def sdist() -> Path:
     return root
 
 
-async def _create_database(admin_url: str) -> str:
+async def _drop_leftovers(admin_url: str) -> None:
+    """Drop the per-context databases a run left (Tortoise's own set-up never drops)."""
     conn = await asyncpg.connect(admin_url)
     try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        await conn.execute(f"CREATE DATABASE {DATABASE}")
+        names = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
+                                 f"{PREFIX}%")
+        for row in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
     finally:
         await conn.close()
-    return admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgres://") + "/" + DATABASE
+
+
+def _pg_url(admin_url: str) -> str:
+    # "{}": each context creates a database of its own (generate_config(testing=True)).
+    return (admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgres://")
+            + "/" + PREFIX + "{}")
 
 
 def run(root: Path, db_url: str, *, plain: bool) -> tuple[dict[str, int], set[str]]:
@@ -86,9 +94,12 @@ def main() -> int:
     worse = False
     for backend in args.backends.split(","):
         for plain in (True, False):
-            db_url = ("sqlite://:memory:" if backend == "sqlite"
-                      else asyncio.run(_create_database(args.pg_url)))
-            counts, failed = run(root, db_url, plain=plain)
+            db_url = "sqlite://:memory:" if backend == "sqlite" else _pg_url(args.pg_url)
+            try:
+                counts, failed = run(root, db_url, plain=plain)
+            finally:
+                if backend != "sqlite":
+                    asyncio.run(_drop_leftovers(args.pg_url))
             label = "plain Tortoise" if plain else "through aegis-tortoise"
             print(f"{backend:8} {label:24} {counts}", flush=True)
             if plain:
