@@ -92,4 +92,7 @@ docs: $(STAMP)  ## Build the documentation site into site/ (mkdocs build --stric
 clean:  ## Remove the virtualenvs and caches
 	rm -rf $(VENV) $(LATEST) .venv-lock .pytest_cache .mypy_cache .ruff_cache site
 
-.PHONY: help install demo test lock test-latest fuzz bench bench-curves lint docs clean
+tortoise-suite: $(STAMP)  ## Tortoise 1.1.9's own tests through the library (sqlite, PostgreSQL)
+	$(PY) -m tests.dropin.tortoise_suite.run
+
+.PHONY: help install demo test lock test-latest fuzz bench bench-curves lint docs clean tortoise-suite

@@ -1,5 +1,6 @@
 """aegis-tortoise: the Aegis shared database API on Tortoise ORM and asyncpg."""
 
+from aegis_tortoise._facade import Tortoise
 from aegis_tortoise.config import DatabaseSettings, DatabaseURL, Settings, parse_database_url
 from aegis_tortoise.errors import (
     AegisBaseException,
@@ -66,6 +67,7 @@ __all__ = [
     "Settings",
     "SoftDeleteMixin",
     "TimestampMixin",
+    "Tortoise",
     "TransactionConflictError",
     "TransactionError",
     "TransactionManager",

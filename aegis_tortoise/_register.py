@@ -17,19 +17,19 @@ from __future__ import annotations
 import contextvars
 import logging
 import warnings
-from collections.abc import AsyncIterator, Generator, Iterable
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import tortoise.context as tortoise_context
-from tortoise.backends.base.config_generator import generate_config
 from tortoise.config import TortoiseConfig
 from tortoise.context import TortoiseContext, _current_context
 from tortoise.contrib.fastapi import tortoise_exception_handlers
-from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
 from tortoise.exceptions import DoesNotExist
 
+from aegis_tortoise._tortoise_config import RegistrationError, config_source
+from aegis_tortoise._tortoise_state import remember_environment
 from aegis_tortoise.errors import ConfigurationError
 from aegis_tortoise.manager import DatabaseManager
 
@@ -40,12 +40,6 @@ __all__ = ["RegisterTortoise", "RegistrationError", "register_tortoise",
            "tortoise_exception_handlers"]
 
 logger = logging.getLogger("aegis_tortoise.fastapi")
-
-class RegistrationError(ConfigurationError, TortoiseConfigurationError):
-    """A registration that cannot start: this library's :class:`ConfigurationError` and
-    Tortoise's own, so a service's ``except tortoise.exceptions.ConfigurationError`` (what
-    Tortoise's RegisterTortoise raises) keeps matching."""
-
 
 # Set by the pytest plugin's app fixtures: registrations then run on the test's manager.
 test_manager: contextvars.ContextVar[DatabaseManager | None] = contextvars.ContextVar(
@@ -110,10 +104,10 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
         use_tz: bool = True,
         timezone: str = "UTC",
         _create_db: bool = False,
-        _enable_global_fallback: bool = True,
+        _enable_global_fallback: bool | None = True,
         **options: Any,
     ) -> None:
-        self.app = app
+        self.app: Any = app
         self.config = config
         self.config_file = config_file
         self.db_url = db_url
@@ -143,20 +137,12 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
                                      "'async with RegisterTortoise(app, ...):'")
         return self._manager
 
-    def _config(self) -> dict[str, Any] | TortoiseConfig | str:
-        given = [bool(self.config), bool(self.config_file), bool(self.db_url)]
-        if sum(given) != 1:
-            raise RegistrationError(
-                'RegisterTortoise takes exactly one of "config", "config_file" or "db_url" '
-                '(with "modules")')
-        if self.config:
-            return self.config
-        if self.config_file:
-            return self.config_file
-        if not self.modules:
-            raise RegistrationError('RegisterTortoise(db_url=...) needs "modules", e.g. '
-                                    '{"models": ["app.models"]}')
-        return generate_config(str(self.db_url), app_modules=self.modules)
+    def _config(self) -> Mapping[str, Any] | TortoiseConfig | str:
+        try:
+            return config_source(self.config, self.config_file, self.db_url, self.modules)
+        except ConfigurationError as exc:
+            raise RegistrationError(f"RegisterTortoise: {exc.message}", details=exc.details,
+                                    cause=exc) from exc
 
     async def init_orm(self) -> TortoiseContext:
         """Initialise the manager and its Tortoise context (what entering does)."""
@@ -164,9 +150,12 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
         self._owned = manager is None
         try:
             if manager is None:
+                publish = self._enable_global_fallback
+                if publish is None:  # registrations without the flag: when nobody else is
+                    publish = tortoise_context._global_context is None
                 manager = DatabaseManager.from_tortoise_config(
                     self._config(), use_tz=self.use_tz, timezone=self.timezone,
-                    global_context=self._enable_global_fallback, **self.options)
+                    global_context=publish, **self.options)
                 manager._create_db = self._create_db
             self._manager = manager
             await manager.init()
@@ -177,16 +166,15 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
         ctx = manager._ctx
         assert ctx is not None  # noqa: S101 - init() sets it
         self._context = ctx
-        if (not self._owned and self._enable_global_fallback
+        if (not self._owned and self._enable_global_fallback is not False
                 and tortoise_context._global_context is None):
             # The test's manager serves the app's tasks too, for the test's duration.
             tortoise_context.set_global_context(ctx)
+            remember_environment(ctx)
             self._published = True
         # As Tortoise.init: the context is current in the task that registered it.
         self._token = _current_context.set(ctx)
-        if self.app is not None:
-            self.app.state._tortoise_context = ctx
-            self.app.state.db = manager
+        self._keep(manager, ctx)
         logger.info("Tortoise-ORM started on %r", manager)
         if self.generate_schemas and self._owned:
             logger.info("Tortoise-ORM generating schema")
@@ -207,12 +195,22 @@ class RegisterTortoise(AbstractAsyncContextManager["RegisterTortoise"]):
             self._published = False
         if self._manager is not None and self._owned:
             await self._manager.close()
+        self._forget()
+        self._context = None
+        logger.info("Tortoise-ORM shutdown")
+
+    def _keep(self, manager: DatabaseManager, ctx: TortoiseContext) -> None:
+        """Put the manager where the framework keeps state (Starlette: ``app.state``)."""
+        if self.app is not None:
+            self.app.state._tortoise_context = ctx
+            self.app.state.db = manager
+
+    def _forget(self) -> None:
+        """Undo :meth:`_keep` when the app stops."""
         if self.app is not None:
             for name in ("_tortoise_context", "db"):
                 if hasattr(self.app.state, name):
                     delattr(self.app.state, name)
-        self._context = None
-        logger.info("Tortoise-ORM shutdown")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Self:
         return self

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from types import ModuleType
 from typing import Any
 
-from tortoise.backends.base.config_generator import expand_db_url
+from tortoise.backends.base.config_generator import expand_db_url, generate_config
 from tortoise.config import TortoiseConfig
 from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
 
@@ -32,8 +32,10 @@ from aegis_tortoise.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_CONNECTION",
+    "RegistrationError",
     "app_labels",
     "config_from_url",
+    "config_source",
     "load_tortoise_config",
     "primary_connection",
     "take_pgbouncer_flags",
@@ -48,6 +50,12 @@ _ENGINES = {
     "aegis_tortoise._sqlite": "sqlite",
 }
 _CONFIG_FILE_SUFFIXES = (".json", ".yml", ".yaml")
+
+
+class RegistrationError(ConfigurationError, TortoiseConfigurationError):
+    """A registration or ``Tortoise.init`` that cannot start: this library's
+    :class:`ConfigurationError` and Tortoise's own, so a service's
+    ``except tortoise.exceptions.ConfigurationError`` (what Tortoise raises) keeps matching."""
 
 
 def load_tortoise_config(config: Mapping[str, Any] | TortoiseConfig | str) -> dict[str, Any]:
@@ -78,6 +86,34 @@ def load_tortoise_config(config: Mapping[str, Any] | TortoiseConfig | str) -> di
     except TortoiseConfigurationError as exc:
         raise ConfigurationError(f"Invalid Tortoise config: {exc}") from exc
     return result
+
+
+def config_source(config: Mapping[str, Any] | TortoiseConfig | str | None = None,
+                  config_file: str | None = None, db_url: str | None = None,
+                  modules: Mapping[str, Iterable[str | ModuleType]] | None = None,
+                  ) -> Mapping[str, Any] | TortoiseConfig | str:
+    """The one config source of ``Tortoise.init``'s arguments: ``config``, ``config_file``
+    or ``db_url`` + ``modules`` (a dict of app label to model modules), as Tortoise takes
+    them.
+
+    Raises:
+        ConfigurationError: none or several of them, or ``db_url`` without ``modules``.
+    """
+    if sum(map(bool, (config, config_file, db_url))) != 1:
+        raise ConfigurationError(
+            'Give exactly one of "config", "config_file" or "db_url" (with "modules"), as '
+            "Tortoise.init takes them", details={"field": "config"})
+    if config:
+        return config
+    if config_file:
+        return str(config_file)
+    if not modules or not isinstance(modules, Mapping):
+        raise ConfigurationError(
+            'db_url needs "modules": a dict of app label to model modules, such as '
+            '{"models": ["app.models"]}', details={"field": "modules"})
+    generated: dict[str, Any] = generate_config(
+        str(db_url), app_modules={label: list(entries) for label, entries in modules.items()})
+    return generated
 
 
 def _expand(name: str, url: str) -> dict[str, Any]:

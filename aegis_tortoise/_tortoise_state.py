@@ -8,6 +8,16 @@ does keep its own copy (``_use_tz``, ``_timezone``, ``_routers``): :func:`instal
 Tortoise read those of the current context, and falls back to the process-wide values when
 no initialised context is current, which is exactly what Tortoise does with one context.
 
+Whose settings apply (:func:`_context`):
+
+- inside an operation of a session (a repository call, ``session.execute``...), those of the
+  session's manager, whatever other managers' sessions are nested around or inside it;
+- else those of the current Tortoise context (the innermost session's, or the published one);
+- the published context (the one plain Tortoise calls fall back to, as after
+  ``Tortoise.init``) follows ``USE_TZ``/``TIMEZONE`` when code changes them in ``os.environ``
+  after it was published and calls ``tortoise.timezone._reset_timezone_cache()``, as Tortoise
+  does; a manager that is not published keeps its own settings always.
+
 :func:`keep_process_state` undoes what a context's ``init`` writes to the process, so a
 manager's initialisation leaves ``os.environ`` and the global router as they were.
 
@@ -35,6 +45,7 @@ from tortoise.context import TortoiseContext, get_current_context, set_global_co
 from tortoise.exceptions import ConfigurationError as TortoiseConfigurationError
 from tortoise.router import ConnectionRouter, router
 
+from aegis_tortoise._operations import operation
 from aegis_tortoise.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -45,7 +56,7 @@ if TYPE_CHECKING:
     from aegis_tortoise.session import Session
 
 __all__ = ["bind_sessions", "install", "keep_process_state", "publish_context",
-           "unpublish_context"]
+           "remember_environment", "unpublish_context"]
 
 # The process-wide readers as Tortoise 1.1.9 defines them (cached, from os.environ).
 _env_use_tz = tortoise_tz.get_use_tz
@@ -57,24 +68,71 @@ _router_instances: weakref.WeakKeyDictionary[TortoiseContext, list[Any]] = (
 # the session open in the current task (DatabaseManager._current).
 _sessions: weakref.WeakKeyDictionary[TortoiseContext, tuple[str, ContextVar[Session | None]]] = (
     weakref.WeakKeyDictionary())
+# Per published context: USE_TZ/TIMEZONE in os.environ when it was published.
+_published_env: weakref.WeakKeyDictionary[TortoiseContext, tuple[str | None, str | None]] = (
+    weakref.WeakKeyDictionary())
+# Bumped by every reset of the timezone cache; _env_changed is recomputed when it moved.
+_resets = 0
+_env_checked: tuple[int, TortoiseContext | None, bool] = (-1, None, False)
 _installed = False
+
+
+def _env() -> tuple[str | None, str | None]:
+    return os.environ.get("USE_TZ"), os.environ.get("TIMEZONE")
+
+
+def _operation_context(op: object) -> TortoiseContext | None:
+    """The context of the manager whose session runs operation ``op`` in this task."""
+    for ctx, (_alias, current) in list(_sessions.items()):
+        session = current.get()
+        if session is not None and session._op is op:
+            return ctx
+    return None
 
 
 def _context() -> TortoiseContext | None:
     ctx = get_current_context()
+    op = operation.get()
+    if op is not None:
+        # A call of a session: its manager's settings, even when another manager's session
+        # is the current context (sessions of two managers nested).
+        bound = _sessions.get(ctx) if ctx is not None else None
+        session = bound[1].get() if bound is not None else None
+        if session is None or session._op is not op:
+            ctx = _operation_context(op) or ctx
     return ctx if ctx is not None and ctx._inited else None
 
 
+def _env_changed(ctx: TortoiseContext) -> bool:
+    """Whether ``ctx`` is published and USE_TZ/TIMEZONE were changed (and the timezone cache
+    reset, which is when Tortoise reads them again) since it was published."""
+    global _env_checked
+    if ctx is not tortoise_context._global_context:
+        return False
+    resets, checked_ctx, changed = _env_checked
+    if resets != _resets or checked_ctx is not ctx:
+        snapshot = _published_env.get(ctx)
+        if snapshot is None:
+            snapshot = _published_env[ctx] = _env()
+        changed = _env() != snapshot
+        _env_checked = (_resets, ctx, changed)
+    return changed
+
+
 def get_use_tz() -> bool:
-    """``use_tz`` of the current Tortoise context (else the process-wide setting)."""
+    """``use_tz`` of the context whose settings apply (else the process-wide setting)."""
     ctx = _context()
-    return ctx._use_tz if ctx is not None else _env_use_tz()
+    if ctx is None or _env_changed(ctx):
+        return _env_use_tz()
+    return ctx._use_tz
 
 
 def get_timezone() -> str:
-    """``timezone`` of the current Tortoise context (else the process-wide setting)."""
+    """``timezone`` of the context whose settings apply (else the process-wide setting)."""
     ctx = _context()
-    return ctx._timezone if ctx is not None else _env_timezone()
+    if ctx is None or _env_changed(ctx):
+        return _env_timezone()
+    return ctx._timezone
 
 
 def get_default_timezone() -> tzinfo:
@@ -153,6 +211,8 @@ def _db_for_write(self: ConnectionRouter, model: type[Model]) -> BaseDBAsyncClie
 
 
 def _cache_clear() -> None:
+    global _resets
+    _resets += 1
     _env_use_tz.cache_clear()
     _env_timezone.cache_clear()
 
@@ -202,10 +262,18 @@ def keep_process_state() -> Iterator[None]:
         router._routers = saved_routers
 
 
+def remember_environment(ctx: TortoiseContext) -> None:
+    """Note USE_TZ/TIMEZONE as they are when ``ctx`` is published (see :func:`_env_changed`)."""
+    global _env_checked
+    _published_env[ctx] = _env()
+    _env_checked = (-1, None, False)
+
+
 def publish_context(ctx: TortoiseContext, manager: DatabaseManager) -> None:
     """Make ``ctx`` the process's fallback Tortoise context (global_context=True)."""
     try:
         set_global_context(ctx)
+        remember_environment(ctx)
     except TortoiseConfigurationError as exc:
         raise ConfigurationError(
             f"{manager!r} cannot publish its Tortoise context: another one (a Tortoise.init "

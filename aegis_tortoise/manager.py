@@ -35,6 +35,7 @@ from aegis_tortoise._replicas import ReadonlySession, ReplicaSet
 from aegis_tortoise._tortoise_config import (
     DEFAULT_CONNECTION,
     config_from_url,
+    config_source,
     load_tortoise_config,
     primary_connection,
     take_pgbouncer_flags,
@@ -227,7 +228,9 @@ class DatabaseManager:
 
     @classmethod
     def from_tortoise_config(
-        cls, config: Mapping[str, Any] | TortoiseConfig | str, **options: Any,
+        cls, config: Mapping[str, Any] | TortoiseConfig | str | None = None, *,
+        db_url: str | None = None, modules: Mapping[str, Iterable[str | ModuleType]] | None = None,
+        **options: Any,
     ) -> Self:
         """A manager for a plain Tortoise config, honoured whole.
 
@@ -235,6 +238,9 @@ class DatabaseManager:
             config: A ``TORTOISE_ORM`` dict, a ``TortoiseConfig``, a dotted path to either
                 (``"app.config.TORTOISE_ORM"``) or a ``.json``/``.yml`` file. Its URLs keep
                 Tortoise's meaning (``sqlite:///tmp/x.db`` is ``/tmp/x.db``).
+            db_url: Instead of ``config``: a Tortoise URL, with ``modules``
+                (``{"models": ["app.models"]}``), as ``Tortoise.init(db_url=, modules=)``.
+            modules: The app labels and model modules that go with ``db_url``.
             **options: This library's options (``pool_size``, ``pool_timeout``, ``echo``,
                 ``global_context``...); ``use_tz``/``timezone``/``routers`` apply where the
                 config does not set them, as in ``Tortoise.init``.
@@ -244,7 +250,7 @@ class DatabaseManager:
         serve their models as plain Tortoise does. Without ``pool_size``, an asyncpg
         ``maxsize`` in the session connection's credentials sizes the pool.
         """
-        loaded = load_tortoise_config(config)
+        loaded = load_tortoise_config(config_source(config, db_url=db_url, modules=modules))
         credentials = loaded["connections"][primary_connection(loaded)].get("credentials", {})
         if "pool_size" not in options and "maxsize" in credentials:
             options["pool_size"] = int(credentials["maxsize"])

@@ -1,12 +1,16 @@
-"""service_tests/ is the drop-in service's own suite: test_dropin.py runs it in processes of
-its own (with DROPIN_REGISTER set), never inside this suite's process."""
+"""service_tests/ (and worker_tests/, the apps under contrib_*/) are the drop-in services'
+own suites: test_dropin.py and its siblings run them in processes of their own (with
+DROPIN_REGISTER / DROPIN_TORTOISE set), never inside this suite's process."""
 
 import os
 from collections.abc import AsyncIterator
 
 import pytest
 
-collect_ignore = [] if os.environ.get("DROPIN_REGISTER") else ["service_tests"]
+collect_ignore = [name for name, flag in (("service_tests", "DROPIN_REGISTER"),
+                                         ("frameworks_tests", "DROPIN_REGISTER"),
+                                         ("worker_tests", "DROPIN_TORTOISE"))
+                  if not os.environ.get(flag)]
 
 
 @pytest.fixture(autouse=True)
