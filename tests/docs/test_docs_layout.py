@@ -14,9 +14,6 @@ PAGES = sorted((ROOT / "docs").rglob("*.md"))
 # content to 68rem, so 88 characters of code fit beside both sidebars (navigation and table
 # of contents) on a 1360 px wide window (13.6 px monospace, 8.2 px a character).
 MAX_CODE_LINE = 88
-# Pages another change of this round rewrites (from plain Tortoise): checked once it
-# lands. TODO(lead): empty this set after the merge.
-REWRITTEN_ELSEWHERE = {"docs/guides/from-tortoise.md"}
 _FENCE = re.compile(r"^```[^\n]*\n(?P<code>.*?)^```", re.DOTALL | re.MULTILINE)
 
 
@@ -24,11 +21,7 @@ def _page_id(path: Path) -> str:
     return path.relative_to(ROOT).as_posix()
 
 
-def _checked(paths: list[Path]) -> list[Path]:
-    return [path for path in paths if _page_id(path) not in REWRITTEN_ELSEWHERE]
-
-
-@pytest.mark.parametrize("page", _checked(PAGES), ids=_page_id)
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
 def test_every_page_has_sections(page: Path) -> None:
     """Before: Large data, Quick start, Observability and others had none."""
     text = _FENCE.sub("", page.read_text(encoding="utf-8"))
@@ -36,7 +29,7 @@ def test_every_page_has_sections(page: Path) -> None:
     assert headings, f"{_page_id(page)} has no ## section headings"
 
 
-@pytest.mark.parametrize("page", _checked([ROOT / "README.md", *PAGES]), ids=_page_id)
+@pytest.mark.parametrize("page", [ROOT / "README.md", *PAGES], ids=_page_id)
 def test_no_code_line_is_wider_than_the_block(page: Path) -> None:
     """Before: comments on the quick start, FastAPI and large-data pages ran past it."""
     text = page.read_text(encoding="utf-8")
