@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 
-from aegis_tortoise import DatabaseManager, _keyset
+from aegis_tortoise import DatabaseManager, _cursor, _keyset
 from aegis_tortoise.examples.models import User
 from aegis_tortoise.examples.repositories import UserRepository
 
@@ -235,7 +235,9 @@ class Curves:
             repo = UserRepository(session)
             anchor = (await repo.list(skip=max(0, depth - 1), limit=1, order_by="email"))[0]
             ordering = _keyset.keyset_ordering(User, "email")
-            cursor_at = _keyset.encode_cursor(repo, ordering, anchor)
+            # The cursor a page ending at ``anchor`` hands out (no filters).
+            cursor_at = _cursor.encode(repo, ordering, _cursor.filters_digest(None, False),
+                                       [getattr(anchor, name) for name in ordering])
             keyset_items = (await repo.paginate_keyset(limit=PAGE, order_by="email",
                                                        after=cursor_at)).items
             offset_items = await repo.list(skip=depth, limit=PAGE, order_by="email")
