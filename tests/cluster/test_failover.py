@@ -119,10 +119,10 @@ async def _failover(*, primary_port: int, standby_port: int, stop: Callable[[], 
 
 
 def test_multi_host_urls_in_settings_and_configs(monkeypatch: pytest.MonkeyPatch) -> None:
-    url = "postgresql://app:secret@db1:5432,db2:5433/shop?target_session_attrs=read-write"
+    url = "postgresql://app:s3cr3tpw@db1:5432,db2:5433/shop?target_session_attrs=read-write"
     monkeypatch.setenv("DATABASE_URL", url)
     settings = DatabaseSettings()
-    assert "secret" not in repr(settings)
+    assert "s3cr3tpw" not in repr(settings)
     db = DatabaseManager.from_settings(settings, models=[])
     assert db.url.masked() == "postgresql://app:***@db1:5432,db2:5433/shop"
     assert db.url.options == {"target_session_attrs": "read-write"}
