@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from aegis_tortoise._bulk import Batch, BulkPlan, _table, insert_batch
+from aegis_tortoise._bulk import _SEQUENCE_SQL, Batch, BulkPlan, _table, insert_batch
 
 if TYPE_CHECKING:
     from aegis_tortoise.session import Session
@@ -30,12 +30,12 @@ __all__ = ["COPY_THRESHOLD", "copy_batch"]
 #: Rows from which create_many sends a batch by COPY (measured: bench/curves.py).
 COPY_THRESHOLD = 50_000
 
-_SEQUENCE_SQL = "SELECT pg_get_serial_sequence($1, $2)"
 # The sequence as one regclass parameter: nextval($1::text::regclass) per row would look the
 # name up per row (~2 us each).
 _KEYS_SQL = "SELECT nextval($1::regclass) FROM generate_series(1, $2)"
 
-#: (database, model) -> the key's sequence, or None when there is none.
+#: (database, model) -> the key's sequence, or None when there is none or a BEFORE INSERT
+#: trigger may replace the key (_bulk._SEQUENCE_SQL; COPY fires such triggers too).
 _sequences: dict[tuple[str, type[Any]], str | None] = {}
 
 

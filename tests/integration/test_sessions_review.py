@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from aegis_tortoise import DatabaseConnectionError, DatabaseManager, Session
+from aegis_tortoise import DatabaseConnectionError, DatabaseManager, Session, _bulk, _copy
+from aegis_tortoise.examples.models import User
 from tests.conftest import EXAMPLE_MODELS, PgServer, reset_pg_schema
 from tests.faults.proxy import FaultProxy
+from tests.integration.test_repository_support import UserRepository
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +139,40 @@ async def test_cancelling_a_block_end_stuck_behind_a_child_savepoint(db: Databas
         for t in (task, child):
             if t is not None and t.done() and not t.cancelled():
                 t.exception()  # retrieved (whatever it is): no "never retrieved" warning
+
+
+async def test_create_many_keys_are_drawn_in_the_statement(pg_db: DatabaseManager) -> None:
+    """PostgreSQL does not promise RETURNING rows in input order ("the order the ModifyTable
+    node processed them, intentionally unspecified"): a key from the column's sequence is
+    drawn per row in the statement and sent back ORDER BY the row's ordinality."""
+    _bulk._sequences.clear()
+    async with pg_db.session() as session:
+        users = await UserRepository(session).create_many(
+            [{"email": f"{i}@x.io", "name": str(i)} for i in range(50)])
+        assert _bulk._sequences[(pg_db.url.masked(), User)] is not None
+        stored = {u.email: u.pk for u in await UserRepository(session).list()}
+    assert {u.email: u.pk for u in users} == stored
+
+
+@pytest.mark.parametrize("path", ["unnest", "copy"])
+async def test_create_many_keys_set_by_a_trigger(pg_db: DatabaseManager, path: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A BEFORE INSERT trigger that sets the key itself (a legacy schema): each instance gets
+    the key the trigger gave its row, not the one drawn for it (COPY fires it too)."""
+    _bulk._sequences.clear()
+    _copy._sequences.clear()
+    if path == "copy":
+        monkeypatch.setattr(_copy, "COPY_THRESHOLD", 10)
+    async with pg_db.session() as session:
+        await session.execute(
+            "CREATE FUNCTION legacy_key() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN NEW.id := nextval('users_id_seq') + 1000; RETURN NEW; END $$")
+        await session.execute("CREATE TRIGGER legacy_key BEFORE INSERT ON users "
+                              "FOR EACH ROW EXECUTE FUNCTION legacy_key()")
+    async with pg_db.session() as session:
+        users = await UserRepository(session).create_many(
+            [{"email": f"{i}@x.io", "name": str(i)} for i in range(20)])
+        stored = {u.email: u.pk for u in await UserRepository(session).list()}
+    assert {u.email: u.pk for u in users} == stored
+    _bulk._sequences.clear()
+    _copy._sequences.clear()
