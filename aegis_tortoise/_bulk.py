@@ -10,17 +10,12 @@ Tortoise 1.1.9's ``bulk_create`` sets no primary keys and its batches are not at
   chunked under sqlite's 32766 bind-variable limit. PostgreSQL falls back to this form (under
   its 32767 limit) when a column is itself an array, which ``unnest`` would flatten.
 
-RETURNING rows are never mapped by sorting the keys: a sequence may count down (``INCREMENT BY
--1``) or sqlite may pick random rowids (after the largest possible one), so keys need not grow
-in input order. Nor does either server promise RETURNING rows in input order (PostgreSQL: the
-order the ModifyTable node processed them, "intentionally unspecified", Tom Lane, pgsql-docs
-2024-05). So on PostgreSQL a key drawn from the column's own sequence is drawn per row in the
-statement (``nextval`` in a CTE with the row's ordinality), inserted explicitly, and the keys
-come back ``ORDER BY ord``: each row's key is known by construction (measured: no slower on
-10,000 rows). Keys from anywhere else (a default that is not the column's own sequence), and
-sqlite's ``VALUES ... RETURNING``, are mapped by position: both servers insert in the order
-sent and emit a RETURNING row per inserted row in that order (PostgreSQL 15, sqlite 3.35+),
-which tests/integration/test_create_many_keys.py checks on schemas whose keys do not grow. The
+RETURNING rows are never mapped by sorting the keys (a sequence may count down, sqlite may pick
+random rowids), nor trusted to come back in input order where that can be avoided: on
+PostgreSQL the keys of the column's own sequence are drawn in the statement
+(aegis_tortoise._keys). Elsewhere (sqlite; a key no owned sequence gives or a BEFORE INSERT
+trigger may set) they are mapped by position: both servers emit RETURNING rows in the order
+they inserted them, which neither documents (tests/integration/test_create_many_keys.py). The
 caller runs this inside a savepoint.
 """
 
@@ -41,6 +36,8 @@ from tortoise.fields.data import CharField, DatetimeField
 from tortoise.models import Model
 from tortoise.validators import MaxLengthValidator
 
+from aegis_tortoise import _keys
+
 if TYPE_CHECKING:
     from aegis_tortoise.session import Session
 
@@ -54,13 +51,6 @@ SQLITE_MAX_VARIABLES = 32_766
 PG_MAX_VARIABLES = 32_767
 
 _SERIAL_TYPES = {"SERIAL": "INT", "BIGSERIAL": "BIGINT", "SMALLSERIAL": "SMALLINT"}
-# The key column's own sequence, unless a BEFORE INSERT row trigger (tgtype bits ROW 1,
-# BEFORE 2, INSERT 4) could replace the key drawn from it: then keys are read back instead.
-_SEQUENCE_SQL = ("SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = "
-                 "$1::text::regclass AND NOT tgisinternal AND tgtype & 7 = 7) THEN NULL "
-                 "ELSE pg_get_serial_sequence($1::text, $2::text) END")
-#: (database, model) -> the sequence that owns the key column, or None.
-_sequences: dict[tuple[str, type[Any]], str | None] = {}
 _first = operator.itemgetter(0)  # the generated key of a RETURNING row (in input order)
 
 
@@ -138,9 +128,8 @@ async def _insert_group(session: Session, model: type[Model], columns: tuple[str
         types = [_pg_type(model, c) for c in columns]
         if not any(t.endswith("]") for t in types):
             # Keys drawn in the statement when only the key comes back (module doc).
-            sequence = (await key_sequence(session, model)
-                        if meta.pk.generated and pk_name not in columns and not defaults
-                        else None)
+            sequence = (await _keys.key_sequence(session, model, _table(model))
+                    if meta.pk.generated and pk_name not in columns and not defaults else None)
             for start in range(0, len(rows), PG_UNNEST_CHUNK):
                 chunk = rows[start:start + PG_UNNEST_CHUNK]
                 sql = _unnest_sql(model, tuple(db_columns), tuple(types), (),
@@ -485,7 +474,7 @@ async def insert_batch(session: Session, plan: BulkPlan, batch: Batch, nrows: in
     conn = session.connection
     keys: list[Any] = []
     if session.dialect == "postgres":
-        sequence = await key_sequence(session, model) if returning else None
+        sequence = await _keys.key_sequence(session, model, _table(model)) if returning else None
         sql = _unnest_sql(model, tuple(db_columns), tuple(c.sql_type for c in batch.sent),
                           tuple(c.sql_type for c, _ in batch.scalars), returning=returning,
                           keyed=sequence is not None)
@@ -517,17 +506,6 @@ async def fetch_rows(connection: Any, sql: str, params: list[Any]) -> list[Any]:
     return rows
 
 
-async def key_sequence(session: Session, model: type[Model]) -> str | None:
-    """The sequence that owns the primary key column (SERIAL or identity), or None (none,
-    or a BEFORE INSERT trigger on the table)."""
-    where = (session.manager.url.masked(), model)
-    if where not in _sequences:
-        rows = await fetch_rows(session.connection, _SEQUENCE_SQL,
-                                [_table(model), model._meta.db_pk_column])
-        _sequences[where] = rows[0][0]
-    return _sequences[where]
-
-
 @lru_cache(maxsize=512)
 def _unnest_sql(model: type[Model], db_columns: tuple[str, ...], types: tuple[str, ...],
                 scalar_types: tuple[str, ...], *, returning: bool,
@@ -543,19 +521,8 @@ def _unnest_sql(model: type[Model], db_columns: tuple[str, ...], types: tuple[st
     arrays = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
     scalars = [f"${len(types) + i + 1}::{t}" for i, t in enumerate(scalar_types)]
     if keyed:
-        seq = f"${len(types) + len(scalar_types) + 1}::regclass"
-        key = _quote(model._meta.db_pk_column)
-        # MATERIALIZED: one nextval per row, read by both the INSERT and the final SELECT.
-        # No ORDER BY inside (each key travels with its row; sorting twice cost ~10% of a
-        # 10,000-row statement): only the keys sent back are ordered. OVERRIDING SYSTEM
-        # VALUE: an identity column GENERATED ALWAYS takes the drawn key (a no-op
-        # elsewhere). A data-modifying CTE always runs to completion.
-        return (f"WITH u AS MATERIALIZED (SELECT nextval({seq}) AS k, "  # noqa: S608
-                f"{', '.join([*aliases, 'ord'])} FROM unnest({arrays}) WITH ORDINALITY "
-                f"AS u({', '.join([*aliases, 'ord'])})), "
-                f"i AS (INSERT INTO {_table(model)} ({key}, {cols}) OVERRIDING SYSTEM VALUE "
-                f"SELECT {', '.join(['k', *aliases, *scalars])} FROM u) "
-                f"SELECT k FROM u ORDER BY ord")
+        return _keys.keyed_unnest_sql(_table(model), _quote(model._meta.db_pk_column), cols,
+                                      aliases=aliases, arrays=arrays, scalars=scalars)
     # Identifiers come from the model's metadata, values are bind parameters.
     return (f"INSERT INTO {_table(model)} ({cols}) "  # noqa: S608
             f"SELECT {', '.join([*aliases, *scalars])} "

@@ -20,7 +20,8 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from aegis_tortoise._bulk import _SEQUENCE_SQL, Batch, BulkPlan, _table, insert_batch
+from aegis_tortoise._bulk import Batch, BulkPlan, _table, insert_batch
+from aegis_tortoise._keys import SEQUENCE_SQL
 
 if TYPE_CHECKING:
     from aegis_tortoise.session import Session
@@ -35,7 +36,7 @@ COPY_THRESHOLD = 50_000
 _KEYS_SQL = "SELECT nextval($1::regclass) FROM generate_series(1, $2)"
 
 #: (database, model) -> the key's sequence, or None when there is none or a BEFORE INSERT
-#: trigger may replace the key (_bulk._SEQUENCE_SQL; COPY fires such triggers too).
+#: trigger may replace the key (_keys.SEQUENCE_SQL; COPY fires such triggers too).
 _sequences: dict[tuple[str, type[Any]], str | None] = {}
 
 
@@ -53,7 +54,7 @@ async def copy_batch(session: Session, plan: BulkPlan, batch: Batch, nrows: int)
             where = (session.manager.url.masked(), model)
             if where not in _sequences:
                 _sequences[where] = await connection.fetchval(
-                    _SEQUENCE_SQL, _table(model), meta.db_pk_column)
+                    SEQUENCE_SQL, _table(model), meta.db_pk_column)
             sequence = _sequences[where]
             if sequence is not None:
                 records = await connection.fetch(_KEYS_SQL, sequence, nrows)

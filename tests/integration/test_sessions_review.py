@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from aegis_tortoise import DatabaseConnectionError, DatabaseManager, Session, _bulk, _copy
+from aegis_tortoise import DatabaseConnectionError, DatabaseManager, Session, _copy, _keys
 from aegis_tortoise.examples.models import User
 from tests.conftest import EXAMPLE_MODELS, PgServer, reset_pg_schema
 from tests.faults.proxy import FaultProxy
@@ -145,11 +145,11 @@ async def test_create_many_keys_are_drawn_in_the_statement(pg_db: DatabaseManage
     """PostgreSQL does not promise RETURNING rows in input order ("the order the ModifyTable
     node processed them, intentionally unspecified"): a key from the column's sequence is
     drawn per row in the statement and sent back ORDER BY the row's ordinality."""
-    _bulk._sequences.clear()
+    _keys.sequences.clear()
     async with pg_db.session() as session:
         users = await UserRepository(session).create_many(
             [{"email": f"{i}@x.io", "name": str(i)} for i in range(50)])
-        assert _bulk._sequences[(pg_db.url.masked(), User)] is not None
+        assert _keys.sequences[(pg_db.url.masked(), User)] is not None
         stored = {u.email: u.pk for u in await UserRepository(session).list()}
     assert {u.email: u.pk for u in users} == stored
 
@@ -159,7 +159,7 @@ async def test_create_many_keys_set_by_a_trigger(pg_db: DatabaseManager, path: s
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A BEFORE INSERT trigger that sets the key itself (a legacy schema): each instance gets
     the key the trigger gave its row, not the one drawn for it (COPY fires it too)."""
-    _bulk._sequences.clear()
+    _keys.sequences.clear()
     _copy._sequences.clear()
     if path == "copy":
         monkeypatch.setattr(_copy, "COPY_THRESHOLD", 10)
@@ -174,5 +174,5 @@ async def test_create_many_keys_set_by_a_trigger(pg_db: DatabaseManager, path: s
             [{"email": f"{i}@x.io", "name": str(i)} for i in range(20)])
         stored = {u.email: u.pk for u in await UserRepository(session).list()}
     assert {u.email: u.pk for u in users} == stored
-    _bulk._sequences.clear()
+    _keys.sequences.clear()
     _copy._sequences.clear()
