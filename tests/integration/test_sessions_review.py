@@ -176,3 +176,28 @@ async def test_create_many_keys_set_by_a_trigger(pg_db: DatabaseManager, path: s
     assert {u.email: u.pk for u in users} == stored
     _keys.sequences.clear()
     _copy._sequences.clear()
+
+
+async def test_a_refused_connect_fails_at_once_every_time(review_database: str) -> None:
+    """Nothing listens on the port: DatabaseConnectionError each time, fast, and no task's
+    error is left unretrieved (pytest's filterwarnings=error turns that into a failure)."""
+    import socket  # noqa: PLC0415 - a free port for this test only
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    database = review_database.rsplit("/", 1)[-1]
+    manager = DatabaseManager(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{database}",
+                              models=EXAMPLE_MODELS, pool_size=2, max_overflow=0,
+                              pool_timeout=0.5)
+    try:
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(DatabaseConnectionError):
+                async with manager.session() as session:
+                    await session.execute("SELECT 1")
+            assert time.monotonic() - started < 1.5
+    finally:
+        await manager.close()
+    gc.collect()
+    await asyncio.sleep(0.1)
