@@ -181,7 +181,7 @@ async def test_create_many_keys_set_by_a_trigger(pg_db: DatabaseManager, path: s
 async def test_a_refused_connect_fails_at_once_every_time(review_database: str) -> None:
     """Nothing listens on the port: DatabaseConnectionError each time, fast, and no task's
     error is left unretrieved (pytest's filterwarnings=error turns that into a failure)."""
-    import socket  # noqa: PLC0415 - a free port for this test only
+    import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
