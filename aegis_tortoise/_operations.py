@@ -29,7 +29,12 @@ from tortoise.backends.base.client import (
 )
 
 from aegis_tortoise._statements import plain_read
-from aegis_tortoise.errors import PendingRollback, TransactionError, driver_error
+from aegis_tortoise.errors import (
+    PendingRollback,
+    TransactionError,
+    driver_error,
+    translate_exception,
+)
 
 if TYPE_CHECKING:
     from aegis_tortoise.session import Session
@@ -165,6 +170,10 @@ class NestedContext(NestedTransactionContext):
             # needs the rollback now.
             self._pop()
             session._statement_failed(failure or exc)
+            # A raw driver error (the connection lost or terminated: a cancelled block end,
+            # session._abandon_operation) leaves our API translated.
+            if isinstance(exc, (asyncpg.InterfaceError, asyncpg.PostgresError, sqlite3.Error)):
+                raise translate_exception(exc) from exc
             raise
         finally:
             self._pop()
