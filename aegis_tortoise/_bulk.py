@@ -10,12 +10,12 @@ Tortoise 1.1.9's ``bulk_create`` sets no primary keys and its batches are not at
   chunked under sqlite's 32766 bind-variable limit. PostgreSQL falls back to this form (under
   its 32767 limit) when a column is itself an array, which ``unnest`` would flatten.
 
-RETURNING rows are mapped to input rows by position, never by sorting the keys: a sequence
-may count down (``INCREMENT BY -1``) or sqlite may pick random rowids (after the largest
-possible one), so keys need not grow in input order. Both servers insert the rows in the order
-sent (``ORDER BY ord`` / ``VALUES`` order) and emit a RETURNING row as each row is inserted
-(PostgreSQL 15's ModifyTable, sqlite 3.35+); neither documents that order, so the tests in
-tests/integration/test_create_many_keys.py check it on schemas whose keys do not grow. The
+RETURNING rows are never mapped by sorting the keys (a sequence may count down, sqlite may pick
+random rowids), nor trusted to come back in input order where that can be avoided: on
+PostgreSQL the keys of the column's own sequence are drawn in the statement
+(aegis_tortoise._keys). Elsewhere (sqlite; a key no owned sequence gives or a BEFORE INSERT
+trigger may set) they are mapped by position: both servers emit RETURNING rows in the order
+they inserted them, which neither documents (tests/integration/test_create_many_keys.py). The
 caller runs this inside a savepoint.
 """
 
@@ -35,6 +35,8 @@ from tortoise.fields.base import DatabaseDefault, Field
 from tortoise.fields.data import CharField, DatetimeField
 from tortoise.models import Model
 from tortoise.validators import MaxLengthValidator
+
+from aegis_tortoise import _keys
 
 if TYPE_CHECKING:
     from aegis_tortoise.session import Session
@@ -125,12 +127,17 @@ async def _insert_group(session: Session, model: type[Model], columns: tuple[str
     if session.dialect == "postgres":
         types = [_pg_type(model, c) for c in columns]
         if not any(t.endswith("]") for t in types):
+            # Keys drawn in the statement when only the key comes back (module doc).
+            sequence = (await _keys.key_sequence(session, model, _table(model))
+                    if meta.pk.generated and pk_name not in columns and not defaults else None)
             for start in range(0, len(rows), PG_UNNEST_CHUNK):
                 chunk = rows[start:start + PG_UNNEST_CHUNK]
                 sql = _unnest_sql(model, tuple(db_columns), tuple(types), (),
-                                  returning=returning, extra=defaults)
+                                  returning=returning, extra=defaults,
+                                  keyed=sequence is not None)
                 arrays = [[values[i] for _, values in chunk] for i in range(len(columns))]
-                result = await fetch_rows(conn, sql, arrays)
+                result = await fetch_rows(
+                    conn, sql, arrays if sequence is None else [*arrays, sequence])
                 _assign(model, chunk, result, returning=returning, extra=defaults)
             return
         limit, placeholder = PG_MAX_VARIABLES, "$"
@@ -467,9 +474,13 @@ async def insert_batch(session: Session, plan: BulkPlan, batch: Batch, nrows: in
     conn = session.connection
     keys: list[Any] = []
     if session.dialect == "postgres":
+        sequence = await _keys.key_sequence(session, model, _table(model)) if returning else None
         sql = _unnest_sql(model, tuple(db_columns), tuple(c.sql_type for c in batch.sent),
-                          tuple(c.sql_type for c, _ in batch.scalars), returning=returning)
+                          tuple(c.sql_type for c, _ in batch.scalars), returning=returning,
+                          keyed=sequence is not None)
         tail = [value for _, value in batch.scalars]
+        if sequence is not None:
+            tail.append(sequence)
         for start in range(0, nrows, PG_UNNEST_CHUNK):
             params = (batch.arrays if nrows <= PG_UNNEST_CHUNK else
                       [array[start:start + PG_UNNEST_CHUNK] for array in batch.arrays])
@@ -498,13 +509,20 @@ async def fetch_rows(connection: Any, sql: str, params: list[Any]) -> list[Any]:
 @lru_cache(maxsize=512)
 def _unnest_sql(model: type[Model], db_columns: tuple[str, ...], types: tuple[str, ...],
                 scalar_types: tuple[str, ...], *, returning: bool,
-                extra: tuple[str, ...] = ()) -> str:
+                extra: tuple[str, ...] = (), keyed: bool = False) -> str:
     """``INSERT ... SELECT c0, .., $k::T FROM unnest($1::T[], ..) WITH ORDINALITY .. ORDER BY
-    ord``: one array per column in ``types``, one scalar per column in ``scalar_types``."""
+    ord``: one array per column in ``types``, one scalar per column in ``scalar_types``.
+
+    ``keyed``: the last parameter is the key's sequence; each row draws its key in a CTE,
+    is inserted with it, and the keys are returned ``ORDER BY ord`` (module doc).
+    """
     cols = ", ".join(_quote(c) for c in db_columns)
     aliases = [f"c{i}" for i in range(len(types))]
     arrays = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
     scalars = [f"${len(types) + i + 1}::{t}" for i, t in enumerate(scalar_types)]
+    if keyed:
+        return _keys.keyed_unnest_sql(_table(model), _quote(model._meta.db_pk_column), cols,
+                                      aliases=aliases, arrays=arrays, scalars=scalars)
     # Identifiers come from the model's metadata, values are bind parameters.
     return (f"INSERT INTO {_table(model)} ({cols}) "  # noqa: S608
             f"SELECT {', '.join([*aliases, *scalars])} "

@@ -21,6 +21,7 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 from aegis_tortoise._bulk import Batch, BulkPlan, _table, insert_batch
+from aegis_tortoise._keys import SEQUENCE_SQL
 
 if TYPE_CHECKING:
     from aegis_tortoise.session import Session
@@ -30,12 +31,12 @@ __all__ = ["COPY_THRESHOLD", "copy_batch"]
 #: Rows from which create_many sends a batch by COPY (measured: bench/curves.py).
 COPY_THRESHOLD = 50_000
 
-_SEQUENCE_SQL = "SELECT pg_get_serial_sequence($1, $2)"
 # The sequence as one regclass parameter: nextval($1::text::regclass) per row would look the
 # name up per row (~2 us each).
 _KEYS_SQL = "SELECT nextval($1::regclass) FROM generate_series(1, $2)"
 
-#: (database, model) -> the key's sequence, or None when there is none.
+#: (database, model) -> the key's sequence, or None when there is none or a BEFORE INSERT
+#: trigger may replace the key (_keys.SEQUENCE_SQL; COPY fires such triggers too).
 _sequences: dict[tuple[str, type[Any]], str | None] = {}
 
 
@@ -53,7 +54,7 @@ async def copy_batch(session: Session, plan: BulkPlan, batch: Batch, nrows: int)
             where = (session.manager.url.masked(), model)
             if where not in _sequences:
                 _sequences[where] = await connection.fetchval(
-                    _SEQUENCE_SQL, _table(model), meta.db_pk_column)
+                    SEQUENCE_SQL, _table(model), meta.db_pk_column)
             sequence = _sequences[where]
             if sequence is not None:
                 records = await connection.fetch(_KEYS_SQL, sequence, nrows)

@@ -34,6 +34,7 @@ from aegis_tortoise.errors import (
     TransactionError,
     driver_error,
     note_session_error,
+    translate_exception,
 )
 
 if TYPE_CHECKING:
@@ -173,6 +174,10 @@ class NestedContext(NestedTransactionContext):
             # needs the rollback now.
             self._pop()
             session._statement_failed(failure or exc)
+            # A raw driver error (the connection lost or terminated: a cancelled block end,
+            # session._abandon_operation) leaves our API translated.
+            if isinstance(exc, (asyncpg.InterfaceError, asyncpg.PostgresError, sqlite3.Error)):
+                raise translate_exception(exc) from exc
             raise
         finally:
             self._pop()

@@ -299,9 +299,30 @@ class Session:
                 await self._op_lock.acquire()
                 break
             except asyncio.CancelledError:
+                if not cancelled and await self._abandon_operation():
+                    return None, True
                 cancelled = True
         op = self._op = object()
         return operation.set(op), cancelled
+
+    async def _abandon_operation(self) -> bool:
+        """Cancelled while another task's operation holds the session: on PostgreSQL, end
+        the wait instead of holding the cancellation until that operation ends, which may be
+        never (a task of the block holding a savepoint open while it waits for the block's
+        owner). The statement in flight, if any, finishes first; then the connection is
+        terminated (the server rolls back), so nothing that operation sends later runs on a
+        connection the pool hands to someone else: it fails with a connection error, and a
+        call it starts later is refused (the session is closed). sqlite has one shared
+        connection to terminate: there the wait goes on."""
+        raw = self._conn
+        if self._lock is None or raw is None or not hasattr(raw, "terminate"):
+            return False
+        async with self._lock:
+            if not raw.is_closed():
+                logger.warning("session block cancelled while another task's operation "
+                               "holds the session: its connection is terminated")
+                raw.terminate()
+        return True
 
     # -- one operation at a time, pending rollback ------------------------------------------
 

@@ -65,8 +65,10 @@ def selects(statements: list[str]) -> list[str]:
 
 
 def inserts(statements: list[str]) -> list[str]:
-    """The INSERT statements among ``statements``."""
-    return [s for s in statements if s.lstrip().upper().startswith("INSERT")]
+    """The INSERT statements among ``statements`` (create_many's PostgreSQL statement is
+    ``WITH u AS (...), i AS (INSERT ...) SELECT ...``: keys drawn in the statement)."""
+    return [s for s in statements if s.lstrip().upper().startswith("INSERT")
+            or (s.lstrip().upper().startswith("WITH") and " AS (INSERT INTO " in s.upper())]
 
 
 @pytest.fixture(name="gadgets")
