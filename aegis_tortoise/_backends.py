@@ -240,7 +240,16 @@ class PostgresBackend:
         # proxy: asyncpg 0.32 detaches the proxy of a connection the server closed (and
         # gives its slot back) at once, after which every call on the proxy, is_closed()
         # included, raises "released back to the pool" instead of saying what happened.
-        session._conn = bound._connection = proxy._con
+        raw = proxy._con
+        if raw is None:
+            # The server closed it while the pool handed it out (a failover, a terminated
+            # backend): asyncpg already detached it and took its slot back. Seen under a
+            # failover with 20 writers (tests/cluster/test_failover.py): without this the
+            # session's BEGIN failed on None with an AttributeError.
+            raise DatabaseConnectionError(
+                "Database connection failed: the connection was closed as the pool handed "
+                "it out", details={"url": self.manager.url.masked()})
+        session._conn = bound._connection = raw
         bound._proxy, bound._replica = proxy, replica
         bound._retry_first = replica is not None
 
