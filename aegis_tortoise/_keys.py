@@ -25,14 +25,20 @@ SEQUENCE_SQL = ("SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid
                 "$1::text::regclass AND NOT tgisinternal AND tgtype & 7 = 7) THEN NULL "
                 "ELSE pg_get_serial_sequence($1::text, $2::text) END")
 
-#: (database, model) -> the sequence that owns the key column, or None.
-sequences: dict[tuple[str, type[Any]], str | None] = {}
+#: (database, its connection options, model) -> the sequence that owns the key column, or
+#: None. The options are part of the key: ``?schema=`` (search_path) or server_settings may
+#: put the same model's table, and so its sequence, in another schema of the same database.
+sequences: dict[tuple[str, str, type[Any]], str | None] = {}
 
 
 async def key_sequence(session: Session, model: type[Any], table: str) -> str | None:
     """The sequence that owns ``model``'s key column, or None (none, or a BEFORE INSERT row
-    trigger on ``table``, the quoted table name). Looked up once per database and model."""
-    where = (session.manager.url.masked(), model)
+    trigger on ``table``, the quoted table name). Looked up once per database, connection
+    options and model."""
+    manager = session.manager
+    options = repr((sorted(manager.url.options.items()),
+                    manager.driver_options.get("server_settings")))
+    where = (manager.url.masked(), options, model)
     if where not in sequences:
         connection: Any = session.connection  # the session client (fetch_rows: Records)
         rows = await connection.fetch_rows(SEQUENCE_SQL, [table, model._meta.db_pk_column])

@@ -167,7 +167,9 @@ async def test_create_many_keys_are_drawn_in_the_statement(pg_db: DatabaseManage
     async with pg_db.session() as session:
         users = await UserRepository(session).create_many(
             [{"email": f"{i}@x.io", "name": str(i)} for i in range(50)])
-        assert _keys.sequences[(pg_db.url.masked(), User)] is not None
+        found = [seq for (url, _, model), seq in _keys.sequences.items()
+                 if url == pg_db.url.masked() and model is User]
+        assert found == ['public.users_id_seq'], found
         stored = {u.email: u.pk for u in await UserRepository(session).list()}
     assert {u.email: u.pk for u in users} == stored
 
