@@ -76,13 +76,17 @@ async def acquire(pool: Any, timeout: float, connecting: Any) -> Any:  # noqa: A
 
 
 def _ready(pool: Any) -> bool:
-    """Whether the next holder in asyncpg 0.32's queue of free connections is connected (and
-    of the pool's current generation), so that ``pool.acquire()`` returns it at once."""
-    queue = pool._queue
-    if queue.empty():
-        return False
-    holder = queue._queue[0]  # asyncio.Queue's deque: the holder get() returns next
-    return bool(holder.is_connected() and holder._generation == pool._generation)
+    """Whether the holder asyncpg 0.32's queue of free connections hands out next is
+    connected (and of the pool's current generation), so that ``pool.acquire()`` returns it
+    at once."""
+    # asyncpg 0.32's _PoolConnectionHolderQueue is a LifoQueue whose get() takes the newest
+    # connected holder, else the newest one; the deque's first holder is the oldest, which
+    # in a pool not yet fully connected is an unconnected one (then every acquire took the
+    # task below, even with connected connections free).
+    for holder in reversed(pool._queue._queue):
+        if holder.is_connected():
+            return bool(holder._generation == pool._generation)
+    return False
 
 
 def _done(pool_id: int, attempt: Any, _: asyncio.Future[Any]) -> None:
