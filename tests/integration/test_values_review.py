@@ -218,7 +218,8 @@ async def test_statement_classification_keeps_no_huge_statement(
     4,096-entry caches: each distinct hostile JSON key (up to 16 KB) or IN list length left
     its whole statement there, 4,096 of them 64 MB and more (gigabytes with the unlimited
     JSON paths, or sqlite's lists of up to 250,000 values).
-    Statements longer than MAX_CACHED_STATEMENT are classified without being kept."""
+    Statements longer than MAX_CACHED_STATEMENT keep their class in a cache of MAX_LONG_CACHED
+    entries only."""
     if backend == "sqlite":  # the same code on both; sqlite3 keeps 128 statements of its own
         pytest.skip("no JSON __filter on sqlite; its driver's statement cache hides ours")
     async with things.session() as session:
