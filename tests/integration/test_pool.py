@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -201,5 +202,34 @@ async def test_sqlite_connection_wait_is_bounded_too() -> None:
         await holder
         async with db.session() as session:
             assert (await session.execute("SELECT 1")).scalar() == 1
+    finally:
+        await db.close()
+
+
+async def test_a_session_takes_a_free_connection_without_a_task(pg_database: str) -> None:
+    """With connections free, a session's acquire takes one without starting a task (the
+    fast path of aegis_tortoise._acquire), also while the pool has unconnected slots:
+    asyncpg 0.32's LIFO queue hands out the newest connected holder, and the check looked at
+    the oldest (unconnected) one, so every session paid a task and an asyncio.wait."""
+    db = await _manager(pg_database, "aegis_fastpath", pool_size=4, max_overflow=0)
+    loop = asyncio.get_running_loop()
+    factory = loop.get_task_factory()
+    started: list[object] = []
+
+    def counting(loop_: asyncio.AbstractEventLoop, coro: Any, **kw: Any) -> asyncio.Task[Any]:
+        started.append(getattr(coro, "__qualname__", None))  # asyncpg's release has one
+        return asyncio.Task(coro, loop=loop_, **kw)
+
+    try:
+        async with db.session():
+            pass  # one connection open, three slots not connected
+        assert factory is None  # else counting() would bypass it
+        loop.set_task_factory(counting)
+        try:
+            async with db.session() as session:
+                await session.execute("SELECT 1")
+        finally:
+            loop.set_task_factory(factory)
+        assert "_take" not in started  # aegis_tortoise._acquire's task for a waiter
     finally:
         await db.close()
