@@ -36,7 +36,9 @@ __all__ = [
     "app_labels",
     "config_from_url",
     "config_source",
+    "context_config",
     "load_tortoise_config",
+    "pool_from_credentials",
     "primary_connection",
     "take_pgbouncer_flags",
     "url_of_connection",
@@ -266,3 +268,39 @@ def config_from_url(connection: dict[str, Any], modules: Iterable[str | ModuleTy
                     "default_connection": name}
             for label, entries in app_labels(modules).items()}
     return {"connections": {name: connection}, "apps": apps}
+
+
+def pool_from_credentials(config: Mapping[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``pool_size`` from an asyncpg ``maxsize`` in the session connection's
+    credentials (and no overflow), when ``options`` give no ``pool_size``."""
+    credentials = config["connections"][primary_connection(config)].get("credentials", {})
+    if "pool_size" not in options and "maxsize" in credentials:
+        options["pool_size"] = int(credentials["maxsize"])
+        options.setdefault("max_overflow", 0)
+    return options
+
+
+def context_config(url: DatabaseURL, models: Iterable[str | ModuleType], alias: str, *,
+                   tortoise_config: dict[str, Any] | None, driver_options: dict[str, Any],
+                   pool_options: dict[str, Any]) -> dict[str, Any]:
+    """The Tortoise config a manager initialises its context with: its own Tortoise config
+    (or one built from ``url`` and ``models``), the driver options on the session
+    connection ``alias``.
+
+    The session connection gets the pool's own settings, which win over driver options of
+    the same name (the backend already bounds a given connect timeout by pool_timeout), and
+    sqlite connections get this library's engine (a daemon thread).
+    """
+    if tortoise_config is None:
+        connection = url.tortoise_connection(**driver_options)
+        config = config_from_url(connection, models, alias)
+    else:
+        config = copy.deepcopy(tortoise_config)
+        primary = config["connections"][alias]
+        primary.setdefault("credentials", {}).update(driver_options)
+        take_pgbouncer_flags(config, alias)  # this library's, not asyncpg's
+    config["connections"][alias]["credentials"].update(pool_options)
+    for connection in config["connections"].values():
+        if connection.get("engine") == "tortoise.backends.sqlite":
+            connection["engine"] = "aegis_tortoise._sqlite"
+    return config

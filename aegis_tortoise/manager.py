@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import copy
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,11 +33,11 @@ from aegis_tortoise._options import flag, positive_int, seconds, zone
 from aegis_tortoise._replicas import ReadonlySession, ReplicaSet
 from aegis_tortoise._tortoise_config import (
     DEFAULT_CONNECTION,
-    config_from_url,
     config_source,
+    context_config,
     load_tortoise_config,
+    pool_from_credentials,
     primary_connection,
-    take_pgbouncer_flags,
     url_of_connection,
 )
 from aegis_tortoise._tortoise_state import keep_process_state, publish_context, unpublish_context
@@ -251,11 +250,7 @@ class DatabaseManager:
         ``maxsize`` in the session connection's credentials sizes the pool.
         """
         loaded = load_tortoise_config(config_source(config, db_url=db_url, modules=modules))
-        credentials = loaded["connections"][primary_connection(loaded)].get("credentials", {})
-        if "pool_size" not in options and "maxsize" in credentials:
-            options["pool_size"] = int(credentials["maxsize"])
-            options.setdefault("max_overflow", 0)
-        return cls(_tortoise_config=loaded, **options)
+        return cls(_tortoise_config=loaded, **pool_from_credentials(loaded, options))
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -303,25 +298,11 @@ class DatabaseManager:
             self._generation_seen = -1
 
     def _config(self) -> dict[str, Any]:
-        """The Tortoise config this manager initialises its context with.
-
-        The session connection gets the pool's own settings, which win over driver options
-        of the same name (the backend already bounds a given connect timeout by
-        pool_timeout), and sqlite connections get this library's engine (a daemon thread).
-        """
-        if self._tortoise_config is None:
-            connection = self.url.tortoise_connection(**self.driver_options)
-            config = config_from_url(connection, self.models, self.alias)
-        else:
-            config = copy.deepcopy(self._tortoise_config)
-            primary = config["connections"][self.alias]
-            primary.setdefault("credentials", {}).update(self.driver_options)
-            take_pgbouncer_flags(config, self.alias)  # this library's, not asyncpg's
-        config["connections"][self.alias]["credentials"].update(self._backend.pool_options())
-        for connection in config["connections"].values():
-            if connection.get("engine") == "tortoise.backends.sqlite":
-                connection["engine"] = "aegis_tortoise._sqlite"
-        return config
+        """The Tortoise config this manager initialises its context with."""
+        return context_config(self.url, self.models, self.alias,
+                              tortoise_config=self._tortoise_config,
+                              driver_options=self.driver_options,
+                              pool_options=self._backend.pool_options())
 
     async def init(self) -> None:
         """Set up the Tortoise context now (the first session does it otherwise).
