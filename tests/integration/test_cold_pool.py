@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -26,16 +25,6 @@ from tests.faults.proxy import FaultProxy
 @pytest.fixture(scope="module")
 def cold_database(pg_server: PgServer) -> str:
     return pg_server.url_for(pg_server.create_database("cold"))
-
-
-@pytest.fixture
-async def proxy(pg_server: PgServer) -> AsyncIterator[FaultProxy]:
-    host, port = pg_server.admin_url.split("@")[-1].split("/")[0].split(":")
-    started = await FaultProxy(host, int(port)).start()
-    try:
-        yield started
-    finally:
-        await started.stop()
 
 
 async def _idle(manager: DatabaseManager) -> int:

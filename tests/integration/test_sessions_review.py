@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -27,16 +26,6 @@ from tests.integration.test_repository_support import UserRepository
 @pytest.fixture(scope="module")
 def review_database(pg_server: PgServer) -> str:
     return pg_server.url_for(pg_server.create_database("review"))
-
-
-@pytest.fixture
-async def proxy(pg_server: PgServer) -> AsyncIterator[FaultProxy]:
-    host, port = pg_server.admin_url.split("@")[-1].split("/")[0].split(":")
-    started = await FaultProxy(host, int(port)).start()
-    try:
-        yield started
-    finally:
-        await started.stop()
 
 
 async def _backends(pg_admin: asyncpg.Connection, database: str) -> int:
