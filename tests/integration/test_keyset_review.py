@@ -13,44 +13,17 @@ import contextlib
 import datetime as dt
 import decimal
 import sys
-from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
 import pytest
 
 from aegis_tortoise import BaseRepository, DatabaseManager
-from tests.conftest import fresh_manager
-from tests.differential.models import MODELS, Item
+from tests.differential.models import Item
+from tests.integration.test_keyset_hardening import _users, _walk, items_db
 from tests.integration.test_repository_support import UserRepository, recorded_sql
 
-SECRET = "a-test-secret-of-32-bytes-000000"
-
-
-@pytest.fixture
-async def items_db(db_url: str, backend: str) -> AsyncIterator[DatabaseManager]:
-    async for manager in fresh_manager(db_url, backend, models=MODELS, cursor_secret=SECRET):
-        yield manager
-
-
-async def _users(db: DatabaseManager, n: int) -> list[int]:
-    async with db.session() as session:
-        users = await UserRepository(session).create_many(
-            [{"email": f"u{i:03d}@x.io", "name": f"n{i % 3}"} for i in range(n)])
-    return [u.id for u in users]
-
-
-async def _walk(repo: BaseRepository[Any], bound: int, **options: Any) -> list[Any]:
-    ids: list[Any] = []
-    after = None
-    for _ in range(bound):
-        page = await repo.paginate_keyset(after=after, **options)
-        ids += [item.pk for item in page.items]
-        if not page.has_next:
-            return ids
-        after = page.next_cursor
-    pytest.fail(f"the walk did not end after {bound} pages: {ids[:40]}")
-
+__all__ = ["items_db"]  # the fixture, imported for this module's tests
 
 async def _seed(db: DatabaseManager) -> None:
     """Items with repeated values and NULLs in many columns."""
